@@ -1,0 +1,30 @@
+"""captum-gradeclip: Grad-ECLIP explanations of CLIP image-text similarity, as a Captum plugin.
+
+Public API::
+
+    import captum_gradeclip as cg
+    sim = cg.ImageTextSimilarity(model, text_embeds=T)     # (N, M) scores of images vs texts
+    maps = cg.GradECLIP(sim).attribute(pixel_values, target=0)   # (N, 1, h, w)
+    tsim = cg.TextImageSimilarity(model, image_embeds=E)   # (N_txt, M) scores of texts vs images
+    tok = cg.GradECLIP(tsim).attribute(input_ids, target=0, additional_forward_args=(mask,))
+    cg.to_hwc(maps[0], size=(H, W))                         # for captum's visualize_image_attr
+    cg.words(tokens, tok[0])                                # merge BPE pieces into words
+"""
+
+from captum_gradeclip.adapters import get_adapter
+from captum_gradeclip.attr import AttentionAttribution, GradECLIP
+from captum_gradeclip.visualization import to_hwc, words
+from captum_gradeclip.wrappers import ImageTextSimilarity, TextImageSimilarity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttentionAttribution",
+    "GradECLIP",
+    "ImageTextSimilarity",
+    "TextImageSimilarity",
+    "__version__",
+    "get_adapter",
+    "to_hwc",
+    "words",
+]

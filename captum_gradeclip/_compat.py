@@ -1,0 +1,17 @@
+"""The one place that imports Captum's private helpers (tested on captum 0.8 and 0.9)."""
+
+from __future__ import annotations
+
+from captum._utils.common import (  # noqa: F401  (re-exported)
+    _format_additional_forward_args,
+    _format_output,
+    _format_tensor_into_tuples,
+    _is_tuple,
+)
+
+__all__ = [
+    "_format_additional_forward_args",
+    "_format_output",
+    "_format_tensor_into_tuples",
+    "_is_tuple",
+]

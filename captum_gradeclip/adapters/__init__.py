@@ -1,0 +1,28 @@
+"""Loader adapters. :func:`get_adapter` picks the one that understands a model."""
+
+from __future__ import annotations
+
+from captum_gradeclip.adapters.base import Adapter, AttentionRecord, Substitute
+from captum_gradeclip.adapters.hf_clip import HFCLIPAdapter
+
+#: Adapters tried in order by :func:`get_adapter`.
+ADAPTERS: list[type[Adapter]] = [HFCLIPAdapter]
+
+
+def get_adapter(model: object) -> Adapter:
+    """Returns the adapter for ``model``.
+
+    Raises:
+        TypeError: if no adapter knows the model; the message lists the supported loaders.
+    """
+    for adapter_cls in ADAPTERS:
+        if adapter_cls.matches(model):
+            return adapter_cls(model)  # type: ignore[arg-type]
+    supported = ", ".join(a.loader_name for a in ADAPTERS)
+    raise TypeError(
+        f"`model` must be an image-text model of a supported loader ({supported}); "
+        f"got {type(model).__module__}.{type(model).__name__}"
+    )
+
+
+__all__ = ["ADAPTERS", "Adapter", "AttentionRecord", "Substitute", "get_adapter"]

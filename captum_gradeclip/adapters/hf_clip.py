@@ -1,0 +1,75 @@
+"""Adapter for Hugging Face transformers ``CLIPModel``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from captum_gradeclip.adapters.base import Adapter, AttentionRecord, Substitute, linear_probe
+
+
+def _pooled(output: object) -> Tensor:
+    """transformers 5 returns a ``BaseModelOutputWithPooling``; 4.x a tensor."""
+    if isinstance(output, Tensor):
+        return output
+    return output.pooler_output  # type: ignore[attr-defined]
+
+
+def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    return int(value[0]), int(value[1])
+
+
+class HFCLIPAdapter(Adapter):
+    """``transformers.CLIPModel`` (ViT image tower, causal text tower)."""
+
+    loader_name = "transformers CLIPModel"
+
+    @classmethod
+    def matches(cls, model: object) -> bool:
+        return type(model).__name__ == "CLIPModel" and type(model).__module__.startswith("transformers.")
+
+    def embed_images(self, pixel_values: Tensor, interpolate_pos_encoding: bool) -> Tensor:
+        out = self.model.get_image_features(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        return _pooled(out)
+
+    def embed_texts(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+        return _pooled(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+
+    def logit_scale(self) -> Tensor:
+        return self.model.logit_scale.exp()
+
+    def _tower(self, modality: str) -> nn.Module:
+        return self.model.vision_model if modality == "image" else self.model.text_model
+
+    def attention_blocks(self, modality: str) -> list[nn.Module]:
+        return [layer.self_attn for layer in self._tower(modality).encoder.layers]
+
+    def probe(self, block: nn.Module, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:
+        return linear_probe(
+            block, block.q_proj, block.k_proj, block.v_proj, block.out_proj, block.num_heads, substitute
+        )
+
+    def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
+        return block.out_proj
+
+    def patch_size(self) -> tuple[int, int]:
+        return _pair(self.model.config.vision_config.patch_size)
+
+    def image_size(self) -> tuple[int, int]:
+        return _pair(self.model.config.vision_config.image_size)
+
+    def num_channels(self) -> int:
+        return int(self.model.config.vision_config.num_channels)
+
+    def eos_index(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+        # The same rule as CLIPTextTransformer: legacy configs (eos_token_id == 2)
+        # pool at the highest id, newer ones at the first eos_token_id.
+        eos_token_id = self.model.text_model.eos_token_id
+        if eos_token_id == 2:
+            return input_ids.to(torch.int).argmax(dim=-1)
+        return (input_ids.to(torch.int) == eos_token_id).int().argmax(dim=-1)

@@ -1,0 +1,201 @@
+"""The shared pipeline of attention-block explanations, written once.
+
+A subclass states only its equation: :meth:`AttentionAttribution._layer_map`
+turns one block's q/k/v and the gradient of the score with respect to that
+block's attention output ``o`` into a per-token map, and
+:meth:`AttentionAttribution._combine` merges the layers. This base class does
+the rest: it checks the arguments, hooks the blocks, keeps the model unchanged,
+runs the forward pass with the graph starting at the first explained ``o``,
+takes one gradient per target column, and shapes the output Captum-style.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from captum.attr import GradientAttribution, LayerAttribution
+from torch import Tensor, nn
+
+from captum_gradeclip._compat import (
+    _format_additional_forward_args,
+    _format_output,
+    _format_tensor_into_tuples,
+    _is_tuple,
+)
+from captum_gradeclip.adapters import AttentionRecord
+from captum_gradeclip.wrappers import ExplainContext, _Similarity
+
+TargetType = int | Sequence[int] | Tensor | None
+
+
+@contextlib.contextmanager
+def preserved_model(model: nn.Module) -> Iterator[None]:
+    """Runs the body with gradients on for activations only, and restores the model.
+
+    Parameters are switched to ``requires_grad=False`` so that no graph is built
+    for them; their flags and every module's train/eval mode are restored on
+    exit, also after an exception.
+    """
+    params = list(model.parameters())
+    requires_grad = [p.requires_grad for p in params]
+    training = [(m, m.training) for m in model.modules()]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        with torch.enable_grad():
+            yield
+    finally:
+        for p, flag in zip(params, requires_grad, strict=True):
+            p.requires_grad_(flag)
+        for m, flag in training:
+            m.training = flag
+
+
+def _as_leaf(_record: AttentionRecord, o: Tensor) -> Tensor:
+    """The first explained ``o`` becomes the leaf where the graph starts."""
+    return o if o.requires_grad else o.detach().requires_grad_()
+
+
+class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
+    """Base class of explanations computed from attention blocks of a similarity wrapper.
+
+    Args:
+        forward_func (ImageTextSimilarity or TextImageSimilarity): the wrapper to explain.
+        layer (nn.Module, optional): the last explained attention block, or a
+            module that contains exactly one of the tower's attention blocks.
+            Default: the last attention block of the explained tower.
+        device_ids (list[int], optional): accepted for Captum compatibility.
+        layers (int, optional): number of consecutive blocks, ending at
+            ``layer``, to explain. Default: :attr:`default_layers` for the
+            wrapper's modality, capped at the depth.
+    """
+
+    #: Default number of explained blocks per modality.
+    default_layers: dict[str, int] = {"image": 1, "text": 1}
+
+    def __init__(
+        self,
+        forward_func: _Similarity,
+        layer: nn.Module | None = None,
+        device_ids: list[int] | None = None,
+        *,
+        layers: int | None = None,
+    ) -> None:
+        if not isinstance(forward_func, _Similarity):
+            raise TypeError(
+                "`forward_func` must be a captum_gradeclip similarity wrapper "
+                "(ImageTextSimilarity or TextImageSimilarity); "
+                f"got {type(forward_func).__name__}"
+            )
+        blocks = forward_func.explained_blocks()
+        last = len(blocks) - 1 if layer is None else _block_index(blocks, layer)
+        if layers is None:
+            layers = min(self.default_layers[forward_func.modality], last + 1)
+        if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= last + 1:
+            raise ValueError(
+                f"`layers` must be an int in [1, {last + 1}] (the blocks up to the explained layer); got {layers!r}"
+            )
+        self.blocks = blocks[last - layers + 1 : last + 1]
+        LayerAttribution.__init__(self, forward_func, blocks[last], device_ids)
+        GradientAttribution.__init__(self, forward_func)
+
+    @property
+    def similarity(self) -> _Similarity:
+        return self.forward_func  # type: ignore[return-value]
+
+    # -- what a method defines ------------------------------------------------------------
+    def _substitute(self, record: AttentionRecord, o: Tensor) -> Tensor:
+        """Replaces a block's ``o`` in the forward pass. Default: leaf at the first block."""
+        return _as_leaf(record, o)
+
+    @abstractmethod
+    def _layer_map(self, record: AttentionRecord, grad_o: Tensor, ctx: ExplainContext) -> Tensor:
+        """Per-token map ``(N, T)`` of one block, from ``dS/do`` of shape ``(N, T, C)``."""
+
+    @abstractmethod
+    def _combine(self, layer_maps: list[Tensor]) -> Tensor:
+        """Merges the per-block maps into one ``(N, T)`` map."""
+
+    # -- the pipeline ---------------------------------------------------------------------------
+    def attribute(  # type: ignore[override]
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+    ) -> Tensor | tuple[Tensor, ...]:
+        is_tuple = _is_tuple(inputs)
+        inputs_t = _format_tensor_into_tuples(inputs)
+        if len(inputs_t) != 1 or not isinstance(inputs_t[0], Tensor):
+            raise TypeError(f"`inputs` must be one tensor or a 1-tuple of tensors; got {len(inputs_t)} items")
+        inputs_t = (inputs_t[0].detach(),)
+        extra = _format_additional_forward_args(additional_forward_args) or ()
+        extra = tuple(a.detach() if isinstance(a, Tensor) else a for a in extra)
+        sim = self.similarity
+
+        with preserved_model(sim), contextlib.ExitStack() as probes:
+            records = [probes.enter_context(sim.adapter.probe(b, self._substitute)) for b in self.blocks]
+            scores = sim(*inputs_t, *extra)
+            columns = _target_columns(target, scores.shape[0], scores.shape[1])
+            ctx = sim.explain_context(inputs_t, extra)
+            rows = torch.arange(scores.shape[0], device=scores.device)
+            outs = [r.o for r in records]
+            maps = []
+            for i, col in enumerate(columns):
+                grads = torch.autograd.grad(
+                    scores[rows, col.to(scores.device)].sum(), outs, retain_graph=i + 1 < len(columns)
+                )
+                layer_maps = [self._layer_map(r, g, ctx) for r, g in zip(records, grads, strict=True)]
+                maps.append(self._combine(layer_maps).detach())
+        out = _shape_output(torch.stack(maps, dim=1), ctx)
+        if ctx.grid is None and target is not None:
+            out = out[:, 0]  # per-token scores (N, L) for one target per example
+        return _format_output(is_tuple, (out.to(inputs_t[0].device),))
+
+
+def _block_index(blocks: list[nn.Module], layer: nn.Module) -> int:
+    for i, block in enumerate(blocks):
+        if block is layer:
+            return i
+    inside = [i for i, block in enumerate(blocks) if any(m is block for m in layer.modules())]
+    if len(inside) == 1:
+        return inside[0]
+    raise ValueError(
+        "`layer` must be one attention block of the explained tower, or a module holding exactly one; "
+        f"got {type(layer).__name__} holding {len(inside)}"
+    )
+
+
+def _target_columns(target: TargetType, n: int, m: int) -> list[Tensor]:
+    """One ``(N,)`` column index per requested target: every column for ``None``."""
+    if target is None:
+        return [torch.full((n,), j, dtype=torch.long) for j in range(m)]
+    if isinstance(target, Tensor):
+        if target.is_floating_point() or target.dim() > 1:
+            raise ValueError(f"`target` tensor must be an integer scalar or 1-D; got {tuple(target.shape)}")
+        target = target.tolist()
+    if isinstance(target, bool):
+        raise TypeError("`target` must be an int, a list of ints or None; got bool")
+    column = torch.full((n,), int(target), dtype=torch.long) if isinstance(target, int) else None
+    if column is None:
+        if not isinstance(target, Sequence) or not all(isinstance(t, int) for t in target):
+            raise TypeError(f"`target` must be an int, a list of ints or None; got {type(target).__name__}")
+        if len(target) != n:
+            raise ValueError(f"`target` list must have one entry per example ({n}); got {len(target)}")
+        column = torch.tensor(list(target), dtype=torch.long)
+    if ((column < 0) | (column >= m)).any():
+        raise ValueError(f"`target` must index the wrapper's {m} output columns (0..{m - 1}); got {target}")
+    return [column]
+
+
+def _shape_output(maps: Tensor, ctx: ExplainContext) -> Tensor:
+    """``(N, K, T)`` token maps to ``(N, K, h, w)`` for images or ``(N, K, L)`` for text."""
+    maps = maps * ctx.output_mask[:, None, :].to(maps.dtype)
+    if ctx.grid is None:
+        return maps
+    n, k, _ = maps.shape
+    keep = ctx.output_mask[0]
+    return maps[:, :, keep].reshape(n, k, *ctx.grid)

@@ -1,0 +1,171 @@
+"""Grad-ECLIP (Zhao, Wang, Hsiao, Chan): gradient-based visual and textual explanations for CLIP."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from captum_gradeclip.adapters import AttentionRecord
+from captum_gradeclip.attr._base import AttentionAttribution, TargetType, _as_leaf
+from captum_gradeclip.wrappers import ExplainContext, _Similarity
+
+MODES = ("native", "paper")
+QK_SOURCES = ("raw", "out_proj")
+
+
+def loosened_attention(q_query: Tensor, k: Tensor, heads: int, key_mask: Tensor) -> Tensor:
+    r"""The spatial weights :math:`\lambda_i = \mathrm{minmax}_i \cos(q_0, k_i)`, per head.
+
+    Args:
+        q_query (Tensor): ``(N, C)`` query of the pooled token.
+        k (Tensor): ``(N, T, C)`` keys.
+        heads (int): number of heads the C channels are split into.
+        key_mask (Tensor): ``(N, T)`` positions over which to min-max normalise.
+
+    Returns:
+        *Tensor* ``(N, T, heads)`` in [0, 1], zero outside ``key_mask``; a constant
+        cosine gives 1, never NaN.
+    """
+    n, t, c = k.shape
+    r = F.cosine_similarity(q_query.reshape(n, 1, heads, c // heads), k.reshape(n, t, heads, c // heads), dim=-1)
+    mask = key_mask[:, :, None]
+    r_min = r.masked_fill(~mask, math.inf).amin(dim=1, keepdim=True)
+    r_max = r.masked_fill(~mask, -math.inf).amax(dim=1, keepdim=True)
+    span = r_max - r_min
+    flat = span <= torch.finfo(r.dtype).eps
+    lam = torch.where(flat, torch.ones_like(r), (r - r_min) / torch.where(flat, torch.ones_like(span), span))
+    return lam * mask
+
+
+def single_head_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    r"""One head over all C channels: :math:`\mathrm{softmax}(q k^\top / \sqrt{C})\, v`."""
+    scale = q.shape[-1] ** -0.5
+    return torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1) @ v
+
+
+class GradECLIP(AttentionAttribution):
+    r"""Grad-ECLIP: channel weights from gradients, spatial weights from the loosened
+    attention, both applied to the values of an attention block.
+
+    For the pooled token 0 (CLS, or EOS for text) of an explained block with values
+    :math:`v_i`, the map over tokens :math:`i` is
+
+    .. math::
+
+        H_i = \mathrm{ReLU}\Big(\sum_h \lambda^h_i \, (w^h \cdot v^h_i)\Big),
+        \qquad w = \frac{\partial S}{\partial o_0},
+        \qquad \lambda^h_i = \mathrm{minmax}_i \cos(q^h_0, k^h_i),
+
+    where :math:`S` is the wrapper's score and :math:`o_0` the pooled row of the
+    attention output before the out-projection. Image maps of several blocks are
+    summed after the ReLU; text token scores are summed over blocks before it.
+
+    Args:
+        forward_func (ImageTextSimilarity or TextImageSimilarity): the wrapper to explain.
+        layer (nn.Module, optional): the last explained attention block. Default:
+            the last block of the wrapper's tower.
+        device_ids (list[int], optional): accepted for Captum compatibility.
+        mode (str, optional): ``"native"`` (default) explains the model as it is,
+            with :math:`\lambda` per head. ``"paper"`` reproduces the official code:
+            on the image side the explained blocks are recomputed with one head over
+            all C channels, and the score comes from that forward; on the text side
+            :math:`\lambda` and :math:`w \cdot v` use the merged heads.
+        layers (int, optional): number of blocks ending at ``layer``. Default: 1 for
+            images, 8 for text (capped at the depth).
+        loosened_attention (bool, optional): apply :math:`\lambda`; ``False`` is the
+            paper's ablation. Default: True.
+        qk_source (str, optional): in paper mode, compute :math:`\lambda` from the
+            ``"raw"`` in-projected q/k (the notebooks, default) or from q/k passed
+            through the ``"out_proj"`` (the evaluation scripts).
+
+    Examples::
+
+        >>> sim = ImageTextSimilarity(model, text_embeds=T)
+        >>> explainer = GradECLIP(sim)
+        >>> maps = explainer.attribute(pixel_values, target=0)   # (N, 1, h, w)
+        >>> every = explainer.attribute(pixel_values)            # (N, M, h, w)
+    """
+
+    default_layers = {"image": 1, "text": 8}
+
+    def __init__(
+        self,
+        forward_func: _Similarity,
+        layer: nn.Module | None = None,
+        device_ids: list[int] | None = None,
+        *,
+        mode: str = "native",
+        layers: int | None = None,
+        loosened_attention: bool = True,
+        qk_source: str = "raw",
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES}; got {mode!r}")
+        if qk_source not in QK_SOURCES:
+            raise ValueError(f"`qk_source` must be one of {QK_SOURCES}; got {qk_source!r}")
+        if qk_source != "raw" and mode != "paper":
+            raise ValueError("`qk_source` applies to mode='paper' only")
+        super().__init__(forward_func, layer, device_ids, layers=layers)
+        self.mode = mode
+        self.use_loosened_attention = bool(loosened_attention)
+        self.qk_source = qk_source
+        self._recompute = mode == "paper" and forward_func.modality == "image"
+
+    @staticmethod
+    def get_name() -> str:
+        return "Grad-ECLIP"
+
+    def attribute(  # type: ignore[override]
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+    ) -> Tensor | tuple[Tensor, ...]:
+        r"""Explains the wrapper's scores for ``inputs``.
+
+        Args:
+            inputs (Tensor or tuple[Tensor]): ``pixel_values (N, C, H, W)`` for an
+                :class:`ImageTextSimilarity`, ``input_ids (N, L)`` for a
+                :class:`TextImageSimilarity`.
+            target (int, list[int], Tensor or None, optional): the output column to
+                explain, one for all examples or one per example. ``None`` explains
+                every column.
+            additional_forward_args (optional): for text, ``(attention_mask,)``.
+
+        Returns:
+            *Tensor* (or a 1-tuple, mirroring ``inputs``) of raw, unnormalised maps on
+            the input's device: ``(N, 1, h, w)`` for images with a target,
+            ``(N, M, h, w)`` with ``target=None``; ``(N, L)`` token scores for text
+            with a target, ``(N, M, L)`` with ``target=None``. SOS, EOS and padding
+            score 0.
+        """
+        return super().attribute(inputs, target, additional_forward_args)
+
+    def _substitute(self, record: AttentionRecord, o: Tensor) -> Tensor:
+        if self._recompute:
+            o = single_head_attention(record.q, record.k, record.v)  # type: ignore[arg-type]
+        return _as_leaf(record, o)
+
+    def _layer_map(self, record: AttentionRecord, grad_o: Tensor, ctx: ExplainContext) -> Tensor:
+        q, k, v = (t.detach() for t in (record.q, record.k, record.v))  # type: ignore[union-attr]
+        heads = 1 if self.mode == "paper" else record.num_heads
+        if self.qk_source == "out_proj":
+            out_proj = self.similarity.adapter.out_projection(record.block)  # type: ignore[arg-type]
+            q, k = out_proj(q), out_proj(k)
+        n, t, c = v.shape
+        rows = torch.arange(n, device=v.device)
+        w = grad_o[rows, ctx.query_index].reshape(n, 1, heads, c // heads)  # channel weights dS/do_0
+        wv = (w * v.reshape(n, t, heads, c // heads)).sum(-1)  # (N, T, heads): w^h . v^h_i
+        if not self.use_loosened_attention:
+            return wv.sum(-1)
+        lam = loosened_attention(q[rows, ctx.query_index], k, heads, ctx.key_mask)
+        return (lam * wv).sum(-1)
+
+    def _combine(self, layer_maps: list[Tensor]) -> Tensor:
+        if self.similarity.modality == "text":
+            return torch.relu(torch.stack(layer_maps).sum(0))
+        return torch.stack([torch.relu(m) for m in layer_maps]).sum(0)

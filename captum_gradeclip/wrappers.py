@@ -1,0 +1,299 @@
+"""Similarity-score wrapper modules: any CLIP as a tensor-in, tensor-out ``nn.Module``.
+
+The wrappers are what every Captum method attributes. The reference side (texts
+for :class:`ImageTextSimilarity`, images for :class:`TextImageSimilarity`) is
+embedded once and kept as a buffer, so Captum's metrics, which repeat the
+tensors they are given, never duplicate it; the target index picks a column.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from captum_gradeclip.adapters import Adapter, get_adapter
+
+SCORES = ("cosine", "logit", "softmax")
+
+
+@dataclass
+class ExplainContext:
+    """Where the explained tower pools and which tokens an explanation covers.
+
+    Attributes:
+        query_index: ``(N,)`` position of the pooled token (CLS or EOS).
+        key_mask: ``(N, T)`` positions over which the loosened attention is
+            min-max normalised.
+        output_mask: ``(N, T)`` positions that the explanation reports.
+        grid: ``(h, w)`` patch grid for images, ``None`` for text.
+    """
+
+    query_index: Tensor
+    key_mask: Tensor
+    output_mask: Tensor
+    grid: tuple[int, int] | None
+
+
+class _Similarity(nn.Module, ABC):
+    """Shared scoring of the two wrappers: cosine, logit or softmax over the references."""
+
+    #: The tower whose input the wrapper takes, and which an explanation covers.
+    modality: str = ""
+
+    def __init__(self, model: nn.Module, score: str) -> None:
+        super().__init__()
+        self.adapter: Adapter = get_adapter(model)
+        if score not in SCORES:
+            raise ValueError(f"`score` must be one of {SCORES}; got {score!r}")
+        self.model = model
+        self.score = score
+
+    @property
+    def num_references(self) -> int:
+        """Number of output columns (texts or images to compare with)."""
+        return int(self.reference_embeds.shape[0])
+
+    def _set_references(self, embeds: Tensor, argument: str) -> None:
+        if not isinstance(embeds, Tensor) or embeds.dim() != 2 or embeds.shape[0] == 0:
+            raise ValueError(f"`{argument}` must be a non-empty (M, E) tensor; got {_describe(embeds)}")
+        if not torch.isfinite(embeds).all():
+            raise ValueError(f"`{argument}` contains NaN or infinite values")
+        self.register_buffer("reference_embeds", F.normalize(embeds.detach(), dim=-1), persistent=False)
+
+    def similarity(self, embeds: Tensor) -> Tensor:
+        """Scores ``(N, M)`` of query embeddings ``(N, E)`` against the references."""
+        if embeds.shape[-1] != self.reference_embeds.shape[-1]:
+            raise ValueError(
+                f"reference embeddings have dimension {self.reference_embeds.shape[-1]}, "
+                f"but the model embeds to {embeds.shape[-1]}"
+            )
+        refs = self.reference_embeds.to(embeds.dtype)
+        cos = F.normalize(embeds, dim=-1) @ refs.T
+        if self.score == "cosine":
+            return cos
+        logits = self.adapter.logit_scale().to(cos.dtype) * cos
+        return logits if self.score == "logit" else logits.softmax(dim=-1)
+
+    def explained_blocks(self) -> list[nn.Module]:
+        """Attention blocks of the explained tower, first to last."""
+        return self.adapter.attention_blocks(self.modality)
+
+    @abstractmethod
+    def explain_context(self, inputs: tuple[Tensor, ...], additional_forward_args: tuple) -> ExplainContext:
+        """Pooled position, key and output masks, and grid for a batch of inputs."""
+
+
+class ImageTextSimilarity(_Similarity):
+    r"""Scores images against a fixed set of texts: ``forward(pixel_values) -> (N, M)``.
+
+    Args:
+        model (nn.Module): a supported image-text model (see :mod:`captum_gradeclip.adapters`).
+        texts (list[str] or Mapping, optional): the texts, either as strings (then
+            ``tokenizer`` or ``processor`` is required) or as the tokenizer's output
+            with ``input_ids`` and optionally ``attention_mask``.
+        text_embeds (Tensor, optional): precomputed ``(M, E)`` text embeddings,
+            instead of ``texts``.
+        tokenizer, processor (optional): the loader's own tokenizer or processor,
+            used for ``texts`` given as strings.
+        score (str, optional): ``"cosine"`` (default), ``"logit"`` (cosine times
+            the model's logit scale) or ``"softmax"`` (over the M texts).
+        interpolate_pos_encoding (bool, optional): accept any input size that is a
+            multiple of the patch size by interpolating the position embeddings.
+            Default: True.
+
+    Examples::
+
+        >>> sim = ImageTextSimilarity(model, texts=["a dog", "a cat"], processor=processor)
+        >>> sim(pixel_values).shape
+        torch.Size([1, 2])
+    """
+
+    modality = "image"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        texts: Sequence[str] | Mapping[str, Tensor] | None = None,
+        *,
+        text_embeds: Tensor | None = None,
+        tokenizer: object | None = None,
+        processor: object | None = None,
+        score: str = "cosine",
+        interpolate_pos_encoding: bool = True,
+    ) -> None:
+        super().__init__(model, score)
+        self.interpolate_pos_encoding = interpolate_pos_encoding
+        if (texts is None) == (text_embeds is None):
+            raise ValueError("give exactly one of `texts` and `text_embeds`")
+        if text_embeds is None:
+            input_ids, attention_mask = _tokenized(texts, tokenizer, processor, "texts")
+            device = _device_of(model)
+            input_ids = input_ids.to(device)
+            attention_mask = attention_mask.to(device) if attention_mask is not None else None
+            _check_text(self.adapter, input_ids, attention_mask)
+            with torch.no_grad():
+                text_embeds = self.adapter.embed_texts(input_ids, attention_mask)
+            self._set_references(text_embeds, "texts")
+        else:
+            self._set_references(text_embeds, "text_embeds")
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        _check_pixels(self.adapter, pixel_values, self.interpolate_pos_encoding)
+        return self.similarity(self.adapter.embed_images(pixel_values, self.interpolate_pos_encoding))
+
+    def explain_context(self, inputs: tuple[Tensor, ...], additional_forward_args: tuple) -> ExplainContext:
+        (pixel_values,) = inputs
+        n = pixel_values.shape[0]
+        grid = self.adapter.patch_grid(pixel_values)
+        prefix = self.adapter.image_prefix_tokens
+        tokens = prefix + grid[0] * grid[1]
+        mask = torch.zeros(n, tokens, dtype=torch.bool, device=pixel_values.device)
+        mask[:, prefix:] = True
+        query = torch.zeros(n, dtype=torch.long, device=pixel_values.device)
+        return ExplainContext(query_index=query, key_mask=mask, output_mask=mask, grid=grid)
+
+
+class TextImageSimilarity(_Similarity):
+    r"""Scores texts against a fixed set of images: ``forward(input_ids, attention_mask) -> (N_txt, M_img)``.
+
+    Args:
+        model (nn.Module): a supported image-text model.
+        images (Tensor, optional): ``(M, C, H, W)`` pixel values of the images.
+        image_embeds (Tensor, optional): precomputed ``(M, E)`` image embeddings.
+        score (str, optional): ``"cosine"`` (default), ``"logit"`` or ``"softmax"``
+            (over the M images).
+        interpolate_pos_encoding (bool, optional): as in :class:`ImageTextSimilarity`,
+            for embedding ``images``. Default: True.
+
+    Examples::
+
+        >>> tsim = TextImageSimilarity(model, images=pixel_values)
+        >>> tsim(batch["input_ids"], batch["attention_mask"]).shape
+        torch.Size([3, 1])
+    """
+
+    modality = "text"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: Tensor | None = None,
+        *,
+        image_embeds: Tensor | None = None,
+        score: str = "cosine",
+        interpolate_pos_encoding: bool = True,
+    ) -> None:
+        super().__init__(model, score)
+        if (images is None) == (image_embeds is None):
+            raise ValueError("give exactly one of `images` and `image_embeds`")
+        if image_embeds is None:
+            _check_pixels(self.adapter, images, interpolate_pos_encoding, argument="images")
+            with torch.no_grad():
+                image_embeds = self.adapter.embed_images(images, interpolate_pos_encoding)  # type: ignore[arg-type]
+            self._set_references(image_embeds, "images")
+        else:
+            self._set_references(image_embeds, "image_embeds")
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        _check_text(self.adapter, input_ids, attention_mask)
+        return self.similarity(self.adapter.embed_texts(input_ids, attention_mask))
+
+    def explain_context(self, inputs: tuple[Tensor, ...], additional_forward_args: tuple) -> ExplainContext:
+        (input_ids,) = inputs
+        attention_mask = additional_forward_args[0] if additional_forward_args else None
+        eos = self.adapter.eos_index(input_ids, attention_mask).to(input_ids.device)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        valid = positions[None, :] <= eos[:, None]
+        if attention_mask is not None:
+            valid = valid & attention_mask.bool()
+        words = valid & (positions[None, :] > 0) & (positions[None, :] != eos[:, None])
+        return ExplainContext(query_index=eos, key_mask=valid, output_mask=words, grid=None)
+
+
+# -- input checks ---------------------------------------------------------------------
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, Tensor):
+        return f"tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return type(x).__name__
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _check_pixels(adapter: Adapter, pixel_values: object, interpolate: bool, argument: str = "pixel_values") -> None:
+    if not isinstance(pixel_values, Tensor) or not pixel_values.is_floating_point():
+        raise TypeError(f"`{argument}` must be a floating-point tensor; got {_describe(pixel_values)}")
+    channels = adapter.num_channels()
+    if pixel_values.dim() != 4 or pixel_values.shape[1] != channels:
+        raise ValueError(
+            f"`{argument}` must have shape (N, {channels}, H, W); got {tuple(pixel_values.shape)}"
+        )
+    if pixel_values.shape[0] == 0:
+        raise ValueError(f"`{argument}` is an empty batch")
+    size = tuple(pixel_values.shape[-2:])
+    if interpolate:
+        ph, pw = adapter.patch_size()
+        if size[0] % ph or size[1] % pw or size[0] < ph or size[1] < pw:
+            raise ValueError(
+                f"`{argument}` height and width must be positive multiples of the patch size "
+                f"{(ph, pw)}; got {size}"
+            )
+    elif size != adapter.image_size():
+        raise ValueError(
+            f"`{argument}` must be {adapter.image_size()} when interpolate_pos_encoding=False; got {size}"
+        )
+    if not torch.isfinite(pixel_values).all():
+        raise ValueError(f"`{argument}` contains NaN or infinite values")
+
+
+def _check_text(adapter: Adapter, input_ids: object, attention_mask: object) -> None:
+    if not isinstance(input_ids, Tensor) or input_ids.is_floating_point() or input_ids.is_complex():
+        raise TypeError(f"`input_ids` must be an integer tensor; got {_describe(input_ids)}")
+    if input_ids.dtype == torch.bool:
+        raise TypeError("`input_ids` must be an integer tensor; got dtype torch.bool")
+    if input_ids.dim() != 2:
+        raise ValueError(f"`input_ids` must have shape (N, L); got {tuple(input_ids.shape)}")
+    if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise ValueError(f"`input_ids` is empty: shape {tuple(input_ids.shape)}")
+    if attention_mask is not None:
+        if not isinstance(attention_mask, Tensor) or attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"`attention_mask` must have the shape of `input_ids` {tuple(input_ids.shape)}; "
+                f"got {_describe(attention_mask)}"
+            )
+        if (attention_mask.sum(dim=-1) < 2).any():
+            raise ValueError("`attention_mask` marks a text with fewer than 2 tokens (an empty text)")
+    elif input_ids.shape[1] < 2:
+        raise ValueError("`input_ids` holds an empty text: fewer than 2 tokens")
+
+
+def _tokenized(
+    texts: Sequence[str] | Mapping[str, Tensor] | None,
+    tokenizer: object | None,
+    processor: object | None,
+    argument: str,
+) -> tuple[Tensor, Tensor | None]:
+    if isinstance(texts, Mapping):
+        if "input_ids" not in texts:
+            raise ValueError(f"`{argument}` given as a mapping must hold 'input_ids'")
+        return texts["input_ids"], texts.get("attention_mask")
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"`{argument}` must be a list of strings or a tokenizer output; got {type(texts).__name__}")
+    if len(texts) == 0 or any(not isinstance(t, str) or not t.strip() for t in texts):
+        raise ValueError(f"`{argument}` must be a non-empty list of non-empty strings")
+    if tokenizer is None and processor is None:
+        raise ValueError(f"`{argument}` given as strings needs `tokenizer` or `processor`")
+    if tokenizer is not None:
+        batch = tokenizer(list(texts), padding=True, return_tensors="pt")  # type: ignore[operator]
+    else:
+        batch = processor(text=list(texts), padding=True, return_tensors="pt")  # type: ignore[operator]
+    return batch["input_ids"], batch.get("attention_mask")

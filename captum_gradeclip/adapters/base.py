@@ -89,7 +89,7 @@ class Adapter(ABC):
 
     @abstractmethod
     def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
-        """The block's out-projection ``o -> W_o o + b_o``."""
+        """The block's out-projection ``o -> W_o o + b_o``, as a function that fires no hooks."""
 
     # -- geometry ---------------------------------------------------------------------
     @abstractmethod

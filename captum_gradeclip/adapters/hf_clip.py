@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters.base import Adapter, AttentionRecord, Substitute, linear_probe
@@ -55,7 +56,8 @@ class HFCLIPAdapter(Adapter):
         )
 
     def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
-        return block.out_proj
+        proj = block.out_proj
+        return lambda o: F.linear(o, proj.weight, proj.bias)  # not proj(o): that would fire the probe
 
     def patch_size(self) -> tuple[int, int]:
         return _pair(self.model.config.vision_config.patch_size)

@@ -1,0 +1,252 @@
+"""Grad-ECLIP against independent oracles written here, on tiny random HF CLIPs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import captum_gradeclip as cg
+from captum_gradeclip.attr.grad_eclip import loosened_attention
+from tests.conftest import EOS, head_cos, make_clip, minmax, random_texts, rel_err
+
+TOL = 1e-4
+
+
+def image_native_oracle(model, x, text_embeds, cols, layers=1, loosened=True):
+    """Sum over blocks of ReLU(sum_h lambda^h_i dS/da^h_{0,i}), by autograd on eager attention."""
+    heads = model.config.vision_config.num_attention_heads
+    patch = model.config.vision_config.patch_size
+    out = model.vision_model(
+        pixel_values=x, output_attentions=True, output_hidden_states=True, interpolate_pos_encoding=True
+    )
+    emb = model.visual_projection(out.pooler_output)
+    scores = F.normalize(emb, dim=-1) @ F.normalize(text_embeds, dim=-1).T
+    s = scores[torch.arange(len(x)), cols].sum()
+    depth = len(out.attentions)
+    total = 0
+    for layer_idx in range(depth - layers, depth):
+        grad_a = torch.autograd.grad(s, out.attentions[layer_idx], retain_graph=True)[0][:, :, 0, 1:]
+        layer = model.vision_model.encoder.layers[layer_idx]
+        h = layer.layer_norm1(out.hidden_states[layer_idx])
+        q, k = layer.self_attn.q_proj(h), layer.self_attn.k_proj(h)
+        lam = minmax(head_cos(q[:, 0], k, heads)[:, :, 1:], dim=-1) if loosened else 1.0
+        total = total + torch.relu((lam * grad_a).sum(1))
+    return total.reshape(len(x), 1, x.shape[-2] // patch, x.shape[-1] // patch).detach()
+
+
+def image_paper_oracle(model, x, text_embeds, cols, qk_source="raw"):
+    """The last block recomputed with one head over all channels, as the official code does."""
+    vm = model.vision_model
+    patch = model.config.vision_config.patch_size
+    with torch.no_grad():
+        x_in = vm(pixel_values=x, output_hidden_states=True, interpolate_pos_encoding=True).hidden_states[-2]
+        layer = vm.encoder.layers[-1]
+        att = layer.self_attn
+        h = layer.layer_norm1(x_in)
+        q, k, v = att.q_proj(h), att.k_proj(h), att.v_proj(h)
+        a = torch.softmax(q @ k.transpose(1, 2) / q.shape[-1] ** 0.5, dim=-1)
+    o = (a @ v).requires_grad_()
+    y = x_in + att.out_proj(o)
+    y = y + layer.mlp(layer.layer_norm2(y))
+    emb = model.visual_projection(vm.post_layernorm(y[:, 0]))
+    scores = F.normalize(emb, dim=-1) @ F.normalize(text_embeds, dim=-1).T
+    w = torch.autograd.grad(scores[torch.arange(len(x)), cols].sum(), o)[0][:, 0]
+    if qk_source == "out_proj":
+        q, k = att.out_proj(q), att.out_proj(k)
+    lam = minmax(F.cosine_similarity(q[:, :1], k[:, 1:], dim=-1), dim=-1)
+    maps = torch.relu(lam * (v[:, 1:] * w[:, None]).sum(-1))
+    return maps.reshape(len(x), 1, x.shape[-2] // patch, x.shape[-1] // patch).detach()
+
+
+def text_native_oracle(model, ids, mask, image_embeds, cols, layers):
+    """ReLU(sum_l sum_h lambda^{l,h}_j dS/da^{l,h}_{eos,j}), min-max per text over valid positions."""
+    heads = model.config.text_config.num_attention_heads
+    out = model.text_model(input_ids=ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
+    emb = model.text_projection(out.pooler_output)
+    scores = F.normalize(emb, dim=-1) @ F.normalize(image_embeds, dim=-1).T
+    s = scores[torch.arange(len(ids)), cols].sum()
+    depth = len(out.attentions)
+    total = torch.zeros(ids.shape, dtype=torch.float32)
+    for i in range(len(ids)):
+        eos = int((ids[i] == EOS).nonzero()[0])
+        for layer_idx in range(depth - layers, depth):
+            grad_a = torch.autograd.grad(s, out.attentions[layer_idx], retain_graph=True)[0][i, :, eos, : eos + 1]
+            layer = model.text_model.encoder.layers[layer_idx]
+            h = layer.layer_norm1(out.hidden_states[layer_idx][i : i + 1])
+            q, k = layer.self_attn.q_proj(h), layer.self_attn.k_proj(h)
+            r = head_cos(q[:, eos], k[:, : eos + 1], heads)[0]  # (H, eos+1)
+            total[i, : eos + 1] += (minmax(r, dim=-1) * grad_a).sum(0).detach()
+        total[i, 0] = 0
+        total[i, eos:] = 0
+    return torch.relu(total)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("size", [(32, 32), (32, 48)])
+def test_native_image_matches_attention_gradient_oracle(seed, size):
+    model = make_clip(seed)
+    n, m = 1 + seed, 2 + seed
+    x = torch.randn(n, 3, *size, generator=torch.Generator().manual_seed(seed))
+    text_embeds = torch.randn(m, 16, generator=torch.Generator().manual_seed(100 + seed))
+    explainer = cg.GradECLIP(cg.ImageTextSimilarity(model, text_embeds=text_embeds))
+    cols = torch.arange(n) % m
+    got = explainer.attribute(x, target=cols.tolist())
+    want = image_native_oracle(model, x, text_embeds, cols)
+    assert got.shape == (n, 1, size[0] // 8, size[1] // 8)
+    assert want.abs().max() > 0
+    assert rel_err(got, want) <= TOL
+
+
+def test_native_image_two_layers_and_ablation_match_oracle():
+    model = make_clip(3, vision_layers=3)
+    x = torch.randn(2, 3, 32, 32)
+    text_embeds = torch.randn(2, 16)
+    sim = cg.ImageTextSimilarity(model, text_embeds=text_embeds)
+    cols = torch.tensor([1, 0])
+    got = cg.GradECLIP(sim, layers=2).attribute(x, target=[1, 0])
+    assert rel_err(got, image_native_oracle(model, x, text_embeds, cols, layers=2)) <= TOL
+    plain = cg.GradECLIP(sim, loosened_attention=False).attribute(x, target=[1, 0])
+    assert rel_err(plain, image_native_oracle(model, x, text_embeds, cols, loosened=False)) <= TOL
+    assert rel_err(plain, cg.GradECLIP(sim).attribute(x, target=[1, 0])) > 1e-2
+
+
+@pytest.mark.parametrize("qk_source", ["raw", "out_proj"])
+@pytest.mark.parametrize("size", [(32, 32), (48, 32)])
+def test_paper_mode_matches_single_head_recomputation(qk_source, size):
+    model = make_clip(5)
+    x = torch.randn(3, 3, *size)
+    text_embeds = torch.randn(2, 16)
+    sim = cg.ImageTextSimilarity(model, text_embeds=text_embeds)
+    cols = torch.tensor([0, 1, 1])
+    got = cg.GradECLIP(sim, mode="paper", qk_source=qk_source).attribute(x, target=cols.tolist())
+    want = image_paper_oracle(model, x, text_embeds, cols, qk_source)
+    assert want.abs().max() > 0
+    assert rel_err(got, want) <= TOL
+    native = cg.GradECLIP(sim).attribute(x, target=cols.tolist())
+    assert rel_err(got, native) > 1e-2, "paper and native modes must differ with 4 heads"
+
+
+def test_modes_agree_on_a_single_head_model():
+    model = make_clip(6, heads=1)
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, 16))
+    x = torch.randn(2, 3, 32, 32)
+    native = cg.GradECLIP(sim).attribute(x, target=1)
+    paper = cg.GradECLIP(sim, mode="paper").attribute(x, target=1)
+    assert rel_err(paper, native) <= TOL
+
+
+def test_every_target_equals_per_pair_loop():
+    model = make_clip(7)
+    x = torch.randn(3, 3, 32, 40)
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(4, 16))
+    for mode in ("native", "paper"):
+        explainer = cg.GradECLIP(sim, mode=mode)
+        every = explainer.attribute(x)
+        assert every.shape == (3, 4, 4, 5)
+        for n in range(3):
+            for j in range(4):
+                single = explainer.attribute(x[n : n + 1], target=j)
+                assert rel_err(every[n : n + 1, j : j + 1], single) <= TOL
+
+
+def test_sdpa_and_eager_give_the_same_maps():
+    eager = make_clip(8, attn="eager")
+    sdpa = make_clip(8, attn="sdpa")
+    assert sdpa.config._attn_implementation == "sdpa"
+    text_embeds, x = torch.randn(2, 16), torch.randn(2, 3, 32, 32)
+    a = cg.GradECLIP(cg.ImageTextSimilarity(eager, text_embeds=text_embeds)).attribute(x)
+    b = cg.GradECLIP(cg.ImageTextSimilarity(sdpa, text_embeds=text_embeds)).attribute(x)
+    assert rel_err(b, a) <= TOL
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_text_scores_match_per_layer_oracle(seed):
+    model = make_clip(seed, text_layers=3)
+    ids, mask = random_texts(4, 9, seed=seed)
+    image_embeds = torch.randn(3, 16)
+    tsim = cg.TextImageSimilarity(model, image_embeds=image_embeds)
+    cols = torch.tensor([0, 2, 1, 2])
+    explainer = cg.GradECLIP(tsim)  # default: last 8 blocks, capped at the depth (3)
+    assert len(explainer.blocks) == 3
+    got = explainer.attribute(ids, target=cols.tolist(), additional_forward_args=(mask,))
+    want = text_native_oracle(model, ids, mask, image_embeds, cols, layers=3)
+    assert got.shape == ids.shape
+    assert want.abs().max() > 0
+    assert rel_err(got, want) <= TOL
+    eos = (ids == EOS).int().argmax(-1)
+    assert (got[:, 0] == 0).all()
+    assert (got[torch.arange(4), eos] == 0).all()
+    assert (got[mask == 0] == 0).all()
+    one = cg.GradECLIP(tsim, layers=1).attribute(ids, target=cols.tolist(), additional_forward_args=(mask,))
+    assert rel_err(one, text_native_oracle(model, ids, mask, image_embeds, cols, layers=1)) <= TOL
+
+
+def test_text_every_target_and_paper_mode():
+    model = make_clip(4)
+    ids, mask = random_texts(3, 8, seed=4)
+    tsim = cg.TextImageSimilarity(model, images=torch.randn(2, 3, 32, 32))
+    explainer = cg.GradECLIP(tsim)
+    every = explainer.attribute(ids, additional_forward_args=(mask,))
+    assert every.shape == (3, 2, 8)
+    for j in range(2):
+        assert rel_err(every[:, j], explainer.attribute(ids, target=j, additional_forward_args=(mask,))) <= TOL
+    paper = cg.GradECLIP(tsim, mode="paper").attribute(ids, target=0, additional_forward_args=(mask,))
+    assert paper.shape == (3, 8)
+    assert rel_err(paper, every[:, 0]) > 1e-2
+
+
+def test_legacy_eos_rule_pools_at_highest_id():
+    model = make_clip(2, eos_token_id=2)
+    ids = torch.tensor([[0, 5, 7, 49, 1], [0, 9, 49, 1, 1]])
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])
+    tok = cg.GradECLIP(cg.TextImageSimilarity(model, image_embeds=torch.randn(1, 16))).attribute(
+        ids, target=0, additional_forward_args=(mask,)
+    )
+    assert (tok[0, 3:] == 0).all() and (tok[1, 2:] == 0).all()
+    assert tok[0, 1:3].abs().sum() + tok[1, 1:2].abs().sum() > 0
+
+
+def test_loosened_attention_is_minmax_and_guards_constant_cosine():
+    q = torch.randn(2, 8)
+    k = torch.randn(2, 5, 8)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[:, 0] = False
+    lam = loosened_attention(q, k, heads=2, key_mask=mask)
+    assert lam.shape == (2, 5, 2)
+    assert torch.allclose(lam[:, 1:].amin(1), torch.zeros(2, 2)) and torch.allclose(lam[:, 1:].amax(1), torch.ones(2, 2))
+    assert (lam[:, 0] == 0).all()
+    constant = loosened_attention(q, q[:, None].expand(2, 5, 8) * 3, heads=2, key_mask=mask)
+    assert torch.isfinite(constant).all() and (constant[:, 1:] == 1).all()
+
+
+def test_maps_stay_on_the_inputs_device_and_work_under_no_grad():
+    model = make_clip(9)
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, 16))
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        maps = cg.GradECLIP(sim).attribute(x, target=0)
+    assert maps.device == x.device and not maps.requires_grad
+    assert rel_err(maps, cg.GradECLIP(sim).attribute(x, target=0)) == 0
+
+
+def test_tuple_inputs_give_tuple_outputs_and_name():
+    model = make_clip(10)
+    explainer = cg.GradECLIP(cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, 16)))
+    x = torch.randn(1, 3, 32, 32)
+    out = explainer.attribute((x,), target=0)
+    assert isinstance(out, tuple) and len(out) == 1 and out[0].shape == (1, 1, 4, 4)
+    assert isinstance(explainer.attribute(x, target=0), torch.Tensor)
+    assert explainer.get_name() == "Grad-ECLIP"
+
+
+def test_layer_argument_selects_the_block():
+    model = make_clip(11, vision_layers=3)
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, 16))
+    x, text_cols = torch.randn(2, 3, 32, 32), torch.tensor([0, 0])
+    by_layer = cg.GradECLIP(sim, model.vision_model.encoder.layers[1]).attribute(x, target=0)
+    by_block = cg.GradECLIP(sim, model.vision_model.encoder.layers[1].self_attn).attribute(x, target=0)
+    assert torch.equal(by_layer, by_block)
+    two_last = image_native_oracle(model, x, sim.reference_embeds, text_cols, layers=2)
+    last = image_native_oracle(model, x, sim.reference_embeds, text_cols, layers=1)
+    assert rel_err(by_layer, two_last - last) <= TOL

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from captum._utils.common import (  # noqa: F401  (re-exported)
+from captum._utils.common import (
     _format_additional_forward_args,
     _format_output,
     _format_tensor_into_tuples,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -92,7 +92,7 @@ def _strip_marks(token: str) -> str:
     return token[1:] if token[:1] in ("▁", "Ġ") else token
 
 
-def _word_rule(tokens: list[str]):  # noqa: ANN202 - a small closure factory
+def _word_rule(tokens: list[str]) -> Callable[[int], bool]:
     """Whether token ``i`` continues the word before it, for the tokenizer's style."""
     if any(t.endswith("</w>") for t in tokens):  # CLIP BPE: a word ends at '</w>'
         return lambda i: i > 0 and not tokens[i - 1].endswith("</w>")

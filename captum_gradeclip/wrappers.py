@@ -234,9 +234,7 @@ def _check_pixels(adapter: Adapter, pixel_values: object, interpolate: bool, arg
         raise TypeError(f"`{argument}` must be a floating-point tensor; got {_describe(pixel_values)}")
     channels = adapter.num_channels()
     if pixel_values.dim() != 4 or pixel_values.shape[1] != channels:
-        raise ValueError(
-            f"`{argument}` must have shape (N, {channels}, H, W); got {tuple(pixel_values.shape)}"
-        )
+        raise ValueError(f"`{argument}` must have shape (N, {channels}, H, W); got {tuple(pixel_values.shape)}")
     if pixel_values.shape[0] == 0:
         raise ValueError(f"`{argument}` is an empty batch")
     size = tuple(pixel_values.shape[-2:])
@@ -244,13 +242,10 @@ def _check_pixels(adapter: Adapter, pixel_values: object, interpolate: bool, arg
         ph, pw = adapter.patch_size()
         if size[0] % ph or size[1] % pw or size[0] < ph or size[1] < pw:
             raise ValueError(
-                f"`{argument}` height and width must be positive multiples of the patch size "
-                f"{(ph, pw)}; got {size}"
+                f"`{argument}` height and width must be positive multiples of the patch size {(ph, pw)}; got {size}"
             )
     elif size != adapter.image_size():
-        raise ValueError(
-            f"`{argument}` must be {adapter.image_size()} when interpolate_pos_encoding=False; got {size}"
-        )
+        raise ValueError(f"`{argument}` must be {adapter.image_size()} when interpolate_pos_encoding=False; got {size}")
     if not torch.isfinite(pixel_values).all():
         raise ValueError(f"`{argument}` contains NaN or infinite values")
 

@@ -80,7 +80,8 @@ def minmax(r: torch.Tensor, dim: int) -> torch.Tensor:
 def head_cos(q0: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
     """``(N, H, T)`` cosine of the query row with every key, per head."""
     n, t, c = k.shape
-    return F.cosine_similarity(q0.reshape(n, heads, 1, c // heads), k.reshape(n, t, heads, c // heads).transpose(1, 2), dim=-1)
+    keys = k.reshape(n, t, heads, c // heads).transpose(1, 2)
+    return F.cosine_similarity(q0.reshape(n, heads, 1, c // heads), keys, dim=-1)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -35,8 +35,8 @@ class HFCLIPAdapter(Adapter):
         return type(model).__name__ == "CLIPModel" and type(model).__module__.startswith("transformers.")
 
     def embed_images(self, pixel_values: Tensor, interpolate_pos_encoding: bool) -> Tensor:
-        out = self.model.get_image_features(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-        return _pooled(out)
+        features = self.model.get_image_features
+        return _pooled(features(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding))
 
     def embed_texts(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         return _pooled(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))

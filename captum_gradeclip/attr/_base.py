@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from captum.attr import GradientAttribution, LayerAttribution
@@ -75,7 +75,7 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
     """
 
     #: Default number of explained blocks per modality.
-    default_layers: dict[str, int] = {"image": 1, "text": 1}
+    default_layers: ClassVar[dict[str, int]] = {"image": 1, "text": 1}
 
     def __init__(
         self,

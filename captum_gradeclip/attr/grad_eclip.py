@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -90,7 +90,7 @@ class GradECLIP(AttentionAttribution):
         >>> every = explainer.attribute(pixel_values)            # (N, M, h, w)
     """
 
-    default_layers = {"image": 1, "text": 8}
+    default_layers: ClassVar[dict[str, int]] = {"image": 1, "text": 8}
 
     def __init__(
         self,

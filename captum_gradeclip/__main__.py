@@ -1,0 +1,21 @@
+"""``python -m captum_gradeclip <command>`` (also installed as ``captum-gradeclip``)."""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {"demo": "captum_gradeclip.demo"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: captum-gradeclip {{{','.join(COMMANDS)}}} [options]", file=sys.stderr)
+        raise SystemExit(2)
+    import importlib
+
+    importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -48,14 +48,19 @@ def test_success_leaves_model_unchanged(mixed_model, mode):
     _assert_same(mixed_model, before)
 
 
-@pytest.mark.parametrize("where", ["_layer_map", "_combine", "_substitute"])
-def test_exception_mid_attribution_leaves_model_unchanged(mixed_model, monkeypatch, where):
+@pytest.mark.parametrize(
+    ("where", "layers"),
+    [("_substitute", 2), ("_pooled_output", 1), ("_layer_map", 1), ("_layer_map", 2), ("_combine", 1)],
+)
+def test_exception_mid_attribution_leaves_model_unchanged(mixed_model, monkeypatch, where, layers):
     before = _snapshot(mixed_model)
     sim = cg.ImageTextSimilarity(mixed_model, text_embeds=torch.randn(2, 16))
-    explainer = cg.GradECLIP(sim)
+    explainer = cg.GradECLIP(sim, layers=layers)
 
     def boom(*args, **kwargs):
-        assert count_hooks(mixed_model) > 0  # really mid-attribution: the probes are in place
+        # really mid-attribution: parameters are frozen, and inside the forward the probes are in place
+        assert not any(p.requires_grad for p in mixed_model.parameters())
+        assert where != "_substitute" or count_hooks(mixed_model) > 0
         raise RuntimeError("boom")
 
     monkeypatch.setattr(GradECLIP, where, boom)

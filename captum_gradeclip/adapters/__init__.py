@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from captum_gradeclip.adapters.base import Adapter, AttentionRecord, Substitute
+from captum_gradeclip.adapters.base import (
+    Adapter,
+    AttentionRecord,
+    PooledTail,
+    Substitute,
+    capture_input,
+    pooled_attention,
+)
 from captum_gradeclip.adapters.hf_clip import HFCLIPAdapter
 
 #: Adapters tried in order by :func:`get_adapter`.
@@ -25,4 +32,13 @@ def get_adapter(model: object) -> Adapter:
     )
 
 
-__all__ = ["ADAPTERS", "Adapter", "AttentionRecord", "Substitute", "get_adapter"]
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "AttentionRecord",
+    "PooledTail",
+    "Substitute",
+    "capture_input",
+    "get_adapter",
+    "pooled_attention",
+]

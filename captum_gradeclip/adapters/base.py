@@ -39,6 +39,72 @@ class AttentionRecord:
     o: Tensor | None = None
 
 
+@dataclass
+class PooledTail:
+    """An explained block and everything after it, for the pooled token only.
+
+    After the last attention block, the pooled output depends on the other tokens
+    only through the pooled row ``o_0`` of the attention output. An adapter that
+    returns a tail lets the pipeline run the encoder to the block without a graph
+    and differentiate only this small function.
+
+    Attributes:
+        layer: the module whose first positional input is the block input ``x``.
+        num_heads: heads of the block's attention.
+        qkv: ``x -> (q, k, v)``, each ``(N, T, C)``, batch-first, heads merged.
+        attend: ``(q_row (N, C), k, v) -> o_row (N, C)``: the model's own attention
+            for the pooled row, heads merged, before the out-projection.
+        finish: ``(x, o_row) -> (N, E)`` embedding, as the model computes it.
+    """
+
+    layer: nn.Module
+    num_heads: int
+    qkv: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]
+    attend: Callable[[Tensor, Tensor, Tensor], Tensor]
+    finish: Callable[[Tensor, Tensor], Tensor]
+
+
+def pooled_attention(q_row: Tensor, k: Tensor, v: Tensor, heads: int, scale: float) -> Tensor:
+    r"""One query row of multi-head attention, :math:`\mathrm{softmax}(q k^\top s)\, v` per head, heads merged.
+
+    Args:
+        q_row (Tensor): ``(N, C)`` query.
+        k, v (Tensor): ``(N, T, C)`` keys and values.
+        heads (int): number of heads.
+        scale (float): logit scale ``s`` (``head_dim ** -0.5`` in CLIP).
+
+    Returns:
+        *Tensor* ``(N, C)``.
+    """
+    n, t, c = k.shape
+    qh = q_row.reshape(n, heads, 1, c // heads)
+    kh = k.reshape(n, t, heads, c // heads).transpose(1, 2)
+    vh = v.reshape(n, t, heads, c // heads).transpose(1, 2)
+    probs = torch.softmax((qh @ kh.transpose(-1, -2)) * scale, dim=-1)
+    return (probs @ vh).reshape(n, c)
+
+
+class _Stop(Exception):
+    def __init__(self, value: Tensor) -> None:
+        self.value = value
+
+
+def capture_input(layer: nn.Module, forward: Callable[[], object]) -> Tensor:
+    """Runs ``forward`` until ``layer`` is reached and returns ``layer``'s first input; nothing after runs."""
+
+    def stop(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        raise _Stop(args[0] if args else next(iter(kwargs.values())))
+
+    handle = layer.register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        forward()
+    except _Stop as stopped:
+        return stopped.value
+    finally:
+        handle.remove()
+    raise RuntimeError(f"the forward pass never reached {type(layer).__name__}")
+
+
 #: ``substitute(record, o) -> o'``: called when the block's ``o`` is known, before
 #: the out-projection. Whatever it returns replaces ``o`` in the model's forward.
 Substitute = Callable[[AttentionRecord, Tensor], Tensor]
@@ -86,6 +152,10 @@ class Adapter(ABC):
         Within the context, a forward pass fills the returned record's q, k, v and
         o, and lets ``substitute`` replace ``o``. All hooks are removed on exit.
         """
+
+    def pooled_tail(self, block: nn.Module) -> PooledTail | None:
+        """The fast path for ``block``, or ``None`` where it does not apply (the default)."""
+        return None
 
     @abstractmethod
     def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:

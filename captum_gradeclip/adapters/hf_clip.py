@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_gradeclip.adapters.base import Adapter, AttentionRecord, Substitute, linear_probe
+from captum_gradeclip.adapters.base import (
+    Adapter,
+    AttentionRecord,
+    PooledTail,
+    Substitute,
+    linear_probe,
+    pooled_attention,
+)
 
 
 def _pooled(output: object) -> Tensor:
@@ -54,6 +61,26 @@ class HFCLIPAdapter(Adapter):
         return linear_probe(
             block, block.q_proj, block.k_proj, block.v_proj, block.out_proj, block.num_heads, substitute
         )
+
+    def pooled_tail(self, block: nn.Module) -> PooledTail | None:
+        vision = self.model.vision_model
+        layer = vision.encoder.layers[-1]
+        if block is not layer.self_attn:
+            return None
+
+        def qkv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            h = layer.layer_norm1(x)
+            return block.q_proj(h), block.k_proj(h), block.v_proj(h)
+
+        def attend(q_row: Tensor, k: Tensor, v: Tensor) -> Tensor:
+            return pooled_attention(q_row, k, v, block.num_heads, block.scale)
+
+        def finish(x: Tensor, o_row: Tensor) -> Tensor:
+            y = x[:, 0] + block.out_proj(o_row)
+            y = y + layer.mlp(layer.layer_norm2(y))
+            return self.model.visual_projection(vision.post_layernorm(y))
+
+        return PooledTail(layer=layer, num_heads=block.num_heads, qkv=qkv, attend=attend, finish=finish)
 
     def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
         proj = block.out_proj

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from captum.attr import GradientAttribution, LayerAttribution
 from torch import Tensor, nn
 
@@ -26,7 +27,7 @@ from captum_gradeclip._compat import (
     _format_tensor_into_tuples,
     _is_tuple,
 )
-from captum_gradeclip.adapters import AttentionRecord
+from captum_gradeclip.adapters import AttentionRecord, PooledTail, capture_input
 from captum_gradeclip.wrappers import ExplainContext, _Similarity
 
 TargetType = int | Sequence[int] | Tensor | None
@@ -74,6 +75,9 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
             wrapper's modality, capped at the depth.
     """
 
+    #: Use the adapter's pooled tail when one image block is explained (same result, less work).
+    fast_path: bool = True
+
     #: Default number of explained blocks per modality.
     default_layers: ClassVar[dict[str, int]] = {"image": 1, "text": 1}
 
@@ -112,13 +116,17 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
         """Replaces a block's ``o`` in the forward pass. Default: leaf at the first block."""
         return _as_leaf(record, o)
 
+    def _pooled_output(self, tail: PooledTail, q_row: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """The pooled row of ``o`` on the fast path. Default: the model's own attention."""
+        return tail.attend(q_row, k, v)
+
     @abstractmethod
-    def _layer_map(self, record: AttentionRecord, grad_o: Tensor, ctx: ExplainContext) -> Tensor:
-        """Per-token map ``(N, T)`` of one block, from ``dS/do`` of shape ``(N, T, C)``."""
+    def _layer_map(self, record: AttentionRecord, w: Tensor, ctx: ExplainContext) -> Tensor:
+        """Per-token maps ``(K, N, T)`` of one block from channel weights ``w = dS/do_pooled`` ``(K, N, C)``."""
 
     @abstractmethod
     def _combine(self, layer_maps: list[Tensor]) -> Tensor:
-        """Merges the per-block maps into one ``(N, T)`` map."""
+        """Merges the per-block maps ``(K, N, T)`` into one."""
 
     # -- the pipeline ---------------------------------------------------------------------------
     def attribute(  # type: ignore[override]
@@ -136,24 +144,58 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
         extra = tuple(a.detach() if isinstance(a, Tensor) else a for a in extra)
         sim = self.similarity
 
-        with preserved_model(sim), contextlib.ExitStack() as probes:
-            records = [probes.enter_context(sim.adapter.probe(b, self._substitute)) for b in self.blocks]
-            scores = sim(*inputs_t, *extra)
-            columns = _target_columns(target, scores.shape[0], scores.shape[1])
-            ctx = sim.explain_context(inputs_t, extra)
-            rows = torch.arange(scores.shape[0], device=scores.device)
-            outs = [r.o for r in records]
-            maps = []
-            for i, col in enumerate(columns):
-                grads = torch.autograd.grad(
-                    scores[rows, col.to(scores.device)].sum(), outs, retain_graph=i + 1 < len(columns)
-                )
-                layer_maps = [self._layer_map(r, g, ctx) for r, g in zip(records, grads, strict=True)]
-                maps.append(self._combine(layer_maps).detach())
-        out = _shape_output(torch.stack(maps, dim=1), ctx)
+        with preserved_model(sim):
+            tail = sim.adapter.pooled_tail(self.blocks[0]) if self._fast_path_applies() else None
+            run = self._run_tail if tail is not None else self._run_probed
+            records, weights, ctx = run(tail, inputs_t, extra, target)  # type: ignore[operator]
+            layer_maps = [self._layer_map(r, w, ctx) for r, w in zip(records, weights, strict=True)]
+            maps = self._combine(layer_maps).detach().transpose(0, 1)  # (N, K, T)
+        out = _shape_output(maps, ctx)
         if ctx.grid is None and target is not None:
             out = out[:, 0]  # per-token scores (N, L) for one target per example
         return _format_output(is_tuple, (out.to(inputs_t[0].device),))
+
+    def _fast_path_applies(self) -> bool:
+        return self.fast_path and len(self.blocks) == 1 and self.similarity.modality == "image"
+
+    def _run_probed(
+        self, _tail: None, inputs: tuple[Tensor, ...], extra: tuple, target: TargetType
+    ) -> tuple[list[AttentionRecord], list[Tensor], ExplainContext]:
+        """General path: hook every explained block, backpropagate once per target column."""
+        sim = self.similarity
+        with contextlib.ExitStack() as probes:
+            records = [probes.enter_context(sim.adapter.probe(b, self._substitute)) for b in self.blocks]
+            scores = sim(*inputs, *extra)
+        columns = _target_columns(target, scores.shape[0], scores.shape[1]).to(scores.device)
+        ctx = sim.explain_context(inputs, extra)
+        rows = torch.arange(scores.shape[0], device=scores.device)
+        outs = [r.o for r in records]
+        per_target = []
+        for i, col in enumerate(columns):
+            grads = torch.autograd.grad(scores[rows, col].sum(), outs, retain_graph=i + 1 < len(columns))
+            per_target.append([g[rows, ctx.query_index] for g in grads])
+        weights = [torch.stack(ws) for ws in zip(*per_target, strict=True)]  # per layer (K, N, C)
+        return records, weights, ctx
+
+    def _run_tail(
+        self, tail: PooledTail, inputs: tuple[Tensor, ...], extra: tuple, target: TargetType
+    ) -> tuple[list[AttentionRecord], list[Tensor], ExplainContext]:
+        """Fast path: no graph up to the block, then vector-Jacobian products of the pooled tail only."""
+        sim = self.similarity
+        with torch.no_grad():
+            x = capture_input(tail.layer, lambda: sim(*inputs, *extra))
+            q, k, v = tail.qkv(x)
+        ctx = sim.explain_context(inputs, extra)
+        rows = torch.arange(q.shape[0], device=q.device)
+        record = AttentionRecord(num_heads=tail.num_heads, block=self.blocks[0], q=q, k=k, v=v)
+        o_row = self._pooled_output(tail, q[rows, ctx.query_index], k, v)
+
+        scores, vjp = torch.func.vjp(lambda o: sim.similarity(tail.finish(x, o)), o_row)
+        columns = _target_columns(target, scores.shape[0], scores.shape[1]).to(scores.device)
+        cotangents = F.one_hot(columns, scores.shape[1]).to(scores.dtype)  # (K, N, M)
+        (weights,) = torch.func.vmap(vjp)(cotangents)  # (K, N, C)
+        record.o = o_row
+        return [record], [weights.detach()], ctx
 
 
 def _block_index(blocks: list[nn.Module], layer: nn.Module) -> int:
@@ -169,10 +211,10 @@ def _block_index(blocks: list[nn.Module], layer: nn.Module) -> int:
     )
 
 
-def _target_columns(target: TargetType, n: int, m: int) -> list[Tensor]:
-    """One ``(N,)`` column index per requested target: every column for ``None``."""
+def _target_columns(target: TargetType, n: int, m: int) -> Tensor:
+    """``(K, N)`` column indices: one row per requested target, every column for ``None``."""
     if target is None:
-        return [torch.full((n,), j, dtype=torch.long) for j in range(m)]
+        return torch.arange(m)[:, None].expand(m, n)
     if isinstance(target, Tensor):
         if target.is_floating_point() or target.dim() > 1:
             raise ValueError(f"`target` tensor must be an integer scalar or 1-D; got {tuple(target.shape)}")
@@ -188,7 +230,7 @@ def _target_columns(target: TargetType, n: int, m: int) -> list[Tensor]:
         column = torch.tensor(list(target), dtype=torch.long)
     if ((column < 0) | (column >= m)).any():
         raise ValueError(f"`target` must index the wrapper's {m} output columns (0..{m - 1}); got {target}")
-    return [column]
+    return column[None]
 
 
 def _shape_output(maps: Tensor, ctx: ExplainContext) -> Tensor:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_gradeclip.adapters import AttentionRecord
+from captum_gradeclip.adapters import AttentionRecord, PooledTail, pooled_attention
 from captum_gradeclip.attr._base import AttentionAttribution, TargetType, _as_leaf
 from captum_gradeclip.wrappers import ExplainContext, _Similarity
 
@@ -150,22 +150,27 @@ class GradECLIP(AttentionAttribution):
             o = single_head_attention(record.q, record.k, record.v)  # type: ignore[arg-type]
         return _as_leaf(record, o)
 
-    def _layer_map(self, record: AttentionRecord, grad_o: Tensor, ctx: ExplainContext) -> Tensor:
+    def _pooled_output(self, tail: PooledTail, q_row: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        if self._recompute:
+            return pooled_attention(q_row, k, v, heads=1, scale=q_row.shape[-1] ** -0.5)
+        return tail.attend(q_row, k, v)
+
+    def _layer_map(self, record: AttentionRecord, w: Tensor, ctx: ExplainContext) -> Tensor:
         q, k, v = (t.detach() for t in (record.q, record.k, record.v))  # type: ignore[union-attr]
         heads = 1 if self.mode == "paper" else record.num_heads
         if self.qk_source == "out_proj":
             out_proj = self.similarity.adapter.out_projection(record.block)  # type: ignore[arg-type]
             q, k = out_proj(q), out_proj(k)
         n, t, c = v.shape
-        rows = torch.arange(n, device=v.device)
-        w = grad_o[rows, ctx.query_index].reshape(n, 1, heads, c // heads)  # channel weights dS/do_0
-        wv = (w * v.reshape(n, t, heads, c // heads)).sum(-1)  # (N, T, heads): w^h . v^h_i
+        # w^h . v^h_i for every target k, example n, token i and head h
+        wv = torch.einsum("knhd,nthd->knth", w.reshape(-1, n, heads, c // heads), v.reshape(n, t, heads, c // heads))
         if not self.use_loosened_attention:
             return wv.sum(-1)
-        lam = loosened_attention(q[rows, ctx.query_index], k, heads, ctx.key_mask)
+        rows = torch.arange(n, device=v.device)
+        lam = loosened_attention(q[rows, ctx.query_index], k, heads, ctx.key_mask)  # (N, T, heads)
         return (lam * wv).sum(-1)
 
     def _combine(self, layer_maps: list[Tensor]) -> Tensor:
         if self.similarity.modality == "text":
-            return torch.relu(torch.stack(layer_maps).sum(0))
+            return torch.relu(torch.stack(layer_maps).sum(0))  # text: sum over blocks, then ReLU
         return torch.stack([torch.relu(m) for m in layer_maps]).sum(0)

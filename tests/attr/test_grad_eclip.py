@@ -251,3 +251,36 @@ def test_layer_argument_selects_the_block():
     two_last = image_native_oracle(model, x, sim.reference_embeds, text_cols, layers=2)
     last = image_native_oracle(model, x, sim.reference_embeds, text_cols, layers=1)
     assert rel_err(by_layer, two_last - last) <= TOL
+
+
+@pytest.mark.parametrize("mode", ["native", "paper"])
+@pytest.mark.parametrize("score", ["cosine", "softmax"])
+def test_fast_path_equals_general_path(mode, score):
+    model = make_clip(12)
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(5, 16), score=score)
+    x = torch.randn(3, 3, 40, 32)
+    fast = cg.GradECLIP(sim, mode=mode)
+    general = cg.GradECLIP(sim, mode=mode)
+    general.fast_path = False
+    for target in (None, 3, [4, 0, 2]):
+        a, b = fast.attribute(x, target=target), general.attribute(x, target=target)
+        assert a.shape == b.shape
+        assert b.abs().max() > 0
+        assert rel_err(a, b) <= TOL
+
+
+def test_fast_path_runs_the_last_mlp_on_the_pooled_row_only():
+    model = make_clip(13)
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, 16))
+    seen = []
+    handle = model.vision_model.encoder.layers[-1].mlp.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    try:
+        cg.GradECLIP(sim).attribute(torch.randn(2, 3, 32, 32))
+        assert seen == [torch.Size([2, 32])]
+        seen.clear()
+        general = cg.GradECLIP(sim)
+        general.fast_path = False
+        general.attribute(torch.randn(2, 3, 32, 32))
+        assert seen == [torch.Size([2, 17, 32])]
+    finally:
+        handle.remove()

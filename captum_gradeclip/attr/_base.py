@@ -190,10 +190,18 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
         record = AttentionRecord(num_heads=tail.num_heads, block=self.blocks[0], q=q, k=k, v=v)
         o_row = self._pooled_output(tail, q[rows, ctx.query_index], k, v)
 
-        scores, vjp = torch.func.vjp(lambda o: sim.similarity(tail.finish(x, o)), o_row)
+        embeds, embed_vjp = torch.func.vjp(lambda o: tail.finish(x, o), o_row)
+        scores, score_vjp = torch.func.vjp(sim.similarity, embeds)
         columns = _target_columns(target, scores.shape[0], scores.shape[1]).to(scores.device)
         cotangents = F.one_hot(columns, scores.shape[1]).to(scores.dtype)  # (K, N, M)
-        (weights,) = torch.func.vmap(vjp)(cotangents)  # (K, N, C)
+        (grad_embeds,) = torch.func.vmap(score_vjp)(cotangents)  # (K, N, E): cheap, no model in it
+        n, e = embeds.shape
+        if len(columns) <= e:  # K vector-Jacobian products through the tail
+            (weights,) = torch.func.vmap(embed_vjp)(grad_embeds)
+        else:  # E products give the whole Jacobian d(embedding)/d(o_row), shared by all K targets
+            basis = torch.eye(e, dtype=embeds.dtype, device=embeds.device)[:, None, :].expand(e, n, e)
+            (jacobian,) = torch.func.vmap(embed_vjp)(basis)  # (E, N, C)
+            weights = torch.einsum("kne,enc->knc", grad_embeds, jacobian)
         record.o = o_row
         return [record], [weights.detach()], ctx
 

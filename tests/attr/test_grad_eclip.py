@@ -284,3 +284,14 @@ def test_fast_path_runs_the_last_mlp_on_the_pooled_row_only():
         assert seen == [torch.Size([2, 17, 32])]
     finally:
         handle.remove()
+
+
+def test_more_targets_than_embedding_dims_use_the_jacobian_and_agree():
+    model = make_clip(14)  # embeddings have 16 dimensions; 20 texts take the Jacobian route
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(20, 16), score="softmax")
+    x = torch.randn(2, 3, 32, 32)
+    every = cg.GradECLIP(sim).attribute(x)
+    general = cg.GradECLIP(sim)
+    general.fast_path = False
+    assert every.shape == (2, 20, 4, 4)
+    assert rel_err(every, general.attribute(x)) <= TOL

@@ -1,0 +1,25 @@
+"""benchmarks/speed.py runs end to end and reports every case as a finite ratio (no timing assertions)."""
+
+from __future__ import annotations
+
+import math
+import runpy
+from pathlib import Path
+
+SPEED = Path(__file__).parents[1] / "benchmarks" / "speed.py"
+
+
+def test_speed_benchmark_smoke(tmp_path, capsys):
+    out = tmp_path / "speed.md"
+    module = runpy.run_path(str(SPEED))
+    module["main"](["--model", "tiny", "--prompts", "6", "--captions", "6", "--images", "2", "--repeats", "1",
+                    "--naive-pairs", "1", "--write", str(out)])  # fmt: skip
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    methods = {(r.split("|")[1].strip().split(" ")[0], r.split("|")[2].strip()) for r in rows}
+    assert ("1", "naive per-pair autograd") in methods and ("peak", "Grad-ECLIP native") in methods
+    assert len(rows) == 9
+    for r in rows:
+        ratio = float(r.split("|")[5])
+        assert math.isfinite(ratio) and ratio > 0
+    assert out.read_text().startswith("# Speed benchmark") and rows[0] in out.read_text()

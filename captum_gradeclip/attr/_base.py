@@ -56,6 +56,23 @@ def preserved_model(model: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
+@contextlib.contextmanager
+def _half_precision_hint(x: Tensor, model: nn.Module) -> Iterator[None]:
+    """Turns 'op not implemented for Half/BFloat16' into an error that says what to do."""
+    try:
+        yield
+    except RuntimeError as error:
+        param = next(model.parameters(), None)
+        dtypes = {x.dtype, param.dtype if param is not None else x.dtype}
+        low = dtypes & {torch.float16, torch.bfloat16}
+        if low and "not implemented for" in str(error):
+            raise RuntimeError(
+                f"an operation does not support {sorted(map(str, low))} on {x.device.type}: "
+                f"use float32 there (model.float() and float32 inputs). Original error: {error}"
+            ) from error
+        raise
+
+
 def _as_leaf(_record: AttentionRecord, o: Tensor) -> Tensor:
     """The first explained ``o`` becomes the leaf where the graph starts."""
     return o if o.requires_grad else o.detach().requires_grad_()
@@ -144,7 +161,7 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
         extra = tuple(a.detach() if isinstance(a, Tensor) else a for a in extra)
         sim = self.similarity
 
-        with preserved_model(sim):
+        with preserved_model(sim), _half_precision_hint(inputs_t[0], sim):
             tail = sim.adapter.pooled_tail(self.blocks[0]) if self._fast_path_applies() else None
             run = self._run_tail if tail is not None else self._run_probed
             records, weights, ctx = run(tail, inputs_t, extra, target)  # type: ignore[operator]

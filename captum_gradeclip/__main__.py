@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = {"demo": "captum_gradeclip.demo"}
+COMMANDS = {"demo": "captum_gradeclip.demo", "explain-dataset": "captum_gradeclip.dataset"}
 
 
 def main(argv: list[str] | None = None) -> None:

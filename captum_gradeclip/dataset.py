@@ -1,0 +1,344 @@
+"""``captum-gradeclip explain-dataset``: Grad-ECLIP over a whole dataset, resumable, on ``torch.distributed``.
+
+    captum-gradeclip explain-dataset --images DIR --pairs pairs.csv --out results/ [--model shapes]
+    torchrun --nproc_per_node=2 -m captum_gradeclip explain-dataset --images DIR --pairs pairs.csv --out results/
+
+``--pairs`` is a CSV (with a header) or JSONL file of ``image,text`` rows, or of ``image,label`` rows with
+``--templates`` for zero-shot (the map explains the label's prompt among all classes' prompts). Items are cut into
+chunks of ``--chunk-size``; chunk ``c`` goes to rank ``c % world_size`` and is written as one shard (see
+:mod:`captum_gradeclip.results`), so the store does not depend on the number of processes. A run that is killed
+and started again with the same command skips the complete chunks. Missing, corrupt or truncated images, empty
+texts, overlong texts and unknown labels become error rows; the run goes on and the summary counts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+import captum_gradeclip as cg
+from captum_gradeclip.results import MANIFEST, SHARDS, atomic_write_json, chunk_complete, write_chunk
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Item:
+    """One row of the pairs file."""
+
+    index: int
+    image: str
+    text: str | None = None
+    label: str | None = None
+
+
+def read_pairs(path: str | Path) -> list[Item]:
+    """Reads ``image,text`` or ``image,label`` rows from a CSV (with header) or JSONL file.
+
+    Args:
+        path (str or Path): the pairs file; ``.jsonl``/``.json`` is read as JSON lines, anything else as CSV.
+
+    Returns:
+        *list[Item]* in file order; ``Item.index`` is the row number from 0.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"`pairs` file not found: {path}")
+    if path.suffix in (".jsonl", ".json"):
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        rows = [json.loads(line) for line in lines]
+    else:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    if not rows or "image" not in rows[0] or not ({"text", "label"} & set(rows[0])):
+        raise ValueError(f"`pairs` must have an 'image' column and a 'text' or 'label' column: {path}")
+    return [Item(i, str(r["image"]), r.get("text"), r.get("label")) for i, r in enumerate(rows)]
+
+
+class DatasetExplainer:
+    """Explains chunks of items with one model; the unit of work of :func:`run`.
+
+    Args:
+        model (nn.Module): a supported image-text model.
+        processor: the loader's processor: ``processor(images=[PIL], return_tensors="pt")["pixel_values"]`` and
+            ``processor(text=[str], padding=True, return_tensors="pt")``.
+        images (Path): the folder that image paths are relative to.
+        mode (str): Grad-ECLIP mode.
+        batch_size (int): items per forward pass.
+        classes (list[str], optional): zero-shot class names (pairs with labels).
+        templates (list[str], optional): prompt templates with ``{}`` for zero-shot.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        processor: Callable,
+        images: Path,
+        mode: str = "native",
+        batch_size: int = 32,
+        classes: Sequence[str] | None = None,
+        templates: Sequence[str] | None = None,
+    ) -> None:
+        self.model, self.processor, self.images = model, processor, Path(images)
+        self.mode, self.batch_size = mode, batch_size
+        self.classes = list(classes) if classes else None
+        self.max_tokens = _max_text_tokens(model)
+        self.zero_shot = None
+        if self.classes:
+            self.zero_shot = cg.ImageTextSimilarity(model, text_embeds=self._class_embeds(templates or ["{}"]))
+
+    def _class_embeds(self, templates: Sequence[str]) -> torch.Tensor:
+        adapter = cg.get_adapter(self.model)
+        per_template = []
+        for template in templates:
+            batch = self.processor(text=[template.format(c) for c in self.classes], padding=True, return_tensors="pt")
+            with torch.no_grad():
+                emb = adapter.embed_texts(batch["input_ids"], batch.get("attention_mask"))
+            per_template.append(F.normalize(emb, dim=-1))
+        return torch.stack(per_template).mean(0)  # the usual prompt ensemble
+
+    def _check(self, item: Item) -> tuple[Image.Image | None, str | None]:
+        """The item's image, or the reason it is an error row."""
+        if self.classes is not None:
+            if item.label not in self.classes:
+                return None, f"unknown label: {item.label!r}"
+        else:
+            if item.text is None or not item.text.strip():
+                return None, "empty text"
+            n_tokens = len(self.processor(text=[item.text], return_tensors="pt")["input_ids"][0])
+            if self.max_tokens is not None and n_tokens > self.max_tokens:
+                return None, f"overlong text: {n_tokens} tokens > {self.max_tokens}"
+        path = self.images / item.image
+        if not path.is_file():
+            return None, f"missing image: {item.image}"
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return image.convert("RGB"), None
+        except (OSError, ValueError, SyntaxError) as error:
+            return None, f"corrupt image: {item.image}: {type(error).__name__}"
+
+    def explain_chunk(self, items: Sequence[Item]) -> tuple[dict[str, torch.Tensor], list[tuple[int, str]]]:
+        """Results of one chunk as tensors (good items) and error rows ``(item, reason)``."""
+        good: list[tuple[Item, Image.Image]] = []
+        errors: list[tuple[int, str]] = []
+        for item in items:
+            image, reason = self._check(item)
+            if reason is not None:
+                errors.append((item.index, reason))
+            else:
+                good.append((item, image))  # type: ignore[arg-type]
+        parts: dict[str, list[torch.Tensor]] = {}
+        for start in range(0, len(good), self.batch_size):
+            for k, v in self._explain_batch(good[start : start + self.batch_size]).items():
+                parts.setdefault(k, []).append(v)
+        tensors = {k: _cat_padded(v) for k, v in parts.items()}
+        if not good:
+            tensors = {"item": torch.zeros(0, dtype=torch.long)}
+        return tensors, errors
+
+    def _explain_batch(self, batch: list[tuple[Item, Image.Image]]) -> dict[str, torch.Tensor]:
+        pixels = self.processor(images=[im for _, im in batch], return_tensors="pt")["pixel_values"]
+        own = list(range(len(batch)))
+        out = {"item": torch.tensor([item.index for item, _ in batch])}
+        if self.zero_shot is not None:
+            labels = [self.classes.index(item.label) for item, _ in batch]  # type: ignore[union-attr]
+            with torch.no_grad():
+                scores = self.zero_shot(pixels)
+            out["map"] = cg.GradECLIP(self.zero_shot, mode=self.mode).attribute(pixels, target=labels)[:, 0]
+            out["score"] = scores[own, labels]
+            out["prediction"] = scores.argmax(-1)
+            out["label"] = torch.tensor(labels)
+            return out
+        text = self.processor(text=[item.text for item, _ in batch], padding=True, return_tensors="pt")
+        ids, mask = text["input_ids"], text.get("attention_mask")
+        sim = cg.ImageTextSimilarity(self.model, {"input_ids": ids, "attention_mask": mask})
+        with torch.no_grad():
+            scores = sim(pixels)
+        out["map"] = cg.GradECLIP(sim, mode=self.mode).attribute(pixels, target=own)[:, 0]
+        out["score"] = scores[own, own]
+        tsim = cg.TextImageSimilarity(self.model, images=pixels)
+        extra = (mask,) if mask is not None else None
+        out["token_scores"] = cg.GradECLIP(tsim, mode=self.mode).attribute(
+            ids, target=own, additional_forward_args=extra
+        )
+        out["token_ids"] = ids
+        return out
+
+
+def _max_text_tokens(model: torch.nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    text_config = getattr(config, "text_config", None)
+    return getattr(text_config, "max_position_embeddings", None)
+
+
+def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    if tensors[0].dim() == 2 and len({t.shape[-1] for t in tensors}) > 1:
+        width = max(t.shape[-1] for t in tensors)
+        tensors = [F.pad(t, (0, width - t.shape[-1])) for t in tensors]
+    return torch.cat(tensors)
+
+
+def run(
+    explainer: DatasetExplainer,
+    items: Sequence[Item],
+    out: str | Path,
+    chunk_size: int,
+    config: dict,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict:
+    """Explains every pending chunk of this rank, then (rank 0) writes the summary into the manifest.
+
+    Args:
+        explainer (DatasetExplainer): does the work of one chunk.
+        items (list[Item]): the whole dataset, in order.
+        out (str or Path): the result store directory.
+        chunk_size (int): items per chunk (and shard).
+        config (dict): what defines the run; a store made with another config is refused.
+        rank, world_size (int): this process's place in the process group.
+
+    Returns:
+        *dict*: the summary (items, errors by reason, chunks done in this call, seconds).
+    """
+    root = Path(out)
+    chunks = (len(items) + chunk_size - 1) // chunk_size
+    manifest = {"format": FORMAT_VERSION, "config": config, "items": len(items), "chunks": chunks}
+    if rank == 0:
+        (root / SHARDS).mkdir(parents=True, exist_ok=True)
+        for stale in (root / SHARDS).glob(".*.tmp-*"):  # torn writes of a killed run
+            stale.unlink(missing_ok=True)
+        _start_or_resume(root, manifest)
+    _barrier(world_size)
+    if rank != 0:
+        _start_or_resume(root, manifest)
+
+    mine = [c for c in range(chunks) if c % world_size == rank and not chunk_complete(root, c)]
+    total = sum(min(chunk_size, len(items) - c * chunk_size) for c in mine)
+    start = time.perf_counter()
+    desc = f"rank {rank}/{world_size}" + (f" ({len(items)} items in all)" if rank == 0 else "")
+    with tqdm(total=total, desc=desc, position=rank, unit="item", file=sys.stderr) as bar:
+        for c in mine:
+            chunk_items = items[c * chunk_size : (c + 1) * chunk_size]
+            tensors, errors = explainer.explain_chunk(chunk_items)
+            meta = {str(i.index): {"image": i.image, "text": i.text, "label": i.label} for i in chunk_items}
+            record = {"items": [i.index for i in chunk_items], "errors": errors, "meta": meta}
+            write_chunk(root, c, tensors, record)
+            bar.update(len(chunk_items))
+    seconds = time.perf_counter() - start
+    _barrier(world_size)
+    summary = _summary(root, chunks)
+    summary.update(seconds=seconds, chunks_done_here=len(mine), items_done_here=total, world_size=world_size)
+    if rank == 0:
+        atomic_write_json(root / MANIFEST, {**manifest, "complete": True, "summary": summary})
+    return summary
+
+
+def _start_or_resume(root: Path, manifest: dict) -> None:
+    path = root / MANIFEST
+    if path.exists():
+        found = json.loads(path.read_text())
+        if {k: found.get(k) for k in ("format", "config", "items", "chunks")} != manifest:
+            raise ValueError(f"`out` {root} holds a different run; use a new directory or the same command")
+        return
+    atomic_write_json(path, manifest)
+
+
+def _summary(root: Path, chunks: int) -> dict:
+    reasons: Counter[str] = Counter()
+    done = 0
+    for c in range(chunks):
+        record = json.loads((root / SHARDS / f"chunk-{c:06d}.json").read_text())
+        done += len(record["items"])
+        reasons.update(reason.split(":")[0] for _, reason in record["errors"])
+    return {"items": done, "errors": sum(reasons.values()), "error_reasons": dict(sorted(reasons.items()))}
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        dist.barrier()
+
+
+def _init_distributed(device: str) -> tuple[int, int]:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1
+    dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def load_model(spec: str) -> tuple[torch.nn.Module, Callable]:
+    """``shapes[:BACKBONE]`` (the embedded ShapesCLIP) or ``hf:NAME_OR_PATH`` (``from_pretrained``)."""
+    if spec == "shapes" or spec.startswith("shapes:"):
+        from captum_gradeclip import zoo
+
+        return zoo.load_shapes_clip(*spec.split(":")[1:])
+    if spec.startswith("hf:"):
+        from transformers import AutoModel, AutoProcessor
+
+        name = spec[3:]
+        try:
+            return AutoModel.from_pretrained(name).eval(), AutoProcessor.from_pretrained(name)
+        except OSError as error:
+            raise ValueError(
+                f"`--model` {spec}: cannot load {name!r} (the model hub may be unreachable); "
+                "use --model shapes or a local directory"
+            ) from error
+    raise ValueError(f"`--model` must be 'shapes' or 'hf:NAME_OR_PATH'; got {spec!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="captum-gradeclip explain-dataset", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--images", type=Path, required=True, help="folder the image paths are relative to")
+    parser.add_argument("--pairs", type=Path, required=True, help="CSV/JSONL of image,text or image,label")
+    parser.add_argument("--out", type=Path, required=True, help="result store directory")
+    parser.add_argument("--model", default="shapes", help="shapes | hf:NAME_OR_PATH")
+    parser.add_argument("--mode", default="native", choices=["native", "paper"])
+    parser.add_argument("--templates", nargs="+", help="zero-shot prompt templates with {} (label rows)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--chunk-size", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    try:
+        if args.batch_size < 1 or args.chunk_size < 1:
+            raise ValueError("`--batch-size` and `--chunk-size` must be positive")
+        items = read_pairs(args.pairs)
+        model, processor = load_model(args.model)
+        classes = sorted({i.label for i in items if i.label}) if items[0].label is not None else None
+        explainer = DatasetExplainer(model.to(args.device), processor, args.images, args.mode, args.batch_size,
+                                     classes, args.templates)  # fmt: skip
+        config = {"model": args.model, "mode": args.mode, "pairs": str(args.pairs), "templates": args.templates,
+                  "chunk_size": args.chunk_size, "batch_size": args.batch_size}  # fmt: skip
+        rank, world_size = _init_distributed(args.device)
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        print(f"captum-gradeclip explain-dataset: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        summary = run(explainer, items, args.out, args.chunk_size, config, rank, world_size)
+    except ValueError as error:
+        print(f"captum-gradeclip explain-dataset: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        if world_size > 1:
+            dist.destroy_process_group()
+    if rank == 0:
+        reasons = ", ".join(f"{k} {v}" for k, v in summary["error_reasons"].items()) or "none"
+        rate = summary["items_done_here"] / max(summary["seconds"], 1e-9)
+        done = summary["items_done_here"]
+        print(f"explained {summary['items']} items into {args.out}: {summary['errors']} errors ({reasons}); "
+              f"rank 0 of {world_size} did {done} items in this run, {rate:.1f} items/s")  # fmt: skip

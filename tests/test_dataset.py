@@ -1,0 +1,206 @@
+"""explain-dataset: results, bad data, torchrun with 2 processes, and SIGKILL at random points then resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPImageProcessor, CLIPProcessor
+
+import captum_gradeclip as cg
+from captum_gradeclip.dataset import main
+from tests.conftest import make_clip, rel_err
+from tests.test_wrappers import _word_tokenizer
+
+WORDS = ["a", "red", "circle"]
+BAD = {
+    "missing image": ("nowhere.png", "a red circle"),
+    "corrupt image": ("corrupt.png", "a circle"),
+    "truncated": ("truncated.png", "a red circle"),
+    "empty text": ("img0.png", "   "),
+    "overlong text": ("img1.png", " ".join(["red"] * 20)),
+}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("data")
+    model_dir = root / "model"
+    make_clip(0).save_pretrained(model_dir)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=_word_tokenizer()).save_pretrained(model_dir)
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (40, 36, 3), dtype=np.uint8)).save(images / f"img{i}.png")
+    (images / "corrupt.png").write_bytes(b"not a png at all" * 10)
+    full = (images / "img2.png").read_bytes()
+    (images / "truncated.png").write_bytes(full[: len(full) // 2])
+    rows = [(f"img{i}.png", " ".join(rng.choice(WORDS, size=rng.integers(1, 4)))) for i in range(12)]
+    for position, (image, text) in zip((2, 5, 7, 9, 11), BAD.values(), strict=True):
+        rows.insert(position, (image, text))
+    pairs = root / "pairs.csv"
+    with pairs.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "text"])
+        writer.writerows(rows)
+    return {"root": root, "model": f"hf:{model_dir}", "images": images, "pairs": pairs, "rows": rows}
+
+
+def _args(dataset: dict, out: Path, *extra: str) -> list[str]:
+    return ["--images", str(dataset["images"]), "--pairs", str(dataset["pairs"]), "--out", str(out),
+            "--model", dataset["model"], "--chunk-size", "3", "--batch-size", "2", *extra]  # fmt: skip
+
+
+def _cli(dataset: dict, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "captum_gradeclip", "explain-dataset", *_args(dataset, out, *extra)]
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def _clean_run(dataset: dict, tmp_path: Path, *extra: str) -> Path:
+    out = tmp_path / "clean"
+    subprocess.run(_cli(dataset, out, *extra), check=True, env=ENV, capture_output=True)
+    return out
+
+
+def test_single_process_results_errors_and_reader(dataset, tmp_path, capsys):
+    out = tmp_path / "out"
+    main(_args(dataset, out))
+    summary_line = capsys.readouterr().out
+    store = cg.results.open(out)
+    assert store.complete and len(store) == len(dataset["rows"])
+    rows = list(store)
+    assert [r["item"] for r in rows] == list(range(len(dataset["rows"])))
+    errors = {r["item"]: r["error"] for r in rows if "error" in r}
+    assert len(errors) == 5
+    assert {reason.split(":")[0] for reason in errors.values()} == {
+        "missing image", "corrupt image", "empty text", "overlong text"}  # fmt: skip
+    assert any("truncated.png" in reason for reason in errors.values())
+    assert "5 errors (corrupt image 2, empty text 1, missing image 1, overlong text 1)" in summary_line
+
+    loaded = store.load()
+    good = [r for r in rows if "error" not in r]
+    assert loaded["map"].shape == (12, 4, 4) and loaded["item"].tolist() == [r["item"] for r in good]
+    assert loaded["errors"] == sorted(errors.items())
+
+    # one item against a direct call
+    model, processor = CLIPModelAndProcessor(dataset)
+    row = good[4]
+    pixels = processor(images=[Image.open(dataset["images"] / row["image"]).convert("RGB")], return_tensors="pt")
+    sim = cg.ImageTextSimilarity(model, [row["text"]], processor=processor)
+    want = cg.GradECLIP(sim).attribute(pixels["pixel_values"], target=0)[0, 0]
+    assert rel_err(row["map"], want) <= 1e-5
+    with torch.no_grad():
+        assert abs(float(row["score"]) - float(sim(pixels["pixel_values"])[0, 0])) <= 1e-5
+    text = processor(text=[row["text"]], return_tensors="pt")
+    n = text["input_ids"].shape[1]
+    assert row["token_ids"][:n].tolist() == text["input_ids"][0].tolist()
+    assert (row["token_scores"][0] == 0) and (row["token_scores"][n - 1] == 0)
+
+
+def CLIPModelAndProcessor(dataset):
+    from captum_gradeclip.dataset import load_model
+
+    return load_model(dataset["model"])
+
+
+def test_zero_shot_labels(dataset, tmp_path):
+    pairs = tmp_path / "labels.jsonl"
+    labels = ["circle", "square", "circle", "triangle"]
+    pairs.write_text("".join(json.dumps({"image": f"img{i}.png", "label": lab}) + "\n" for i, lab in enumerate(labels)))
+    out = tmp_path / "zs"
+    main(["--images", str(dataset["images"]), "--pairs", str(pairs), "--out", str(out), "--model", dataset["model"],
+          "--templates", "a {}", "a red {}"])  # fmt: skip
+    loaded = cg.results.open(out).load()
+    classes = sorted(set(labels))
+    assert loaded["label"].tolist() == [classes.index(lab) for lab in labels]
+    assert loaded["map"].shape == (4, 4, 4) and (loaded["prediction"] < len(classes)).all()
+
+
+def test_bad_arguments_exit_2_with_one_line(dataset, tmp_path):
+    result = subprocess.run(_cli(dataset, tmp_path / "x", "--model", "nonsense:abc"), env=ENV, capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "captum-gradeclip explain-dataset: error: `--model` must be 'shapes' or 'hf:NAME_OR_PATH'; got 'nonsense:abc'"
+    ]
+    missing = subprocess.run(
+        _cli(dataset, tmp_path / "y", "--pairs", "nope.csv"), env=ENV, capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "`pairs` file not found" in missing.stderr
+
+
+def _same_store(a: Path, b: Path) -> None:
+    ta, tb = list(cg.results.open(a).chunks()), list(cg.results.open(b).chunks())
+    assert len(ta) == len(tb) == cg.results.open(a).manifest["chunks"]
+    for (tensors_a, rec_a), (tensors_b, rec_b) in zip(ta, tb, strict=True):
+        assert rec_a["items"] == rec_b["items"] and rec_a["errors"] == rec_b["errors"]
+        assert tensors_a.keys() == tensors_b.keys()
+        for key in tensors_a:
+            assert torch.equal(tensors_a[key], tensors_b[key]), (rec_a["chunk"], key)
+
+
+def test_torchrun_two_processes_equals_single_process(dataset, tmp_path):
+    clean = _clean_run(dataset, tmp_path)
+    out = tmp_path / "dist"
+    port = str(29500 + os.getpid() % 500)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", port,
+           "-m", "captum_gradeclip", "explain-dataset", *_args(dataset, out)]  # fmt: skip
+    result = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "rank 0 of 2" in result.stdout
+    records = [json.loads(p.read_text()) for p in sorted((out / "shards").glob("*.json"))]
+    assert len(records) == 6
+    _same_store(clean, out)
+
+
+def test_sigkill_at_random_points_then_resume(dataset, tmp_path):
+    small_chunks = ("--chunk-size", "1", "--batch-size", "1")
+    clean = _clean_run(dataset, tmp_path, *small_chunks)
+    out = tmp_path / "killed"
+    rng = random.Random(0)
+    kills = 0
+    while kills < 3:
+        done_before = len(list((out / "shards").glob("*.json"))) if out.exists() else 0
+        proc = subprocess.Popen(_cli(dataset, out, *small_chunks), env=ENV, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline:  # wait for progress, then kill mid-run
+            if out.exists() and len(list((out / "shards").glob("*.json"))) > done_before:
+                break
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.05))
+        assert proc.poll() is None, "the run finished before it could be killed; the test would prove nothing"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        assert not cg.results.open(out).complete
+    subprocess.run(_cli(dataset, out, *small_chunks), check=True, env=ENV, capture_output=True)
+    store = cg.results.open(out)
+    assert store.complete
+    items = [r["item"] for r in store]
+    assert items == list(range(len(dataset["rows"])))  # every item exactly once
+    assert not list((out / "shards").glob(".*.tmp-*"))
+    _same_store(clean, out)
+
+
+def test_a_different_command_on_the_same_store_is_refused(dataset, tmp_path):
+    out = tmp_path / "store"
+    main(_args(dataset, out))
+    with pytest.raises(SystemExit) as info:
+        main(_args(dataset, out, "--mode", "paper"))
+    assert info.value.code == 2

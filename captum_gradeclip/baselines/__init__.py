@@ -1,0 +1,27 @@
+"""Baseline explanations of CLIP similarity, all on the same wrappers and with :class:`GradECLIP`'s shapes.
+
+Each method is a Captum :class:`~captum.attr.Attribution` whose ``attribute(inputs, target,
+additional_forward_args)`` returns ``(N, 1, h, w)`` (``(N, M, h, w)`` with ``target=None``)
+for an :class:`ImageTextSimilarity` and ``(N, L)`` token scores for a
+:class:`TextImageSimilarity` (RISE returns maps at the input's resolution).
+
+- :class:`RawAttention` (image, text): the pooled token's attention row, one forward.
+- :class:`AttentionRollout` (image, text): rolled-out attention, one forward.
+- :class:`GAME` (image, text): gradients w.r.t. the attention probabilities.
+- :class:`TokenGradCAM` (image, text): gradients w.r.t. the last block's input tokens.
+- :class:`MaskCLIP` (image): the value path, one forward.
+- :class:`CLIPSurgery` (image): the v-v path and feature surgery, one forward.
+- :class:`RISE` (image): ``n_masks`` masked forwards, batched.
+- :class:`M2IB` (image, text): ``steps`` forward-backward passes per target.
+"""
+
+from captum_gradeclip.baselines.clip_surgery import CLIPSurgery
+from captum_gradeclip.baselines.game import GAME
+from captum_gradeclip.baselines.grad_cam import TokenGradCAM
+from captum_gradeclip.baselines.m2ib import M2IB
+from captum_gradeclip.baselines.maskclip import MaskCLIP
+from captum_gradeclip.baselines.raw_attention import RawAttention
+from captum_gradeclip.baselines.rise import RISE
+from captum_gradeclip.baselines.rollout import AttentionRollout
+
+__all__ = ["GAME", "M2IB", "RISE", "AttentionRollout", "CLIPSurgery", "MaskCLIP", "RawAttention", "TokenGradCAM"]

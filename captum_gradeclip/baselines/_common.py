@@ -1,0 +1,187 @@
+"""What every baseline shares: the wrapper check, Captum-style formatting, attention probabilities."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from captum.attr import Attribution
+from torch import Tensor, nn
+
+from captum_gradeclip._compat import (
+    _format_additional_forward_args,
+    _format_output,
+    _format_tensor_into_tuples,
+    _is_tuple,
+)
+from captum_gradeclip.adapters import AttentionRecord
+from captum_gradeclip.attr._base import TargetType, _block_index, _shape_output, _target_columns, preserved_model
+from captum_gradeclip.wrappers import ExplainContext, _Similarity
+
+
+class WrapperAttribution(Attribution, ABC):
+    """Base class of the baselines: one similarity wrapper in, GradECLIP-shaped maps out.
+
+    A subclass implements :meth:`_maps`. This class checks the arguments, keeps the
+    model unchanged (parameters frozen during the call, flags restored after, even on
+    an exception), mirrors the tuple-ness of ``inputs`` and returns ``(N, 1, h, w)`` /
+    ``(N, M, h, w)`` maps for images and ``(N, L)`` / ``(N, M, L)`` token scores for text.
+
+    Args:
+        forward_func (ImageTextSimilarity or TextImageSimilarity): the wrapper to explain.
+    """
+
+    #: Wrapper modalities the method supports.
+    modalities: ClassVar[tuple[str, ...]] = ("image", "text")
+    #: ``True`` when :meth:`_maps` returns pixel maps ``(N, K, H, W)`` instead of token maps ``(N, K, T)``.
+    pixel_maps: ClassVar[bool] = False
+
+    def __init__(self, forward_func: _Similarity) -> None:
+        if not isinstance(forward_func, _Similarity):
+            raise TypeError(
+                "`forward_func` must be a captum_gradeclip similarity wrapper "
+                f"(ImageTextSimilarity or TextImageSimilarity); got {type(forward_func).__name__}"
+            )
+        if forward_func.modality not in self.modalities:
+            raise TypeError(
+                f"{self.get_name()} explains {' and '.join(self.modalities)} wrappers only; "
+                f"got a {forward_func.modality} wrapper ({type(forward_func).__name__})"
+            )
+        super().__init__(forward_func)
+
+    @property
+    def similarity(self) -> _Similarity:
+        return self.forward_func  # type: ignore[return-value]
+
+    @classmethod
+    def get_name(cls) -> str:
+        return cls.__name__
+
+    def attribute(  # type: ignore[override]
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+    ) -> Tensor | tuple[Tensor, ...]:
+        r"""Explains the wrapper's scores for ``inputs``.
+
+        Args:
+            inputs (Tensor or tuple[Tensor]): ``pixel_values (N, C, H, W)`` for an
+                image wrapper, ``input_ids (N, L)`` for a text wrapper.
+            target (int, list[int], Tensor or None, optional): the output column to
+                explain, one for all examples or one per example. ``None`` explains
+                every column.
+            additional_forward_args (optional): for text, ``(attention_mask,)``.
+
+        Returns:
+            *Tensor* (or a 1-tuple, mirroring ``inputs``) on the input's device:
+            ``(N, 1, h, w)`` maps for images with a target, ``(N, M, h, w)`` with
+            ``target=None``; ``(N, L)`` token scores for text with a target,
+            ``(N, M, L)`` with ``target=None`` (SOS, EOS and padding score 0).
+        """
+        is_tuple = _is_tuple(inputs)
+        inputs_t = _format_tensor_into_tuples(inputs)
+        if len(inputs_t) != 1 or not isinstance(inputs_t[0], Tensor):
+            raise TypeError(f"`inputs` must be one tensor or a 1-tuple of tensors; got {len(inputs_t)} items")
+        x = inputs_t[0].detach()
+        extra = _format_additional_forward_args(additional_forward_args) or ()
+        extra = tuple(a.detach() if isinstance(a, Tensor) else a for a in extra)
+        sim = self.similarity
+        columns = _target_columns(target, x.shape[0], sim.num_references).to(x.device)
+        with preserved_model(sim):
+            sim(x[:1], *(a[:1] if isinstance(a, Tensor) else a for a in extra))  # checks the inputs early
+            ctx = sim.explain_context((x,), extra)
+            maps = self._maps(x, extra, columns, ctx).detach()
+        out = maps if self.pixel_maps else _shape_output(maps, ctx)
+        if ctx.grid is None and target is not None:
+            out = out[:, 0]
+        return _format_output(is_tuple, (out.to(x.device),))
+
+    @abstractmethod
+    def _maps(self, inputs: Tensor, extra: tuple, columns: Tensor, ctx: ExplainContext) -> Tensor:
+        """Maps ``(N, K, T)`` over tokens (or ``(N, K, H, W)`` with :attr:`pixel_maps`) for ``(K, N)`` columns."""
+
+
+def pick_blocks(sim: _Similarity, layer: nn.Module | None, layers: int | None, default: int | None) -> list[nn.Module]:
+    """The ``layers`` consecutive attention blocks ending at ``layer`` (default: all blocks, or ``default``)."""
+    blocks = sim.explained_blocks()
+    last = len(blocks) - 1 if layer is None else _block_index(blocks, layer)
+    if layers is None:
+        layers = last + 1 if default is None else min(default, last + 1)
+    if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= last + 1:
+        raise ValueError(
+            f"`layers` must be an int in [1, {last + 1}] (the blocks up to the explained layer); got {layers!r}"
+        )
+    return blocks[last - layers + 1 : last + 1]
+
+
+def allowed_keys(sim: _Similarity, inputs: Tensor, extra: tuple) -> Tensor | None:
+    """``(N, T, T)`` which key each query may attend to: ``None`` (all) for images, causal plus padding for text."""
+    if sim.modality == "image":
+        return None
+    n, length = inputs.shape
+    causal = torch.ones(length, length, dtype=torch.bool, device=inputs.device).tril()
+    mask = extra[0] if extra and isinstance(extra[0], Tensor) else None
+    if mask is None:
+        return causal.expand(n, length, length)
+    return causal[None] & mask.bool()[:, None, :]
+
+
+def split_heads(x: Tensor, heads: int) -> Tensor:
+    """``(N, T, C) -> (N, H, T, C / H)``."""
+    n, t, c = x.shape
+    return x.reshape(n, t, heads, c // heads).transpose(1, 2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """``(N, H, T, D) -> (N, T, H * D)``."""
+    n, h, t, d = x.shape
+    return x.transpose(1, 2).reshape(n, t, h * d)
+
+
+def attention_probs(q: Tensor, k: Tensor, heads: int, allowed: Tensor | None) -> Tensor:
+    r"""Per-head :math:`\mathrm{softmax}(q k^\top d^{-1/2} + \text{mask})`, ``(N, H, T, T)``.
+
+    Args:
+        q, k (Tensor): ``(N, T, C)`` in-projections, heads merged.
+        heads (int): number of heads.
+        allowed (Tensor, optional): ``(N, T, T)`` boolean key mask (see :func:`allowed_keys`).
+    """
+    qh, kh = split_heads(q, heads), split_heads(k, heads)
+    logits = (qh @ kh.transpose(-1, -2)) * qh.shape[-1] ** -0.5
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed[:, None], float("-inf"))
+    return torch.softmax(logits, dim=-1)
+
+
+def record_probs(record: AttentionRecord, allowed: Tensor | None) -> Tensor:
+    """Attention probabilities of a probed block from its recorded q and k."""
+    return attention_probs(record.q, record.k, record.num_heads, allowed)  # type: ignore[arg-type]
+
+
+def query_rows(matrix: Tensor, ctx: ExplainContext) -> Tensor:
+    """The pooled token's row ``(N, T)`` of a per-example ``(N, T, T)`` matrix."""
+    rows = torch.arange(matrix.shape[0], device=matrix.device)
+    return matrix[rows, ctx.query_index.to(matrix.device)]
+
+
+def gather_columns(per_reference: Tensor, columns: Tensor) -> Tensor:
+    """``(N, T, M)`` maps for every reference to ``(N, K, T)`` maps for ``(K, N)`` columns."""
+    index = columns.T[:, None, :].expand(-1, per_reference.shape[1], -1)  # (N, T, K)
+    return per_reference.gather(2, index.to(per_reference.device)).transpose(1, 2)
+
+
+def capability(sim: _Similarity, name: str, method: str) -> Any:
+    """The adapter method ``name`` that ``method`` needs, or a clear TypeError naming the loader."""
+    found = getattr(sim.adapter, name, None)
+    if found is None:
+        raise TypeError(
+            f"{method} needs the adapter capability `{name}`, which the {sim.adapter.loader_name} adapter lacks"
+        )
+    return found
+
+
+def keep(_record: AttentionRecord, o: Tensor) -> Tensor:
+    """A probe substitute that changes nothing."""
+    return o

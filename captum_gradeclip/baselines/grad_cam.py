@@ -1,0 +1,56 @@
+"""Grad-CAM (Selvaraju et al., 2017) on the tokens that enter the last block."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from captum_gradeclip.baselines._common import WrapperAttribution, capability, pick_blocks
+from captum_gradeclip.wrappers import ExplainContext, _Similarity
+
+
+class TokenGradCAM(WrapperAttribution):
+    r"""Grad-CAM over tokens: the input tokens :math:`x_i` of a block, weighted by the
+    token-averaged gradient of the score.
+
+    .. math::
+
+        H_i = \mathrm{ReLU}\Big(\sum_c \alpha_c x_{i,c}\Big), \qquad
+        \alpha_c = \frac{1}{|P|}\sum_{j \in P} \frac{\partial S}{\partial x_{j,c}},
+
+    where :math:`P` are the patch tokens (image) or the words (text). Unlike Captum's
+    ``LayerGradCam``, which treats the token axis as channels on a token layer, this
+    returns a map over tokens.
+
+    Args:
+        forward_func (ImageTextSimilarity or TextImageSimilarity): the wrapper to explain.
+        layer (nn.Module, optional): the attention block whose layer input is used.
+            Default: the last one.
+
+    Examples::
+
+        >>> maps = TokenGradCAM(ImageTextSimilarity(model, text_embeds=T)).attribute(pixel_values, target=0)
+    """
+
+    def __init__(self, forward_func: _Similarity, layer: nn.Module | None = None) -> None:
+        super().__init__(forward_func)
+        self.block = pick_blocks(forward_func, layer, 1, None)[0]
+        self._probe_layer = capability(forward_func, "probe_layer", self.get_name())
+
+    @classmethod
+    def get_name(cls) -> str:
+        return "Grad-CAM"
+
+    def _maps(self, inputs: Tensor, extra: tuple, columns: Tensor, ctx: ExplainContext) -> Tensor:
+        sim = self.similarity
+        with self._probe_layer(self.block, lambda x: x.detach().requires_grad_()) as layer:
+            scores = sim(inputs, *extra)
+        x = layer.x
+        mask = ctx.output_mask.to(x.dtype)[:, :, None]
+        rows = torch.arange(scores.shape[0], device=scores.device)
+        maps = []
+        for i, col in enumerate(columns):
+            (grad,) = torch.autograd.grad(scores[rows, col].sum(), x, retain_graph=i + 1 < len(columns))
+            alpha = (grad * mask).sum(1) / mask.sum(1).clamp_min(1)  # (N, C)
+            maps.append(torch.relu((alpha[:, None] * x.detach()).sum(-1)))
+        return torch.stack(maps, dim=1)

@@ -1,0 +1,118 @@
+"""Every baseline: the wrapper contract, Captum-style shapes and a model left as it was."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import captum_gradeclip as cg
+from captum_gradeclip.baselines import (
+    GAME,
+    M2IB,
+    RISE,
+    AttentionRollout,
+    CLIPSurgery,
+    MaskCLIP,
+    RawAttention,
+    TokenGradCAM,
+)
+from tests.conftest import count_hooks, make_clip, random_texts
+
+METHODS = [
+    (RawAttention, {}),
+    (AttentionRollout, {}),
+    (GAME, {}),
+    (TokenGradCAM, {}),
+    (MaskCLIP, {}),
+    (CLIPSurgery, {}),
+    (RISE, {"n_masks": 8}),
+    (M2IB, {"steps": 1}),
+]
+IDS = [m.__name__ for m, _ in METHODS]
+
+
+def _snapshot(model):
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        [p.requires_grad for p in model.parameters()],
+        [m.training for m in model.modules()],
+    )
+
+
+def _assert_same(model, snapshot):
+    state, flags, modes = snapshot
+    assert count_hooks(model) == 0
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert [m.training for m in model.modules()] == modes
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = make_clip(20)
+    m.vision_model.encoder.layers[0].requires_grad_(False)
+    m.text_model.train()
+    return m
+
+
+@pytest.mark.parametrize(("method", "kwargs"), METHODS, ids=IDS)
+def test_shapes_tuples_and_untouched_model(model, method, kwargs):
+    before = _snapshot(model)
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(3, 16))
+    x = torch.randn(2, 3, 32, 48)
+    explainer = method(sim, **kwargs)
+    size = (32, 48) if method is RISE else (4, 6)
+    with torch.no_grad():
+        one = explainer.attribute(x, target=1)
+    assert one.shape == (2, 1, *size) and torch.isfinite(one).all()
+    every = explainer.attribute(x)
+    assert every.shape == (2, 3, *size)
+    (as_tuple,) = explainer.attribute((x,), target=1)
+    torch.testing.assert_close(as_tuple, one)
+    if "text" in method.modalities:
+        ids, mask = random_texts(2, 7, seed=3)
+        text = method(cg.TextImageSimilarity(model, image_embeds=torch.randn(2, 16)), **kwargs)
+        scores = text.attribute(ids, target=0, additional_forward_args=(mask,))
+        assert scores.shape == ids.shape
+        assert (scores[:, 0] == 0).all()  # SOS never scores
+        assert text.attribute(ids, additional_forward_args=(mask,)).shape == (2, 2, 7)
+    else:
+        with pytest.raises(TypeError, match="image"):
+            method(cg.TextImageSimilarity(model, image_embeds=torch.randn(2, 16)), **kwargs)
+    _assert_same(model, before)
+
+
+@pytest.mark.parametrize(("method", "kwargs"), METHODS, ids=IDS)
+def test_exception_inside_the_forward_leaves_model_unchanged(model, method, kwargs, monkeypatch):
+    before = _snapshot(model)
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, 16))
+    explainer = method(sim, **kwargs)
+    calls = {"n": 0}
+    real = type(sim.adapter).embed_images
+
+    def boom(self, *args, **kw):
+        calls["n"] += 1
+        if calls["n"] > 1:  # after the input check, inside the method
+            raise RuntimeError("boom")
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(type(sim.adapter), "embed_images", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        explainer.attribute(torch.randn(1, 3, 32, 32), target=0)
+    monkeypatch.undo()
+    _assert_same(model, before)
+
+
+def test_bad_wrapper_target_and_inputs():
+    model = make_clip(0)
+    with pytest.raises(TypeError, match="forward_func"):
+        GAME(model)
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, 16))
+    with pytest.raises(ValueError, match="target"):
+        GAME(sim).attribute(torch.randn(1, 3, 32, 32), target=5)
+    with pytest.raises(ValueError, match="pixel_values"):
+        RawAttention(sim).attribute(torch.randn(1, 3, 30, 32), target=0)
+    with pytest.raises(ValueError, match="layers"):
+        AttentionRollout(sim, layers=9)
+    assert GAME.get_name() == "GAME" and RawAttention.get_name() == "Raw attention"

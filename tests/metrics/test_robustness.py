@@ -1,0 +1,72 @@
+"""sensitivity_max and infidelity in one line, on images and tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from captum.attr import Saliency
+
+import captum_gradeclip as cg
+from captum_gradeclip.baselines import GAME
+from captum_gradeclip.metrics import infidelity, sensitivity
+from captum_gradeclip.metrics.robustness import word_swap
+from tests.conftest import EOS, make_clip, random_texts
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_clip(6)
+
+
+def test_sensitivity_is_zero_without_perturbation_and_positive_with(model):
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(3, 16))
+    x = torch.randn(2, 3, 32, 32)
+    explainer = cg.GradECLIP(sim)
+    still = sensitivity(explainer, x, target=1, n_perturb_samples=2, perturb_radius=0.0)
+    torch.testing.assert_close(still, torch.zeros(2))
+    moved = sensitivity(GAME(sim), (x,), target=[0, 2], n_perturb_samples=2, perturb_radius=0.5)
+    assert moved.shape == (2,) and (moved > 0).all()
+
+
+def test_word_swap_changes_one_word_and_never_sos_or_eos(model):
+    tsim = cg.TextImageSimilarity(model, image_embeds=torch.randn(2, 16))
+    ids, _ = random_texts(50, 8, seed=2)
+    out = word_swap(tsim, seed=1)(ids)
+    changed = out != ids
+    assert (changed.sum(1) <= 1).all() and changed.any()
+    assert not changed[:, 0].any() and torch.equal(out == EOS, ids == EOS)
+
+
+def test_text_sensitivity_runs_on_token_scores(model):
+    tsim = cg.TextImageSimilarity(model, image_embeds=torch.randn(2, 16))
+    ids, mask = random_texts(3, 8, seed=3)
+    value = sensitivity(cg.GradECLIP(tsim), ids, target=1, additional_forward_args=(mask,), n_perturb_samples=2)
+    assert value.shape == (3,) and torch.isfinite(value).all() and (value >= 0).all()
+
+
+def test_infidelity_of_the_gradient_is_far_below_that_of_noise(model):
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(3, 16))
+    x = torch.randn(2, 3, 32, 32)
+    # any Captum attribution: here (N, C, H, W) pixel gradients
+    grad = Saliency(sim).attribute(x.clone().requires_grad_(), target=0, abs=False)
+    small = infidelity(sim, x, 0, attributions=grad, noise_std=1e-3, n_perturb_samples=8)
+    noise = infidelity(sim, x, 0, attributions=torch.randn_like(grad), noise_std=1e-3, n_perturb_samples=8)
+    assert (small < 0.05 * noise).all()
+
+
+def test_infidelity_ignores_the_scale_of_maps_and_runs_on_text(model):
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(3, 16))
+    x = torch.randn(2, 3, 32, 32)
+    explainer = cg.GradECLIP(sim)
+    maps = explainer.attribute(x, target=2)
+    a = infidelity(explainer, x, 2, n_perturb_samples=4)
+    b = infidelity(sim, x, 2, attributions=7.0 * maps, n_perturb_samples=4)
+    torch.testing.assert_close(a, b)
+    tsim = cg.TextImageSimilarity(model, image_embeds=torch.randn(2, 16))
+    ids, mask = random_texts(3, 8, seed=4)
+    value = infidelity(cg.GradECLIP(tsim), ids, 0, (mask,), n_perturb_samples=4)
+    assert value.shape == (3,) and torch.isfinite(value).all()
+    with pytest.raises(ValueError, match="attributions"):
+        infidelity(sim, x, 0)
+    with pytest.raises(TypeError, match="explainer"):
+        infidelity(Saliency(lambda t: t.sum((1, 2, 3))[:, None]), x, 0)

@@ -14,13 +14,14 @@ Public API::
 from captum_gradeclip.adapters import get_adapter
 from captum_gradeclip.attr import AttentionAttribution, GradECLIP
 from captum_gradeclip.visualization import to_hwc, words
-from captum_gradeclip.wrappers import ImageTextSimilarity, TextImageSimilarity
+from captum_gradeclip.wrappers import ImageClassification, ImageTextSimilarity, TextImageSimilarity
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AttentionAttribution",
     "GradECLIP",
+    "ImageClassification",
     "ImageTextSimilarity",
     "TextImageSimilarity",
     "__version__",

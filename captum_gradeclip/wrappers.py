@@ -45,11 +45,19 @@ class _Similarity(nn.Module, ABC):
     #: The tower whose input the wrapper takes, and which an explanation covers.
     modality: str = ""
 
+    #: The accepted values of ``score``.
+    scores: tuple[str, ...] = SCORES
+
     def __init__(self, model: nn.Module, score: str) -> None:
         super().__init__()
         self.adapter: Adapter = get_adapter(model)
-        if score not in SCORES:
-            raise ValueError(f"`score` must be one of {SCORES}; got {score!r}")
+        if self.adapter.is_classifier and not isinstance(self, ImageClassification):
+            raise TypeError(
+                f"`model` {type(model).__name__} is an image classifier, not an image-text model: "
+                "explain it with cg.ImageClassification(model), whose target is a class index"
+            )
+        if score not in self.scores:
+            raise ValueError(f"`score` must be one of {self.scores}; got {score!r}")
         self.model = model
         self.score = score
 
@@ -77,6 +85,9 @@ class _Similarity(nn.Module, ABC):
         if self.score == "cosine":
             return cos
         logits = self.adapter.logit_scale().to(cos.dtype) * cos
+        bias = self.adapter.logit_bias()
+        if bias is not None:  # SigLIP: the softmax does not depend on it, the logit does
+            logits = logits + bias.to(cos.dtype)
         return logits if self.score == "logit" else logits.softmax(dim=-1)
 
     def explained_blocks(self) -> list[nn.Module]:
@@ -99,9 +110,12 @@ class ImageTextSimilarity(_Similarity):
         text_embeds (Tensor, optional): precomputed ``(M, E)`` text embeddings,
             instead of ``texts``.
         tokenizer, processor (optional): the loader's own tokenizer or processor,
-            used for ``texts`` given as strings.
+            used for ``texts`` given as strings: a transformers tokenizer or
+            processor (called with ``padding=True``), or a callable that returns a
+            tensor of ids (``open_clip.get_tokenizer(name)``, ``clip.tokenize``).
         score (str, optional): ``"cosine"`` (default), ``"logit"`` (cosine times
-            the model's logit scale) or ``"softmax"`` (over the M texts).
+            the model's logit scale, plus its logit bias for SigLIP) or
+            ``"softmax"`` (over the M texts).
         interpolate_pos_encoding (bool, optional): accept any input size that is a
             multiple of the patch size by interpolating the position embeddings.
             Default: True.
@@ -147,15 +161,7 @@ class ImageTextSimilarity(_Similarity):
         return self.similarity(self.adapter.embed_images(pixel_values, self.interpolate_pos_encoding))
 
     def explain_context(self, inputs: tuple[Tensor, ...], additional_forward_args: tuple) -> ExplainContext:
-        (pixel_values,) = inputs
-        n = pixel_values.shape[0]
-        grid = self.adapter.patch_grid(pixel_values)
-        prefix = self.adapter.image_prefix_tokens
-        tokens = prefix + grid[0] * grid[1]
-        mask = torch.zeros(n, tokens, dtype=torch.bool, device=pixel_values.device)
-        mask[:, prefix:] = True
-        query = torch.zeros(n, dtype=torch.long, device=pixel_values.device)
-        return ExplainContext(query_index=query, key_mask=mask, output_mask=mask, grid=grid)
+        return _image_context(self.adapter, inputs)
 
 
 class TextImageSimilarity(_Similarity):
@@ -206,13 +212,71 @@ class TextImageSimilarity(_Similarity):
     def explain_context(self, inputs: tuple[Tensor, ...], additional_forward_args: tuple) -> ExplainContext:
         (input_ids,) = inputs
         attention_mask = additional_forward_args[0] if additional_forward_args else None
-        eos = self.adapter.eos_index(input_ids, attention_mask).to(input_ids.device)
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        valid = positions[None, :] <= eos[:, None]
-        if attention_mask is not None:
-            valid = valid & attention_mask.bool()
-        words = valid & (positions[None, :] > 0) & (positions[None, :] != eos[:, None])
-        return ExplainContext(query_index=eos, key_mask=valid, output_mask=words, grid=None)
+        query, keys, words = self.adapter.text_context(input_ids, attention_mask)
+        return ExplainContext(query_index=query, key_mask=keys, output_mask=words, grid=None)
+
+
+class ImageClassification(_Similarity):
+    r"""Scores images by an image classifier's classes: ``forward(pixel_values) -> (N, K)``.
+
+    The paper's adaptation of Grad-ECLIP to a plain ViT: the score is a class
+    logit instead of an image-text cosine, and ``target`` selects the class. The
+    explained block and the pooled token (CLS) are those of the classifier's ViT.
+
+    Args:
+        model (nn.Module): a supported image classifier (transformers
+            ``ViTForImageClassification``).
+        score (str, optional): ``"logit"`` (default: the class logit) or
+            ``"softmax"`` (the class probability).
+        interpolate_pos_encoding (bool, optional): accept any input size that is a
+            multiple of the patch size by interpolating the position embeddings.
+            Default: True.
+
+    Examples::
+
+        >>> clf = ImageClassification(vit_classifier)
+        >>> clf(pixel_values).shape           # (N, num_labels)
+        torch.Size([1, 1000])
+        >>> GradECLIP(clf).attribute(pixel_values, target=281)   # (N, 1, h, w)
+    """
+
+    modality = "image"
+    scores = ("logit", "softmax")
+
+    def __init__(self, model: nn.Module, *, score: str = "logit", interpolate_pos_encoding: bool = True) -> None:
+        super().__init__(model, score)
+        self.interpolate_pos_encoding = interpolate_pos_encoding
+        self.classes = self.adapter.num_classes()
+
+    @property
+    def num_references(self) -> int:
+        """Number of output columns (classes)."""
+        return self.classes
+
+    def similarity(self, embeds: Tensor) -> Tensor:
+        """Class scores ``(N, K)`` of pooled features ``(N, E)``."""
+        logits = self.adapter.class_logits(embeds)
+        return logits if self.score == "logit" else logits.softmax(dim=-1)
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        _check_pixels(self.adapter, pixel_values, self.interpolate_pos_encoding)
+        return self.similarity(self.adapter.embed_images(pixel_values, self.interpolate_pos_encoding))
+
+    def explain_context(self, inputs: tuple[Tensor, ...], additional_forward_args: tuple) -> ExplainContext:
+        return _image_context(self.adapter, inputs)
+
+
+def _image_context(adapter: Adapter, inputs: tuple[Tensor, ...]) -> ExplainContext:
+    """The pooled query is row 0 (CLS, or a pooling head's single query); patch tokens follow the prefix."""
+    (pixel_values,) = inputs
+    n = pixel_values.shape[0]
+    grid = adapter.patch_grid(pixel_values)
+    prefix = adapter.image_prefix_tokens
+    tokens = prefix + grid[0] * grid[1]
+    mask = torch.zeros(n, tokens, dtype=torch.bool, device=pixel_values.device)
+    mask[:, prefix:] = True
+    query = torch.zeros(n, dtype=torch.long, device=pixel_values.device)
+    return ExplainContext(query_index=query, key_mask=mask, output_mask=mask, grid=grid)
 
 
 # -- input checks ---------------------------------------------------------------------
@@ -287,6 +351,11 @@ def _tokenized(
         raise ValueError(f"`{argument}` must be a non-empty list of non-empty strings")
     if tokenizer is None and processor is None:
         raise ValueError(f"`{argument}` given as strings needs `tokenizer` or `processor`")
+    if tokenizer is not None and not hasattr(tokenizer, "pad_token_id"):
+        ids = tokenizer(list(texts))  # type: ignore[operator]  # open_clip / OpenAI clip: a tensor of ids
+        if not isinstance(ids, Tensor):
+            raise TypeError(f"`tokenizer` must return a tensor of ids or a mapping; got {type(ids).__name__}")
+        return ids, None
     if tokenizer is not None:
         batch = tokenizer(list(texts), padding=True, return_tensors="pt")  # type: ignore[operator]
     else:

@@ -10,10 +10,22 @@ from captum_gradeclip.adapters.base import (
     capture_input,
     pooled_attention,
 )
+from captum_gradeclip.adapters.hf_blip import HFBlipRetrievalAdapter
 from captum_gradeclip.adapters.hf_clip import HFCLIPAdapter
+from captum_gradeclip.adapters.hf_siglip import HFSiglipAdapter
+from captum_gradeclip.adapters.hf_vit import HFViTClassifierAdapter
+from captum_gradeclip.adapters.open_clip import OpenCLIPAdapter
+from captum_gradeclip.adapters.openai_clip import OpenAICLIPAdapter
 
 #: Adapters tried in order by :func:`get_adapter`.
-ADAPTERS: list[type[Adapter]] = [HFCLIPAdapter]
+ADAPTERS: list[type[Adapter]] = [
+    HFCLIPAdapter,
+    HFSiglipAdapter,
+    HFBlipRetrievalAdapter,
+    HFViTClassifierAdapter,
+    OpenCLIPAdapter,
+    OpenAICLIPAdapter,
+]
 
 
 def get_adapter(model: object) -> Adapter:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -22,6 +23,11 @@ class AttentionRecord:
     """What a probe saw in one attention block during one forward pass.
 
     All tensors are batch-first with heads merged: ``(N, T, C)``.
+
+    A pooling attention whose only query is the pooled one (the attention pool of
+    a ResNet CLIP, SigLIP's multi-head attention pooling head) records ``q`` and
+    ``o`` with that single row, ``(N, 1, C)``, and ``k`` and ``v`` with all ``T``
+    key tokens.
 
     Attributes:
         q, k, v: the in-projections of the block's normalised input.
@@ -84,6 +90,31 @@ def pooled_attention(q_row: Tensor, k: Tensor, v: Tensor, heads: int, scale: flo
     return (probs @ vh).reshape(n, c)
 
 
+def interpolate_positions(pos: Tensor, prefix: int, native: tuple[int, int], grid: tuple[int, int]) -> Tensor:
+    """Position embeddings ``(prefix + h*w, C)`` for a patch grid ``(h, w)``.
+
+    The patch rows of ``pos`` (laid out on the ``native`` grid) are resized
+    bicubically (``align_corners=False``, the rule of transformers'
+    ``interpolate_pos_encoding``); the ``prefix`` rows (CLS) are kept. On the
+    native grid ``pos`` is returned unchanged.
+
+    Args:
+        pos (Tensor): ``(prefix + H*W, C)`` position embeddings of the native grid.
+        prefix (int): number of leading non-patch rows.
+        native (tuple[int, int]): the native grid ``(H, W)``.
+        grid (tuple[int, int]): the wanted grid ``(h, w)``.
+
+    Returns:
+        *Tensor* ``(prefix + h*w, C)``.
+    """
+    if tuple(grid) == tuple(native):
+        return pos
+    c = pos.shape[-1]
+    patches = pos[prefix:].reshape(1, native[0], native[1], c).permute(0, 3, 1, 2)
+    patches = F.interpolate(patches, size=tuple(grid), mode="bicubic", align_corners=False)
+    return torch.cat([pos[:prefix], patches.permute(0, 2, 3, 1).reshape(-1, c)])
+
+
 class _Stop(Exception):
     def __init__(self, value: Tensor) -> None:
         self.value = value
@@ -119,6 +150,9 @@ class Adapter(ABC):
     #: Human readable name of the loader, used in error messages.
     loader_name: str = ""
 
+    #: An image classifier (scored by class logits, see :meth:`class_logits`) rather than an image-text model.
+    is_classifier: bool = False
+
     def __init__(self, model: nn.Module) -> None:
         self.model = model
 
@@ -139,6 +173,26 @@ class Adapter(ABC):
     @abstractmethod
     def logit_scale(self) -> Tensor:
         """The model's (exponentiated) logit scale as a 0-d tensor."""
+
+    def logit_bias(self) -> Tensor | None:
+        """The model's logit bias as a 0-d tensor (SigLIP), or ``None`` (the default: no bias)."""
+        return None
+
+    def num_classes(self) -> int:
+        """Number of classes of an image classifier's head.
+
+        Raises:
+            TypeError: the default: the model is not an image classifier.
+        """
+        raise TypeError(f"`model` {type(self.model).__name__} is not an image classifier ({self.loader_name})")
+
+    def class_logits(self, features: Tensor) -> Tensor:
+        """Class logits ``(N, K)`` of pooled image features ``(N, E)`` (see :meth:`embed_images`).
+
+        Raises:
+            TypeError: the default: the model is not an image classifier.
+        """
+        raise TypeError(f"`model` {type(self.model).__name__} is not an image classifier ({self.loader_name})")
 
     # -- structure ------------------------------------------------------------------
     @abstractmethod
@@ -185,6 +239,25 @@ class Adapter(ABC):
     @abstractmethod
     def eos_index(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         """Per-sequence position ``(N,)`` of the pooled (EOS) token."""
+
+    def text_context(self, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Where the text tower pools and which tokens an explanation covers.
+
+        The default is CLIP's causal text tower: the pooled token is :meth:`eos_index`;
+        the keys are the positions up to it that ``attention_mask`` keeps; the reported
+        tokens are those keys without the start token (position 0) and the pooled one.
+        A bidirectional tower (SigLIP, BLIP) overrides this.
+
+        Returns:
+            ``(query_index (N,), key_mask (N, L), output_mask (N, L))``.
+        """
+        eos = self.eos_index(input_ids, attention_mask).to(input_ids.device)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        valid = positions[None, :] <= eos[:, None]
+        if attention_mask is not None:
+            valid = valid & attention_mask.bool()
+        words = valid & (positions[None, :] > 0) & (positions[None, :] != eos[:, None])
+        return eos, valid, words
 
 
 def hook_handles_removed(handles: list[torch.utils.hooks.RemovableHandle]) -> contextlib.ExitStack:

@@ -1,0 +1,127 @@
+"""Adapter for Hugging Face transformers ``ViTForImageClassification``: Grad-ECLIP on a plain ViT classifier.
+
+The paper's adaptation to a plain ViT: the score is a class logit (or its
+softmax probability) instead of an image-text cosine, and the target selects the
+class. Use it through :class:`captum_gradeclip.ImageClassification`. The pooled
+token is CLS: the classifier reads ``layernorm(last_hidden_state)[:, 0]``, which
+is what :meth:`HFViTClassifierAdapter.embed_images` returns, and
+:meth:`HFViTClassifierAdapter.class_logits` applies the classifier.
+
+The attention module is ``ViTAttention`` with ``q_proj``/``k_proj``/``v_proj``/``o_proj``
+(transformers 5); the older layout (``attention.query``/``key``/``value`` and
+``output.dense``) is also recognised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from captum_gradeclip.adapters.base import (
+    Adapter,
+    AttentionRecord,
+    PooledTail,
+    Substitute,
+    linear_probe,
+    pooled_attention,
+)
+from captum_gradeclip.adapters.hf_clip import _pair
+
+
+def _parts(block: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, int]:
+    """``(q, k, v, out)`` linears and the number of heads of a ViT attention module, either layout."""
+    if hasattr(block, "q_proj"):
+        return block.q_proj, block.k_proj, block.v_proj, block.o_proj, int(block.num_attention_heads)
+    inner = block.attention
+    return inner.query, inner.key, inner.value, block.output.dense, int(inner.num_attention_heads)
+
+
+def _layers(vit: nn.Module) -> nn.ModuleList:
+    """The encoder layers: ``vit.layers`` (transformers 5) or ``vit.encoder.layer`` (4.x)."""
+    layers = getattr(vit, "layers", None)
+    return layers if layers is not None else vit.encoder.layer
+
+
+class HFViTClassifierAdapter(Adapter):
+    """``transformers.ViTForImageClassification``: image only, scored by class logits."""
+
+    loader_name = "transformers ViTForImageClassification (with cg.ImageClassification)"
+    is_classifier = True
+
+    @classmethod
+    def matches(cls, model: object) -> bool:
+        return type(model).__name__ == "ViTForImageClassification" and type(model).__module__.startswith(
+            "transformers."
+        )
+
+    def embed_images(self, pixel_values: Tensor, interpolate_pos_encoding: bool) -> Tensor:
+        out = self.model.vit(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        return out.last_hidden_state[:, 0]
+
+    def _no_text(self) -> TypeError:
+        return TypeError(
+            "`model` ViTForImageClassification has no text tower: explain it with "
+            "cg.ImageClassification(model), whose target is a class index"
+        )
+
+    def embed_texts(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+        raise self._no_text()
+
+    def logit_scale(self) -> Tensor:
+        return torch.tensor(1.0)
+
+    def num_classes(self) -> int:
+        return int(self.model.config.num_labels)
+
+    def class_logits(self, features: Tensor) -> Tensor:
+        return self.model.classifier(features)
+
+    def attention_blocks(self, modality: str) -> list[nn.Module]:
+        if modality != "image":
+            raise self._no_text()
+        return [layer.attention for layer in _layers(self.model.vit)]
+
+    def probe(self, block: nn.Module, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:
+        q, k, v, out, heads = _parts(block)
+        return linear_probe(block, q, k, v, out, heads, substitute)
+
+    def pooled_tail(self, block: nn.Module) -> PooledTail | None:
+        vit = self.model.vit
+        layer = _layers(vit)[-1]
+        if block is not layer.attention or not hasattr(block, "q_proj") or not hasattr(layer, "mlp"):
+            return None  # the fast path is written for the transformers 5 layout only
+        q_proj, k_proj, v_proj, o_proj, heads = _parts(block)
+
+        def qkv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            h = layer.layernorm_before(x)
+            return q_proj(h), k_proj(h), v_proj(h)
+
+        def attend(q_row: Tensor, k: Tensor, v: Tensor) -> Tensor:
+            return pooled_attention(q_row, k, v, heads, block.scaling)
+
+        def finish(x: Tensor, o_row: Tensor) -> Tensor:
+            y = x[:, 0] + F.linear(o_row, o_proj.weight, o_proj.bias)
+            y = y + layer.mlp(layer.layernorm_after(y))
+            return vit.layernorm(y)
+
+        return PooledTail(layer=layer, num_heads=heads, qkv=qkv, attend=attend, finish=finish)
+
+    def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
+        proj = _parts(block)[3]
+        return lambda o: F.linear(o, proj.weight, proj.bias)
+
+    def patch_size(self) -> tuple[int, int]:
+        return _pair(self.model.config.patch_size)
+
+    def image_size(self) -> tuple[int, int]:
+        return _pair(self.model.config.image_size)
+
+    def num_channels(self) -> int:
+        return int(self.model.config.num_channels)
+
+    def eos_index(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+        raise self._no_text()

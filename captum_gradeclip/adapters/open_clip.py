@@ -1,0 +1,136 @@
+"""Adapter for open_clip models (``open_clip.CLIP``, ``open_clip.CustomTextCLIP``).
+
+open_clip keeps OpenAI's layout (see :mod:`captum_gradeclip.adapters.openai_clip`),
+with these differences, handled here:
+
+- its ``Transformer`` runs batch-first (``batch_first=True``, the default since
+  open_clip 2.2x) or sequence-first; the probes follow each block's
+  ``nn.MultiheadAttention.batch_first``;
+- blocks may have layer scale (``ls_1``, ``ls_2``) and the ViT patch dropout;
+- the text tower lives on the model (``CLIP``) or in ``model.text``
+  (``CustomTextCLIP`` with a ``TextTransformer``), and pools by its
+  ``pool_type``: ``"argmax"`` (CLIP: the end-of-text token has the highest id),
+  ``"eos"`` (the first ``eos_id``), ``"last"`` or ``"first"``;
+- a logit bias (SigLIP-style open_clip models).
+
+Not supported (a clear ValueError): ViTs with an attentional pooler (CoCa) or
+average pooling, the "custom" attention blocks (qk-norm, scaled cosine attention),
+text towers with an appended class token (CoCa) or from Hugging Face.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from captum_gradeclip.adapters.mha import check_supported
+from captum_gradeclip.adapters.openai_clip import OpenAICLIPAdapter, _pair
+
+
+class OpenCLIPAdapter(OpenAICLIPAdapter):
+    """open_clip ``CLIP`` / ``CustomTextCLIP`` with a ViT or ModifiedResNet image tower."""
+
+    loader_name = "open_clip (CLIP or CustomTextCLIP, ViT or ResNet)"
+
+    @classmethod
+    def matches(cls, model: object) -> bool:
+        return type(model).__module__.startswith("open_clip.") and type(model).__name__ in ("CLIP", "CustomTextCLIP")
+
+    def _check_image_tower(self) -> None:
+        v = self.visual
+        name = type(v).__name__
+        if name not in ("VisionTransformer", "ModifiedResNet"):
+            raise ValueError(f"open_clip image tower {name} is not supported (VisionTransformer or ModifiedResNet)")
+        if name == "VisionTransformer":
+            if getattr(v, "attn_pool", None) is not None or v.pool_type != "tok":
+                raise ValueError(
+                    "open_clip ViTs pooled by an attentional pooler or by averaging are not supported "
+                    "(Grad-ECLIP needs the class token as the pooled query)"
+                )
+            for block in v.transformer.resblocks:
+                if not isinstance(getattr(block, "attn", None), nn.MultiheadAttention):
+                    raise ValueError(
+                        f"open_clip {type(block).__name__} is not supported: Grad-ECLIP needs "
+                        "nn.MultiheadAttention blocks (block_type='default')"
+                    )
+        super()._check_image_tower()
+
+    def _run_image_transformer(self, x: Tensor) -> Tensor:
+        return self.visual.transformer(x)  # open_clip's Transformer takes and returns batch-first tokens
+
+    def _text_tower(self) -> nn.Module:
+        """The module that holds the text tower's parts (the model itself, or ``model.text``)."""
+        tower = getattr(self.model, "text", None)
+        if tower is None:
+            return self.model
+        if type(tower).__name__ != "TextTransformer":
+            raise ValueError(f"open_clip text tower {type(tower).__name__} is not supported (TextTransformer)")
+        if getattr(tower, "cls_emb", None) is not None:
+            raise ValueError("open_clip text towers with an appended class token (CoCa) are not supported")
+        return tower
+
+    def _text_transformer(self) -> nn.Module:
+        transformer = self._text_tower().transformer
+        for block in transformer.resblocks:
+            if not isinstance(getattr(block, "attn", None), nn.MultiheadAttention):
+                raise ValueError(
+                    f"open_clip {type(block).__name__} is not supported: Grad-ECLIP needs "
+                    "nn.MultiheadAttention blocks (block_type='default')"
+                )
+            check_supported(block.attn)
+        return transformer
+
+    def _pool_type(self) -> str:
+        tower = self._text_tower()
+        return tower.pool_type if tower is not self.model else self.model.text_pool_type
+
+    def _eos_id(self) -> int | None:
+        tower = self._text_tower()
+        eos = tower.eos_id if tower is not self.model else getattr(self.model, "text_eos_id", None)
+        return None if eos is None else int(eos)
+
+    def _causal(self) -> bool:
+        return self._text_tower().attn_mask is not None
+
+    def _native_grid(self) -> tuple[int, int]:
+        return _pair(self.visual.grid_size)
+
+    def _patch_dropout(self, x: Tensor) -> Tensor:
+        return self.visual.patch_dropout(x)
+
+    def logit_bias(self) -> Tensor | None:
+        bias = getattr(self.model, "logit_bias", None)
+        return None if bias is None else bias.reshape(())
+
+    def image_size(self) -> tuple[int, int]:
+        return _pair(self.visual.image_size)
+
+    def eos_index(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+        pool = self._pool_type()
+        n, length = input_ids.shape
+        if pool == "argmax":
+            return input_ids.argmax(dim=-1)
+        if pool == "eos":
+            return (input_ids == self._eos_id()).int().argmax(dim=-1)
+        if pool == "last":
+            return torch.full((n,), length - 1, dtype=torch.long, device=input_ids.device)
+        if pool == "first":
+            return torch.zeros(n, dtype=torch.long, device=input_ids.device)
+        raise ValueError(f"open_clip text pool_type {pool!r} is not supported (argmax, eos, last or first)")
+
+    def text_context(self, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        if self._causal():
+            return super().text_context(input_ids, attention_mask)
+        # Bidirectional tower: every position is a key, except padding when the tower masks it
+        # (the tower takes no attention mask: it attends to what it attends to).
+        tower = self._text_tower()
+        query = self.eos_index(input_ids, attention_mask)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        keys = torch.ones_like(input_ids, dtype=torch.bool)
+        if getattr(tower, "use_pad_mask", False):
+            keys = input_ids != tower.pad_id
+        words = keys & (positions[None, :] != query[:, None])
+        for special in (getattr(tower, "pad_id", None), self._eos_id()):
+            if special is not None:
+                words = words & (input_ids != special)
+        return query, keys, words

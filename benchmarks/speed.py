@@ -33,7 +33,7 @@ import captum_gradeclip as cg
 hf_logging.set_verbosity_error()
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-TARGETS = {"prompts": 1.3, "batch": 1.1, "memory": 1.2, "text": 3.0}
+TARGETS = {"prompts": 1.3, "batch": 1.1, "memory": 1.2, "text": 3.0, "curves": 1.2}
 
 
 def build_model(name: str, device: str, dtype: torch.dtype) -> CLIPModel:
@@ -231,6 +231,25 @@ def run(args: argparse.Namespace) -> list[dict]:
     ours = median_time(lambda: explainer.attribute(ids, target=0, additional_forward_args=(mask,)), args.repeats,
                        args.device)  # fmt: skip
     row(case, "Grad-ECLIP native", ours, forward, TARGETS["text"])
+
+    # 5. deletion + insertion curves, all steps batched
+    if args.metric_images:
+        from captum_gradeclip.metrics import image_deletion, image_insertion
+
+        images = torch.randn(args.metric_images, 3, size, size, generator=g).to(args.device, dtype)
+        maps = cg.GradECLIP(single).attribute(images, target=0)
+        steps = args.steps
+        perturbed = images.repeat_interleave(steps + 1, dim=0)  # as many images as both curves score, per curve
+        forward = median_time(lambda: [single(b).detach() for b in perturbed.split(256)], args.repeats, args.device)
+
+        def curves() -> None:
+            image_deletion(single, images, maps, target=0, steps=steps)
+            image_insertion(single, images, maps, target=0, steps=steps)
+
+        ours = median_time(curves, args.repeats, args.device)
+        note = f"reference: 2 x {args.metric_images} x {steps + 1} images, no-grad, batches of 256"
+        row(f"deletion + insertion, {args.metric_images} images, {steps} steps", "metrics", ours, 2 * forward,
+            TARGETS["curves"], note)  # fmt: skip
     return rows
 
 
@@ -257,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompts", type=int, default=1000)
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--captions", type=int, default=1000)
+    parser.add_argument("--metric-images", type=int, default=64, help="images for the deletion/insertion row")
+    parser.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
     parser.add_argument("--naive-pairs", type=int, default=3, help="pairs timed for the naive rows")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--write", type=Path, help="also write the table to this markdown file")

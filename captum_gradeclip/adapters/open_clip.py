@@ -42,7 +42,8 @@ class OpenCLIPAdapter(OpenAICLIPAdapter):
         if name not in ("VisionTransformer", "ModifiedResNet"):
             raise ValueError(f"open_clip image tower {name} is not supported (VisionTransformer or ModifiedResNet)")
         if name == "VisionTransformer":
-            if getattr(v, "attn_pool", None) is not None or v.pool_type != "tok":
+            pool = getattr(v, "pool_type", "avg" if getattr(v, "global_average_pool", False) else "tok")
+            if getattr(v, "attn_pool", None) is not None or pool != "tok":
                 raise ValueError(
                     "open_clip ViTs pooled by an attentional pooler or by averaging are not supported "
                     "(Grad-ECLIP needs the class token as the pooled query)"
@@ -121,8 +122,9 @@ class OpenCLIPAdapter(OpenAICLIPAdapter):
     def text_context(self, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         if self._causal():
             return super().text_context(input_ids, attention_mask)
-        # Bidirectional tower: every position is a key, except padding when the tower masks it
-        # (the tower takes no attention mask: it attends to what it attends to).
+        # Bidirectional tower: every position is a key, except padding when the tower masks it (the
+        # tower takes no attention mask). Reported: the keys without the pooled position and without
+        # padding, known from the tower's pad_id (TextTransformer) or from `attention_mask`.
         tower = self._text_tower()
         query = self.eos_index(input_ids, attention_mask)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
@@ -130,7 +132,9 @@ class OpenCLIPAdapter(OpenAICLIPAdapter):
         if getattr(tower, "use_pad_mask", False):
             keys = input_ids != tower.pad_id
         words = keys & (positions[None, :] != query[:, None])
-        for special in (getattr(tower, "pad_id", None), self._eos_id()):
-            if special is not None:
-                words = words & (input_ids != special)
+        pad = getattr(tower, "pad_id", None)
+        if pad is not None:
+            words = words & (input_ids != pad)
+        if attention_mask is not None:
+            words = words & attention_mask.bool()
         return query, keys, words

@@ -50,9 +50,17 @@ def make_openai_clip(seed: int = 0, resnet: bool = False, image_size: int | None
 
 
 def make_open_clip(
-    seed: int = 0, resnet: bool = False, batch_first: bool = True, layer_scale: float | None = None, **text
+    seed: int = 0,
+    resnet: bool = False,
+    batch_first: bool = True,
+    layer_scale: float | None = None,
+    custom_text: bool = False,
+    **text,
 ) -> nn.Module:
-    """A tiny ``open_clip.CLIP`` (same sizes as :func:`make_openai_clip`); ``batch_first=False`` flips the layout."""
+    """A tiny ``open_clip.CLIP`` (same sizes as :func:`make_openai_clip`); ``batch_first=False`` flips the layout.
+
+    ``custom_text=True`` builds a ``CustomTextCLIP`` (the text tower in ``model.text``).
+    """
     import open_clip
 
     torch.manual_seed(seed)
@@ -62,10 +70,12 @@ def make_open_clip(
         vision = dict(layers=2, width=128, head_width=64, patch_size=8, image_size=32, ls_init_value=layer_scale)
     text_cfg = dict(context_length=CONTEXT, vocab_size=VOCAB, width=64, heads=4, layers=2, ls_init_value=layer_scale)
     text_cfg.update(text)
-    model = open_clip.CLIP(EMBED, vision_cfg=vision, text_cfg=text_cfg, quick_gelu=True)
+    cls = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
+    model = cls(EMBED, vision_cfg=vision, text_cfg=text_cfg, quick_gelu=True)
     sharpen_qk(model)
     if not batch_first:
-        for transformer in (model.transformer, getattr(model.visual, "transformer", None)):
+        text_transformer = model.text.transformer if custom_text else model.transformer
+        for transformer in (text_transformer, getattr(model.visual, "transformer", None)):
             if transformer is None:
                 continue
             transformer.batch_first = False
@@ -213,7 +223,13 @@ def make_blip(seed: int = 0):
     )
     torch.manual_seed(seed)
     model = BlipForImageTextRetrieval._from_config(cfg, attn_implementation="eager")
-    with torch.no_grad():
+    with torch.no_grad():  # BLIP's vision init is nearly zero (initializer_range 1e-10): use PyTorch's defaults
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)):
+                module.reset_parameters()
+        embeddings = model.vision_model.embeddings
+        for p in (embeddings.class_embedding, embeddings.position_embedding):
+            p.normal_(0.0, 0.5)
         for name, p in model.named_parameters():
             if name.endswith(("self.query.weight", "self.key.weight")):
                 p.mul_(4.0)
@@ -409,3 +425,44 @@ def openai_text_oracle(model, ids, refs, cols, layers, transformer=None, ln_fina
         total = total + loosened_map(grad, q[rows, eos], k, probs.shape[1], keys)
     words = keys & (positions[None] > 0) & (positions[None] != eos[:, None])
     return torch.relu(total) * words
+
+
+# -- shared checks ------------------------------------------------------------------------------
+
+
+def assert_fast_equals_general(sim, x, monkeypatch, targets=(None, 1), tol: float = 1e-4) -> None:
+    """The fast path really runs (the general one would fail the test) and agrees with the general path."""
+    import pytest
+
+    import captum_gradeclip as cg
+    from captum_gradeclip.attr._base import AttentionAttribution
+    from tests.conftest import rel_err
+
+    for mode in ("native", "paper"):
+        fast, general = cg.GradECLIP(sim, mode=mode), cg.GradECLIP(sim, mode=mode)
+        general.fast_path = False
+        assert sim.adapter.pooled_tail(fast.blocks[0]) is not None
+        for target in targets:
+            want = general.attribute(x, target=target)
+            with monkeypatch.context() as patch:
+                patch.setattr(AttentionAttribution, "_run_probed", lambda *a: pytest.fail("general path taken"))
+                got = fast.attribute(x, target=target)
+            assert want.abs().max() > 0
+            assert rel_err(got, want) <= tol
+
+
+def assert_every_target_equals_per_pair(sim, inputs, mask=None, tol: float = 1e-4) -> None:
+    """``target=None`` (every column at once) equals one call per (example, column) pair, in both modes."""
+    import captum_gradeclip as cg
+    from tests.conftest import rel_err
+
+    for mode in ("native", "paper"):
+        explainer = cg.GradECLIP(sim, mode=mode)
+        every = explainer.attribute(inputs, additional_forward_args=(mask,) if mask is not None else None)
+        assert every.shape[:2] == (len(inputs), sim.num_references)
+        assert every.abs().max() > 0
+        for n in range(len(inputs)):
+            extra = (mask[n : n + 1],) if mask is not None else None
+            for j in range(sim.num_references):
+                one = explainer.attribute(inputs[n : n + 1], target=j, additional_forward_args=extra)
+                assert rel_err(every[n : n + 1, j], one.reshape(every[n : n + 1, j].shape)) <= tol

@@ -1,0 +1,425 @@
+"""Explanation quality of Grad-ECLIP and the baselines, side by side, on one model and one data set.
+
+    python benchmarks/quality.py --model shapes --scenes 500             # held-out ShapesCLIP scenes -> docs/quality.md
+    python benchmarks/quality.py --model hf:NAME_OR_PATH --data DIR      # any HF CLIP on a folder of images + one CSV
+
+``DIR`` holds the images and one CSV with a header: ``image,text[,box]`` (``box`` as ``x0 y0 x1 y1`` in the
+image's pixels). Images are resized to the model's input size (no crop, so the boxes stay valid) and
+normalised by the model's own processor.
+
+Every method explains the similarity of each image with its own text, against the data set's texts (image
+side) and of each text with its own image, against the data set's images (text side). Reported per method:
+
+- deletion AUC (lower is better): most relevant pixels first replaced by uniform noise (the Grad-ECLIP
+  paper's baseline), ``--steps`` steps to 100%, re-scored with the cosine similarity;
+- insertion AUC (higher is better): most relevant pixels first put back into a blurred image;
+- pointing game and energy pointing game (higher is better) on the object's mask or box;
+- text deletion and insertion AUCs over the words (SOS and EOS never touched);
+- time per explanation relative to one no-grad forward pass of the same batch.
+
+A random map and a centred Gaussian are controls; every method should beat the random map, and the
+table says where one does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from transformers.utils import logging as hf_logging
+
+import captum_gradeclip as cg
+from captum_gradeclip import baselines as bl
+from captum_gradeclip import metrics
+
+hf_logging.set_verbosity_error()
+
+#: Scenes of the shapes world come from these seeds on; training draws from a generator stream, and
+#: captum_gradeclip.zoo.quality uses the seeds from 1e6 and 2e6.
+SHAPES_SEED = 3_000_000
+RANDOM = "Random map (control)"
+CENTRE = "Centre Gaussian (control)"
+
+
+@dataclass
+class Task:
+    """Everything a benchmark run needs.
+
+    Attributes:
+        name: a short description for the table's header.
+        model, processor: the model and its own processor.
+        pixels: ``(N, C, H, W)`` normalised images.
+        prompts: the image side's texts; ``image_target[i]`` indexes the text of image i.
+        regions: ``(N, H, W)`` bool object masks (or boxes as masks), or ``None``.
+        captions: the text side's texts; caption i is explained against image i.
+    """
+
+    name: str
+    model: nn.Module
+    processor: object
+    pixels: Tensor
+    prompts: list[str]
+    image_target: Tensor
+    regions: Tensor | None
+    captions: list[str]
+    normalization: tuple[list[float], list[float]]
+
+
+# -- controls ---------------------------------------------------------------------------------------------
+
+
+class RandomMap:
+    """Uniform noise on the patch grid (image) or over the tokens (text): the floor every method must beat."""
+
+    def __init__(self, sim: cg.ImageTextSimilarity | cg.TextImageSimilarity, seed: int = 0) -> None:
+        self.sim, self.generator = sim, torch.Generator().manual_seed(seed)
+
+    def attribute(self, inputs: Tensor, target: object = None, additional_forward_args: object = None) -> Tensor:
+        if self.sim.modality == "text":
+            return torch.rand(inputs.shape, generator=self.generator).to(inputs.device)
+        h, w = self.sim.adapter.patch_grid(inputs)
+        return torch.rand(inputs.shape[0], 1, h, w, generator=self.generator).to(inputs.device)
+
+
+class CentreGaussian:
+    """A Gaussian bump at the image centre (sigma a quarter of the side): the centre-bias control."""
+
+    def __init__(self, sim: cg.ImageTextSimilarity, seed: int = 0) -> None:
+        self.sim = sim
+
+    def attribute(self, inputs: Tensor, target: object = None, additional_forward_args: object = None) -> Tensor:
+        h, w = inputs.shape[-2:]
+        ys = (torch.arange(h, dtype=torch.float32) - (h - 1) / 2) / (h / 4)
+        xs = (torch.arange(w, dtype=torch.float32) - (w - 1) / 2) / (w / 4)
+        bump = torch.exp(-(ys[:, None] ** 2 + xs[None, :] ** 2) / 2)
+        return bump.expand(inputs.shape[0], 1, h, w).to(inputs.device)
+
+
+def image_methods(args: argparse.Namespace) -> dict[str, Callable[[cg.ImageTextSimilarity], object]]:
+    return {
+        "Grad-ECLIP (native)": lambda s: cg.GradECLIP(s),
+        "Grad-ECLIP (paper)": lambda s: cg.GradECLIP(s, mode="paper"),
+        "Raw attention": bl.RawAttention,
+        "Rollout": bl.AttentionRollout,
+        "GAME": bl.GAME,
+        "Grad-CAM": bl.TokenGradCAM,
+        "MaskCLIP": bl.MaskCLIP,
+        "CLIP Surgery": bl.CLIPSurgery,
+        "RISE": lambda s: bl.RISE(s, n_masks=args.rise_masks, batch_size=args.metric_batch_size, seed=args.seed),
+        "M2IB": lambda s: bl.M2IB(s, steps=args.m2ib_steps, seed=args.seed),
+        RANDOM: lambda s: RandomMap(s, args.seed),
+        CENTRE: lambda s: CentreGaussian(s),
+    }
+
+
+def text_methods(args: argparse.Namespace) -> dict[str, Callable[[cg.TextImageSimilarity], object]]:
+    return {
+        "Grad-ECLIP (native)": lambda s: cg.GradECLIP(s),
+        "Grad-ECLIP (paper)": lambda s: cg.GradECLIP(s, mode="paper"),
+        "Raw attention": bl.RawAttention,
+        "Rollout": bl.AttentionRollout,
+        "GAME": bl.GAME,
+        "Grad-CAM": bl.TokenGradCAM,
+        "M2IB": lambda s: bl.M2IB(s, steps=args.m2ib_steps, seed=args.seed),
+        RANDOM: lambda s: RandomMap(s, args.seed),
+    }
+
+
+# -- tasks ------------------------------------------------------------------------------------------------
+
+
+def _tokenizer(processor: object) -> Callable[..., dict]:
+    return getattr(processor, "tokenizer", processor)  # type: ignore[return-value]
+
+
+def _load_hf(name: str) -> tuple[nn.Module, object]:
+    from transformers import AutoModel, AutoProcessor
+
+    try:
+        return AutoModel.from_pretrained(name).eval(), AutoProcessor.from_pretrained(name)
+    except OSError as error:
+        raise ValueError(f"`--model hf:{name}`: cannot load it (the model hub may be unreachable)") from error
+
+
+def hf_task(name: str, data: Path, limit: int | None) -> Task:
+    """A model from ``from_pretrained`` and a folder of images with one CSV of ``image,text[,box]``."""
+    from PIL import Image
+
+    tables = sorted(data.glob("*.csv"))
+    if len(tables) != 1:
+        raise ValueError(f"`--data` {data} must hold exactly one CSV of image,text[,box]; found {len(tables)}")
+    with tables[0].open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"image", "text"} <= set(rows[0]):
+        raise ValueError(f"{tables[0].name} must have a header with the columns image,text[,box]")
+    rows = rows[:limit] if limit else rows
+    model, processor = _load_hf(name)
+    adapter = cg.get_adapter(model)
+    size = adapter.image_size()
+    image_processor = getattr(processor, "image_processor", processor)
+    images, regions = [], []
+    for row in rows:
+        image = Image.open(data / row["image"]).convert("RGB")
+        images.append(image)
+        if row.get("box"):
+            x0, y0, x1, y1 = (float(v) for v in row["box"].split())
+            sx, sy = size[1] / image.width, size[0] / image.height
+            regions.append(metrics.boxes_to_masks(torch.tensor([[x0 * sx, y0 * sy, x1 * sx, y1 * sy]]), size)[0])
+    pixels = image_processor(
+        images=images, size={"height": size[0], "width": size[1]}, do_center_crop=False, return_tensors="pt"
+    )["pixel_values"]
+    prompts = sorted({r["text"] for r in rows})
+    return Task(
+        name=f"`hf:{name}` on `{data.name}` ({len(rows)} images)",
+        model=model,
+        processor=processor,
+        pixels=pixels,
+        prompts=prompts,
+        image_target=torch.tensor([prompts.index(r["text"]) for r in rows]),
+        regions=torch.stack(regions) if len(regions) == len(rows) else None,
+        captions=[r["text"] for r in rows],
+        normalization=(list(image_processor.image_mean), list(image_processor.image_std)),
+    )
+
+
+def shapes_task(scenes: int) -> Task:
+    """ShapesCLIP on held-out scenes: each image explained for one of its objects, against all 24 prompts."""
+    try:
+        from captum_gradeclip.zoo import load_shapes_clip, shapes
+    except ImportError as error:
+        raise ValueError("`--model shapes` needs captum_gradeclip.zoo.load_shapes_clip and zoo.shapes") from error
+    model, processor = load_shapes_clip()
+    world = shapes.make_scenes(range(SHAPES_SEED, SHAPES_SEED + scenes))
+    picked = [s.objects[i % len(s.objects)] for i, s in enumerate(world)]
+    prompts = shapes.all_prompts()
+    image_processor = processor.image_processor
+    return Task(
+        name=f"ShapesCLIP (ViT) on {scenes} held-out scenes (seeds {SHAPES_SEED}..{SHAPES_SEED + scenes - 1})",
+        model=model,
+        processor=processor,
+        pixels=image_processor(images=[s.image for s in world], return_tensors="pt")["pixel_values"],
+        prompts=prompts,
+        image_target=torch.tensor([prompts.index(o.prompt) for o in picked]),
+        regions=torch.stack([torch.as_tensor(o.mask) for o in picked]),
+        captions=[s.caption for s in world],
+        normalization=(list(image_processor.image_mean), list(image_processor.image_std)),
+    )
+
+
+# -- measuring --------------------------------------------------------------------------------------------
+
+
+def _batches(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _explain(
+    explainer: object, inputs: Tensor, target: Tensor, extra: Tensor | None, forward: Callable, batch: int
+) -> tuple[Tensor, float]:
+    """Attributions of all inputs, and their time over the time of no-grad forward passes of the same batches."""
+    out, spent, reference = [], 0.0, 0.0
+    for b in _batches(inputs.shape[0], batch):
+        args = (extra[b],) if extra is not None else None
+        start = time.perf_counter()
+        with torch.no_grad():
+            forward(inputs[b], *(args or ()))
+        reference += time.perf_counter() - start
+        start = time.perf_counter()
+        out.append(explainer.attribute(inputs[b], target=target[b].tolist(), additional_forward_args=args))
+        spent += time.perf_counter() - start
+    return torch.cat(out), spent / reference
+
+
+def run(task: Task, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Every method's metrics: ``{method: {column: value}}``."""
+    device = torch.device(args.device)
+    model = task.model.to(device)
+    tokenizer = _tokenizer(task.processor)
+    pixels = task.pixels.to(device)
+    target = task.image_target.to(device)
+    sim = cg.ImageTextSimilarity(model, task.prompts, tokenizer=tokenizer)
+    batch = tokenizer(task.captions, padding=True, return_tensors="pt")
+    ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    own = torch.arange(len(task.captions), device=device)
+    tsim = cg.TextImageSimilarity(model, images=pixels)
+    common = dict(steps=args.steps, batch_size=args.metric_batch_size, seed=args.seed)
+    results: dict[str, dict[str, float]] = {}
+    chosen = set(args.methods) if args.methods else None
+    for name, make in image_methods(args).items():
+        if chosen and name not in chosen and name != RANDOM:
+            continue
+        maps, ratio = _explain(make(sim), pixels, target, None, sim, args.batch_size)
+        row = {"time_image": ratio}
+        deletion = metrics.image_deletion(
+            sim, pixels, maps, target, baseline="random", normalization=task.normalization, **common
+        )
+        insertion = metrics.image_insertion(sim, pixels, maps, target, baseline="blur", **common)
+        row["deletion"], row["insertion"] = float(deletion.auc.mean()), float(insertion.auc.mean())
+        if task.regions is not None:
+            regions = task.regions.to(device)
+            row["pointing"] = float(metrics.pointing_game(maps, masks=regions, tolerance=args.tolerance).mean())
+            row["energy"] = float(metrics.energy_pointing_game(maps, masks=regions).mean())
+        results[name] = row
+        print(f"  {name}: " + ", ".join(f"{k}={v:.3f}" for k, v in row.items()), file=sys.stderr)
+    for name, make in text_methods(args).items():
+        if chosen and name not in chosen and name != RANDOM:
+            continue
+        scores, ratio = _explain(make(tsim), ids, own, mask, tsim, args.batch_size)
+        curves = {
+            f"text_{kind}": float(fn(tsim, ids, scores, own, (mask,), **common).auc.mean())
+            for kind, fn in (("deletion", metrics.text_deletion), ("insertion", metrics.text_insertion))
+        }
+        results.setdefault(name, {}).update(curves, time_text=ratio)
+        print(f"  {name} (text): " + ", ".join(f"{k}={v:.3f}" for k, v in curves.items()), file=sys.stderr)
+    return results
+
+
+# -- the table ----------------------------------------------------------------------------------------------
+
+#: (key, header, higher is better)
+COLUMNS = [
+    ("deletion", "deletion AUC ↓", False),
+    ("insertion", "insertion AUC ↑", True),
+    ("pointing", "pointing game ↑", True),
+    ("energy", "energy PG ↑", True),
+    ("text_deletion", "text deletion AUC ↓", False),
+    ("text_insertion", "text insertion AUC ↑", True),
+    ("time_image", "time / forward (image)", None),
+    ("time_text", "time / forward (text)", None),
+]
+
+
+def _best(results: dict[str, dict[str, float]], key: str, higher: bool) -> str | None:
+    real = {m: r[key] for m, r in results.items() if key in r and "(control)" not in m}
+    if not real:
+        return None
+    return (max if higher else min)(real, key=real.get)  # type: ignore[type-var]
+
+
+def table(results: dict[str, dict[str, float]]) -> str:
+    """The markdown table: the best real method per metric in bold, and the metrics where a method
+    does not beat the random map."""
+    keys = [c for c in COLUMNS if any(c[0] in r for r in results.values())]
+    best = {k: _best(results, k, h) for k, _, h in keys if h is not None}
+    lines = [
+        "| method | " + " | ".join(h for _, h, _ in keys) + " | not better than random |",
+        "|---|" + "---|" * len(keys) + "---|",
+    ]
+    floor = results.get(RANDOM, {})
+    for method, row in results.items():
+        cells = []
+        for key, _, _ in keys:
+            if key not in row:
+                cells.append("n/a")
+                continue
+            text = f"{row[key]:.2f}x" if key.startswith("time") else f"{row[key]:.3f}"
+            cells.append(f"**{text}**" if best.get(key) == method else text)
+        worse = [
+            h.rsplit(" ", 1)[0]
+            for k, h, higher in keys
+            if higher is not None
+            and k in row
+            and k in floor
+            and not (row[k] > floor[k] if higher else row[k] < floor[k])
+        ]
+        verdict = "-" if method == RANDOM else (", ".join(worse) if worse else "none")
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {verdict} |")
+    return "\n".join(lines)
+
+
+def findings(results: dict[str, dict[str, float]]) -> list[str]:
+    """Where Grad-ECLIP is first and where it is not, in words."""
+    out = []
+    for key, header, higher in COLUMNS:
+        if higher is None:
+            continue
+        best = _best(results, key, higher)
+        if best is None:
+            continue
+        ours = {m: results[m][key] for m in ("Grad-ECLIP (native)", "Grad-ECLIP (paper)") if key in results.get(m, {})}
+        if best in ours:
+            out.append(f"- {header}: Grad-ECLIP is first ({best}, {results[best][key]:.3f}).")
+        elif ours:
+            mine = max(ours, key=ours.get) if higher else min(ours, key=ours.get)  # type: ignore[arg-type]
+            out.append(
+                f"- {header}: Grad-ECLIP is **not** first: {best} {results[best][key]:.3f} vs {mine} {ours[mine]:.3f}."
+            )
+    return out
+
+
+def markdown(task: Task, args: argparse.Namespace, argv: list[str], results: dict[str, dict[str, float]]) -> str:
+    command = "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in argv)
+    return "\n".join(
+        [
+            "# Explanation quality benchmark",
+            "",
+            "Generated by `benchmarks/quality.py`; do not edit by hand. Reproduce with:",
+            "",
+            f"    {command}",
+            "",
+            f"Model and data: {task.name}. Image side: each image against its own text among {len(task.prompts)} "
+            f"texts; text side: each text against its own image among {task.pixels.shape[0]} images. Scores are "
+            f"cosine similarities; curves have {args.steps} steps to 100% (deletion: uniform noise; insertion: "
+            f"from a blurred image; text: words become padding). Pointing-game tolerance: {args.tolerance} px. "
+            f"RISE: {args.rise_masks} masks; M2IB: {args.m2ib_steps} steps. Seed {args.seed}. "
+            "Time is the explanation's wall time over that of a no-grad forward pass of the same batch.",
+            "",
+            table(results),
+            "",
+            *findings(results),
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="shapes", help="shapes | hf:NAME_OR_PATH")
+    parser.add_argument("--data", type=Path, help="folder of images and one CSV image,text[,box] (with hf:)")
+    parser.add_argument("--scenes", type=int, default=500, help="held-out shapes scenes (with shapes)")
+    parser.add_argument("--limit", type=int, help="use only the first rows of the CSV")
+    parser.add_argument("--methods", nargs="+", help="subset of methods (the random control always runs)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--tolerance", type=float, default=0.0, help="pointing-game tolerance in pixels")
+    parser.add_argument("--rise-masks", type=int, default=1000)
+    parser.add_argument("--m2ib-steps", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=32, help="images or texts per explanation call")
+    parser.add_argument("--metric-batch-size", type=int, default=256, help="perturbed inputs per forward")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "docs" / "quality.md")
+    args = parser.parse_args(argv)
+    try:
+        if args.model == "shapes":
+            task = shapes_task(args.scenes)
+        elif args.model.startswith("hf:"):
+            if args.data is None:
+                raise ValueError("`--model hf:...` needs `--data DIR`")
+            task = hf_task(args.model[3:], args.data, args.limit)
+        else:
+            raise ValueError(f"`--model` must be 'shapes' or 'hf:NAME_OR_PATH'; got {args.model!r}")
+        torch.manual_seed(args.seed)
+        results = run(task, args)
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        print(f"quality.py: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    text = markdown(task, args, argv, results)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    if not math.isfinite(sum(v for r in results.values() for v in r.values())):
+        raise SystemExit("quality.py: a metric is not finite")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""benchmarks/quality.py runs unchanged on `--model hf:PATH --data DIR`: a tiny random CLIP and a folder made here."""
+
+from __future__ import annotations
+
+import math
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import CLIPImageProcessor, CLIPProcessor, PreTrainedTokenizerFast
+
+import captum_gradeclip as cg
+from captum_gradeclip import metrics
+from tests.conftest import make_clip
+
+QUALITY = Path(__file__).parents[1] / "benchmarks" / "quality.py"
+WORDS = ["a", "red", "blue", "square", "circle", "dog"]
+
+
+def _save_model(root: Path) -> Path:
+    vocab = {"<s>": 0, "<pad>": 1, "<unk>": 2, "</s>": 3, **{w: 4 + i for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 3)])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    path = root / "model"
+    make_clip(7).save_pretrained(path)
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(path)
+    return path
+
+
+def _save_data(root: Path) -> Path:
+    data = root / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["image,text,box"]
+    for i, (text, size) in enumerate([("a red square", (40, 40)), ("a blue circle", (48, 64)), ("a dog", (32, 32))]):
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(data / f"img{i}.png")
+        rows.append(f"img{i}.png,{text},4 4 {size[1] // 2} {size[0] // 2}")
+    (data / "pairs.csv").write_text("\n".join(rows) + "\n")
+    return data
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quality")
+    model, data, out = _save_model(root), _save_data(root), root / "quality.md"
+    module = runpy.run_path(str(QUALITY))
+    argv = ["--model", f"hf:{model}", "--data", str(data), "--steps", "4", "--rise-masks", "4", "--m2ib-steps", "1",
+            "--out", str(out)]  # fmt: skip
+    module["main"](argv)
+    return module, model, data, out
+
+
+def _rows(text):
+    lines = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return header, {r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")] for r in lines[1:]}
+
+
+def test_every_method_gets_a_row_of_finite_metrics(run):
+    _, _, _, out = run
+    header, rows = _rows(out.read_text())
+    assert header[:7] == ["method", "deletion AUC ↓", "insertion AUC ↑", "pointing game ↑", "energy PG ↑",
+                          "text deletion AUC ↓", "text insertion AUC ↑"]  # fmt: skip
+    assert set(rows) == {
+        "Grad-ECLIP (native)", "Grad-ECLIP (paper)", "Raw attention", "Rollout", "GAME", "Grad-CAM", "MaskCLIP",
+        "CLIP Surgery", "RISE", "M2IB", "Random map (control)", "Centre Gaussian (control)",
+    }  # fmt: skip
+    for method, cells in rows.items():
+        values = cells[1:9]
+        image_only = method in ("MaskCLIP", "CLIP Surgery", "RISE", "Centre Gaussian (control)")
+        assert (values[4] == "n/a") == image_only and (values[7] == "n/a") == image_only, method
+        for v in values:
+            if v != "n/a":
+                assert math.isfinite(float(v.strip("*").rstrip("x"))), (method, v)  # cosine AUCs may be negative
+        assert 0 <= float(values[2].strip("*")) <= 1 and 0 <= float(values[3].strip("*")) <= 1
+        if "(control)" not in method:
+            assert float(values[6].rstrip("x").strip("*")) > 0  # time over a forward pass
+    assert out.read_text().startswith("# Explanation quality benchmark")
+
+
+def test_a_cell_equals_the_metric_computed_directly(run):
+    module, model_path, data, out = run
+    task = module["hf_task"](str(model_path), data, None)
+    assert task.prompts == ["a blue circle", "a dog", "a red square"] and task.image_target.tolist() == [2, 0, 1]
+    assert task.regions.shape == (3, 32, 32) and task.regions[1, 4:15, 2:15].all() and not task.regions[1, 20:].any()
+    sim = cg.ImageTextSimilarity(task.model, task.prompts, tokenizer=task.processor.tokenizer)
+    maps = cg.GradECLIP(sim).attribute(task.pixels, target=task.image_target.tolist())
+    expected = metrics.image_insertion(sim, task.pixels, maps, task.image_target, steps=4, baseline="blur").auc.mean()
+    _, rows = _rows(out.read_text())
+    assert float(rows["Grad-ECLIP (native)"][2].strip("*")) == pytest.approx(float(expected), abs=5e-4)
+
+
+def test_bad_arguments_exit_with_a_message(run, tmp_path, capsys):
+    module = run[0]
+    with pytest.raises(SystemExit):
+        module["main"](["--model", "hf:x"])
+    assert "--data" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        module["main"](["--model", "hf:x", "--data", str(tmp_path)])
+    assert "exactly one CSV" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        module["main"](["--model", "resnet"])
+    assert "shapes" in capsys.readouterr().err

@@ -7,15 +7,11 @@ them: in native mode, Grad-ECLIP's ``w^h . v^h_i`` equals ``dS/da^h_{0,i}``.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tests.conftest import head_cos
-
-warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 VOCAB = 50
 SOT, EOT = VOCAB - 2, VOCAB - 1  # OpenAI format: the end-of-text token has the highest id

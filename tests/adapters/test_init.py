@@ -77,11 +77,14 @@ def test_models_are_left_unchanged_also_after_an_exception(loader, monkeypatch):
     else:
         sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, embed))
     x = torch.randn(1, 3, size, size)
-    for mode in ("native", "paper"):
-        explainer = GradECLIP(sim, mode=mode)
-        explainer.attribute(x, target=0)
+    for mode, qk_source in (("native", "raw"), ("paper", "raw"), ("paper", "out_proj")):
+        explainer = GradECLIP(sim, mode=mode, qk_source=qk_source)
+        fast = explainer.attribute(x, target=0)
         explainer.fast_path = False
-        explainer.attribute(x, target=0)
+        general = explainer.attribute(x, target=0)
+        assert fast.shape == general.shape == (1, 1, *sim.adapter.patch_grid(x))
+        assert torch.isfinite(general).all() and (general >= 0).all() and general.abs().max() > 0
+        assert torch.allclose(fast, general, rtol=1e-4, atol=1e-4 * float(general.abs().max()))
     if texts is not None:
         ids, mask = texts()
         tsim = cg.TextImageSimilarity(model, image_embeds=torch.randn(2, embed))

@@ -9,8 +9,11 @@ Public API::
     tok = cg.GradECLIP(tsim).attribute(input_ids, target=0, additional_forward_args=(mask,))
     cg.to_hwc(maps[0], size=(H, W))                         # for captum's visualize_image_attr
     cg.words(tokens, tok[0])                                # merge BPE pieces into words
+    cg.metrics.image_deletion(sim, pixel_values, maps, target=0).auc   # faithfulness and localisation metrics
+    cg.baselines.GAME(sim).attribute(pixel_values, target=0)         # the baselines, same API and shapes
 """
 
+from captum_gradeclip import baselines, metrics, results
 from captum_gradeclip.adapters import get_adapter
 from captum_gradeclip.attr import AttentionAttribution, GradECLIP
 from captum_gradeclip.visualization import to_hwc, words
@@ -25,7 +28,10 @@ __all__ = [
     "ImageTextSimilarity",
     "TextImageSimilarity",
     "__version__",
+    "baselines",
     "get_adapter",
+    "metrics",
+    "results",
     "to_hwc",
     "words",
 ]

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,63 +37,74 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TARGETS = {"prompts": 1.3, "batch": 1.1, "memory": 1.2, "text": 3.0, "curves": 1.2}
 
 
-def build_model(name: str, device: str, dtype: torch.dtype) -> CLIPModel:
-    """A randomly initialised HF CLIP of the named architecture (no download)."""
-    if name == "vit-b-16":
-        vision = dict(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            image_size=224,
-            patch_size=16,
-        )
-        text = dict(
-            hidden_size=512,
-            intermediate_size=2048,
-            num_hidden_layers=12,
-            num_attention_heads=8,
-            max_position_embeddings=77,
-            vocab_size=49408,
-        )
-        projection = 512
-    elif name == "tiny":
-        vision = dict(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            image_size=64,
-            patch_size=16,
-        )
-        text = dict(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            max_position_embeddings=32,
-            vocab_size=1000,
-        )
-        projection = 32
-    else:
-        raise SystemExit(f"--model must be vit-b-16 or tiny; got {name!r}")
-    text.update(bos_token_id=0, pad_token_id=1, eos_token_id=2)
+@dataclass
+class Bench:
+    """A model to benchmark and what the cases need to know of it."""
+
+    model: torch.nn.Module
+    image_size: int
+    embed_dim: int
+    vocab: int
+    bos: int
+    eos: int  # for open_clip/OpenAI the highest id, where the text pools
+    pad: int
+    gradcam_layer: torch.nn.Module  # a module with a (N, T, C) or (N, C, H, W) tensor output, for LayerGradCam
+    context: int | None = None  # fixed text length (open_clip pads every text to it)
+
+
+def build(name: str, device: str, dtype: torch.dtype) -> Bench:
+    """A randomly initialised model of the named architecture (no download)."""
     torch.manual_seed(0)
-    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection)
-    model = CLIPModel._from_config(config, attn_implementation="sdpa")
-    return model.to(device=device, dtype=dtype).eval()  # type: ignore[return-value]
+    if name.startswith("open_clip:"):
+        import open_clip
+
+        model = open_clip.create_model(name.split(":", 1)[1], pretrained=None)
+        visual = model.visual
+        size = visual.image_size[0] if isinstance(visual.image_size, tuple) else visual.image_size
+        layer = visual.layer4 if hasattr(visual, "layer4") else visual.transformer.resblocks[-1]
+        bench = Bench(model, size, model.text_projection.shape[-1], model.vocab_size, 49406, model.vocab_size - 1, 0,
+                      layer, model.context_length)  # fmt: skip
+    elif name in HF_ARCHS:
+        vision, text, projection = HF_ARCHS[name]
+        text = {**text, "bos_token_id": 0, "pad_token_id": 1, "eos_token_id": 2}
+        config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection)
+        model = CLIPModel._from_config(config, attn_implementation="sdpa")
+        bench = Bench(model, vision["image_size"], projection, text["vocab_size"], 0, 2, 1,
+                      model.vision_model.encoder.layers[-1])  # fmt: skip
+    else:
+        raise SystemExit(f"--model must be one of {sorted(HF_ARCHS)} or open_clip:ARCH; got {name!r}")
+    bench.model = bench.model.to(device=device, dtype=dtype).eval()
+    return bench
 
 
-def captions(n: int, length: int, vocab: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` token sequences of 5 to ``length`` tokens (BOS, words, EOS = highest id), padded to the longest."""
+HF_ARCHS = {
+    "vit-b-16": (
+        dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224,
+             patch_size=16),
+        dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
+             max_position_embeddings=77, vocab_size=49408),
+        512,
+    ),
+    "tiny": (
+        dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, image_size=64,
+             patch_size=16),
+        dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+             max_position_embeddings=32, vocab_size=1000),
+        32,
+    ),
+}  # fmt: skip
+
+
+def captions(n: int, length: int, bench: Bench, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` token sequences of 5 to ``length`` tokens (BOS, words, EOS), padded to the longest."""
     g = torch.Generator().manual_seed(1)
     lengths = torch.randint(5, length + 1, (n,), generator=g)
-    ids = torch.ones(n, int(lengths.max()), dtype=torch.long)
+    ids = torch.full((n, bench.context or int(lengths.max())), bench.pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, n_tok in enumerate(lengths.tolist()):
-        ids[i, 0] = 0
-        ids[i, 1 : n_tok - 1] = torch.randint(3, vocab - 1, (n_tok - 2,), generator=g)
-        ids[i, n_tok - 1] = 2
+        ids[i, 0] = bench.bos
+        ids[i, 1 : n_tok - 1] = torch.randint(3, min(bench.vocab - 3, 40000), (n_tok - 2,), generator=g)
+        ids[i, n_tok - 1] = bench.eos
         mask[i, :n_tok] = 1
     return ids.to(device), mask.to(device)
 
@@ -111,24 +123,12 @@ def median_time(fn: Callable[[], object], repeats: int, device: str) -> float:
     return statistics.median(times)
 
 
-def naive_pair(model: CLIPModel, sim: cg.ImageTextSimilarity, pixels: torch.Tensor, j: int) -> torch.Tensor:
-    """The official code's way: a full forward with grad and one backward for one (image, text) pair."""
-    block = model.vision_model.encoder.layers[-1].self_attn
-    kept = {}
-
-    def keep(_m: torch.nn.Module, args: tuple) -> None:
-        args[0].retain_grad()
-        kept["o"] = args[0]
-
-    handle = block.out_proj.register_forward_pre_hook(keep)
-    try:
-        with torch.enable_grad():
-            score = sim(pixels.requires_grad_())[0, j]
-            score.backward()
-    finally:
-        handle.remove()
-        model.zero_grad(set_to_none=True)
-    return kept["o"].grad[:, 0]
+def naive_pair(sim: cg.ImageTextSimilarity, pixels: torch.Tensor, j: int) -> torch.Tensor:
+    """The official code's way: a full forward with grad, then one backward, for one (image, text) pair."""
+    block = sim.explained_blocks()[-1]
+    with torch.enable_grad(), sim.adapter.probe(block, lambda _record, o: o) as record:
+        score = sim(pixels)[0, j]
+    return torch.autograd.grad(score, record.o)[0]
 
 
 def peak_memory(args: argparse.Namespace, what: str) -> float:
@@ -149,10 +149,10 @@ def _rss(field: str) -> int:
 
 def _memory_child(args: argparse.Namespace) -> None:
     dtype = DTYPES[args.dtype]
-    model = build_model(args.model, args.device, dtype)
-    size = model.config.vision_config.image_size
+    bench = build(args.model, args.device, dtype)
+    size = bench.image_size
     pixels = torch.randn(args.images, 3, size, size, device=args.device, dtype=dtype)
-    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(1, model.config.projection_dim, dtype=dtype))
+    sim = cg.ImageTextSimilarity(bench.model, text_embeds=torch.randn(1, bench.embed_dim, dtype=dtype))
     sim.to(args.device)
     explainer = cg.GradECLIP(sim)
     if args.device == "cuda":
@@ -177,9 +177,8 @@ def _memory_child(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> list[dict]:
     torch.set_num_threads(args.threads)
     dtype = DTYPES[args.dtype]
-    model = build_model(args.model, args.device, dtype)
-    vcfg, tcfg = model.config.vision_config, model.config.text_config
-    size, dim = vcfg.image_size, model.config.projection_dim
+    bench = build(args.model, args.device, dtype)
+    model, size, dim = bench.model, bench.image_size, bench.embed_dim
     g = torch.Generator().manual_seed(0)
     rows: list[dict] = []
 
@@ -197,9 +196,9 @@ def run(args: argparse.Namespace) -> list[dict]:
         ours = median_time(lambda explainer=explainer: explainer.attribute(one), args.repeats, args.device)
         row(case, f"Grad-ECLIP {mode}", ours, forward, TARGETS["prompts"])
     pairs = min(args.naive_pairs, args.prompts)
-    naive = median_time(lambda: [naive_pair(model, prompts, one, j) for j in range(pairs)], 1, args.device)
+    naive = median_time(lambda: [naive_pair(prompts, one, j) for j in range(pairs)], 1, args.device)
     row(case, "naive per-pair autograd", naive * args.prompts / pairs, forward, None, f"scaled from {pairs} pairs")
-    gradcam = LayerGradCam(prompts, model.vision_model.encoder.layers[-1])
+    gradcam = LayerGradCam(prompts, bench.gradcam_layer)
     naive = median_time(lambda: [gradcam.attribute(one, target=j) for j in range(pairs)], 1, args.device)
     row(case, "captum LayerGradCam", naive * args.prompts / pairs, forward, None, f"scaled from {pairs} targets")
 
@@ -212,7 +211,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         explainer = cg.GradECLIP(single, mode=mode)
         ours = median_time(lambda explainer=explainer: explainer.attribute(batch, target=0), args.repeats, args.device)
         row(case, f"Grad-ECLIP {mode}", ours, forward, TARGETS["batch"])
-    gradcam = LayerGradCam(single, model.vision_model.encoder.layers[-1])
+    gradcam = LayerGradCam(single, bench.gradcam_layer)
     row(case, "captum LayerGradCam", median_time(lambda: gradcam.attribute(batch, target=0), args.repeats,
         args.device), forward, None)  # fmt: skip
 
@@ -223,9 +222,9 @@ def run(args: argparse.Namespace) -> list[dict]:
                          ratio=ours / ref, target=TARGETS["memory"], note="MiB over the loaded model"))  # fmt: skip
 
     # 4. many captions against one image, text maps over 8 blocks
-    ids, mask = captions(args.captions, 20, tcfg.vocab_size, args.device)
+    ids, mask = captions(args.captions, 20, bench, args.device)
     texts = cg.TextImageSimilarity(model, image_embeds=torch.randn(1, dim, generator=g).to(dtype)).to(args.device)
-    case = f"{args.captions} captions x 1 image, {min(8, tcfg.num_hidden_layers)} text blocks"
+    case = f"{args.captions} captions x 1 image, {len(cg.GradECLIP(texts).blocks)} text blocks"
     forward = median_time(lambda: texts(ids, mask).detach(), args.repeats, args.device)
     explainer = cg.GradECLIP(texts)
     ours = median_time(lambda: explainer.attribute(ids, target=0, additional_forward_args=(mask,)), args.repeats,
@@ -268,7 +267,7 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="vit-b-16", choices=["vit-b-16", "tiny"])
+    parser.add_argument("--model", default="vit-b-16", help="vit-b-16 | tiny (HF CLIP) | open_clip:ARCH (e.g. RN50)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     parser.add_argument("--threads", type=int, default=2)

@@ -8,10 +8,12 @@ from captum._utils.common import (
     _format_tensor_into_tuples,
     _is_tuple,
 )
+from captum.attr._utils.visualization import _get_color
 
 __all__ = [
     "_format_additional_forward_args",
     "_format_output",
     "_format_tensor_into_tuples",
+    "_get_color",
     "_is_tuple",
 ]

@@ -1,0 +1,276 @@
+"""Pictures of explanations: one matplotlib figure per image, and an HTML report.
+
+Built on Captum's visualizers: the image panels are
+:func:`captum.attr.visualization.visualize_image_attr`, the words are coloured with Captum's
+colour scale (the one :func:`captum.attr.visualization.visualize_text` uses), and the HTML report
+writes the words with :func:`captum.attr.visualization.format_word_importances`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from captum.attr import visualization as captum_viz
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+from torch import Tensor
+
+from captum_gradeclip._compat import _get_color
+from captum_gradeclip.visualization import to_hwc
+
+WordScores = Sequence[tuple[str, float]]
+
+
+def _image_array(image: object) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, Tensor):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"`image` must be a PIL image or an (H, W, 3) array; got {_describe(image)}")
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    return np.clip(image.astype(np.float32), 0.0, 1.0)
+
+
+def _describe(x: object) -> str:
+    shape = getattr(x, "shape", None)
+    return f"{type(x).__name__} of shape {tuple(shape)}" if shape is not None else type(x).__name__
+
+
+def _maps(image_maps: object, count: int) -> list[Tensor]:
+    if isinstance(image_maps, Tensor | np.ndarray):
+        grid = torch.as_tensor(image_maps)
+        grid = grid.reshape(-1, *grid.shape[-2:]) if grid.dim() >= 2 else grid
+        maps = list(grid) if grid.dim() == 3 else []
+    else:
+        maps = [torch.as_tensor(m).reshape(torch.as_tensor(m).shape[-2:]) for m in image_maps]  # type: ignore[union-attr]
+    if len(maps) != count:
+        raise ValueError(f"`image_maps` must hold one (h, w) map per text ({count}); got {_describe(image_maps)}")
+    return maps
+
+
+def _word_scores(texts: Sequence[str], token_scores: object) -> list[list[tuple[str, float]]]:
+    if token_scores is None:
+        return [[(w, 0.0) for w in t.split()] for t in texts]
+    rows = list(token_scores)  # type: ignore[call-overload]
+    if len(rows) != len(texts):
+        raise ValueError(f"`token_scores` must hold one entry per text ({len(texts)}); got {len(rows)}")
+    out = []
+    for text, row in zip(texts, rows, strict=True):
+        items = list(row.tolist() if isinstance(row, Tensor | np.ndarray) else row)
+        if all(isinstance(i, tuple | list) and len(i) == 2 for i in items):
+            out.append([(str(w), float(s)) for w, s in items])
+            continue
+        words = text.split()
+        if len(items) != len(words):
+            raise ValueError(
+                "`token_scores` entries must be (word, score) pairs or one score per word of the text; "
+                f"got {len(items)} scores for {len(words)} words in {text!r}"
+            )
+        out.append([(w, float(s)) for w, s in zip(words, items, strict=True)])
+    return out
+
+
+def _normalised(scores: Sequence[float]) -> list[float]:
+    top = max((abs(s) for s in scores), default=0.0)
+    return [s / top if top > 0 else 0.0 for s in scores]
+
+
+def _hsl_to_rgb(css: str) -> tuple[float, float, float]:
+    h, s, lum = (float(v) for v in re.findall(r"[\d.]+", css))
+    s, lum = s / 100, lum / 100
+    a = s * min(lum, 1 - lum)
+
+    def f(n: int) -> float:
+        k = (n + h / 30) % 12
+        return lum - a * max(-1.0, min(k - 3, 9 - k, 1.0))
+
+    return f(0), f(8), f(4)
+
+
+def _draw_words(fig: Figure, ax: object, words: WordScores) -> None:
+    """Words left to right, wrapping, each on Captum's importance colour (scaled to the text's maximum)."""
+    ax.set_axis_off()  # type: ignore[attr-defined]
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    box = ax.get_window_extent(renderer)  # type: ignore[attr-defined]
+    x, y, line = 0.0, 0.92, 0.2
+    for (word, _), weight in zip(words, _normalised([s for _, s in words]), strict=True):
+        label = ax.text(  # type: ignore[attr-defined]
+            x, y, word, transform=ax.transAxes, va="top", ha="left", fontsize=9,  # type: ignore[attr-defined]
+            bbox=dict(boxstyle="round,pad=0.2", facecolor=_hsl_to_rgb(_get_color(weight)), edgecolor="none"),
+        )  # fmt: skip
+        width = label.get_window_extent(renderer).width / box.width + 0.04
+        if x > 0 and x + width > 1.02:
+            x, y = 0.0, y - line
+            label.set_position((x, y))
+        x += width
+
+
+def explanation_figure(
+    image: object,
+    texts: Sequence[str],
+    image_maps: Tensor | np.ndarray | Sequence[Tensor],
+    token_scores: Sequence[WordScores] | Sequence[Sequence[float]] | Tensor | None = None,
+    scores: Sequence[float] | Tensor | None = None,
+    title: str | None = None,
+) -> Figure:
+    """One figure: the image, then for each text its heat map over the image and its words coloured by importance.
+
+    Args:
+        image (PIL.Image.Image or numpy.ndarray): the image as the model saw it, ``(H, W, 3)``
+            floats in [0, 1] or uint8.
+        texts (list[str]): the M texts.
+        image_maps (Tensor or list[Tensor]): one map per text, ``(M, h, w)`` or ``(1, M, h, w)``
+            as :meth:`GradECLIP.attribute` returns them; upsampled to the image with
+            :func:`captum_gradeclip.to_hwc`.
+        token_scores (optional): per text, ``(word, score)`` pairs (as :func:`captum_gradeclip.words`
+            returns them) or one score per whitespace-separated word. Default: words uncoloured.
+        scores (list[float] or Tensor, optional): the M similarity scores, shown in the titles.
+        title (str, optional): the figure's title.
+
+    Returns:
+        *matplotlib.figure.Figure* (not attached to pyplot; save it with ``fig.savefig``).
+
+    Examples::
+
+        >>> maps = cg.GradECLIP(sim).attribute(pixels)  # (1, M, h, w)
+        >>> fig = explanation_figure(image, texts, maps[0], word_scores, scores=sim(pixels)[0])
+        >>> fig.savefig("explanation.png")
+    """
+    if isinstance(texts, str) or not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError("`texts` must be a non-empty list of strings")
+    picture = _image_array(image)
+    maps = _maps(image_maps, len(texts))
+    words = _word_scores(texts, token_scores)
+    values = [float(s) for s in (scores.tolist() if isinstance(scores, Tensor) else scores)] if scores else None
+    if values is not None and len(values) != len(texts):
+        raise ValueError(f"`scores` must hold one score per text ({len(texts)}); got {len(values)}")
+
+    columns = len(texts) + 1
+    fig = Figure(figsize=(2.6 * columns, 3.9 if title else 3.6))
+    FigureCanvasAgg(fig)  # a renderer to measure the words with, without pyplot
+    grid = fig.add_gridspec(2, columns, height_ratios=[3.2, 1.0], hspace=0.12, wspace=0.08)
+    size = picture.shape[:2]
+    axis = fig.add_subplot(grid[0, 0])
+    captum_viz.visualize_image_attr(
+        np.ones((*size, 1)), picture, "original_image", plt_fig_axis=(fig, axis), use_pyplot=False, title="image"
+    )
+    for j, (text, heat) in enumerate(zip(texts, maps, strict=True)):
+        axis = fig.add_subplot(grid[0, j + 1])
+        label = text if len(text) <= 34 else text[:31] + "..."
+        if values is not None:
+            label = f"{label}\nscore {values[j]:.3f}"
+        attr = to_hwc(heat, size=size)
+        with warnings.catch_warnings():
+            if float(np.abs(attr).max()) == 0.0:  # Captum cannot normalise an all-zero map: show it as zero
+                attr = attr + 1e-12
+                warnings.simplefilter("ignore", UserWarning)
+            captum_viz.visualize_image_attr(
+                attr, picture, "blended_heat_map", sign="positive", plt_fig_axis=(fig, axis),
+                use_pyplot=False, title=label, alpha_overlay=0.55, cmap="jet",
+            )  # fmt: skip
+        axis.title.set_fontsize(9)
+        _draw_words(fig, fig.add_subplot(grid[1, j + 1]), words[j])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+@dataclass
+class ReportEntry:
+    """One section of an HTML report.
+
+    Attributes:
+        title (str): the section heading.
+        png (bytes or Path): the figure, as PNG bytes or a PNG file.
+        texts (list[str]): the explained texts.
+        words (list[list[tuple[str, float]]]): per text, word importances.
+        scores (list[float]): per text, the similarity score.
+    """
+
+    title: str
+    png: bytes | Path
+    texts: list[str] = field(default_factory=list)
+    words: list[list[tuple[str, float]]] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+
+
+def save_html(path: str | Path, entries: Sequence[ReportEntry], title: str = "Grad-ECLIP explanations") -> Path:
+    """Writes a self-contained HTML report: every figure embedded, and a table of word importances per entry.
+
+    Args:
+        path (str or Path): the HTML file to write (its directory is created).
+        entries (list[ReportEntry]): the sections, in order.
+        title (str, optional): the page title. Default: ``"Grad-ECLIP explanations"``.
+
+    Returns:
+        *Path*: ``path``.
+
+    Examples::
+
+        >>> save_html("out/index.html", [ReportEntry("scene 0", figure_png(fig), texts, words, scores)])
+    """
+    if not entries:
+        raise ValueError("`entries` must hold at least one ReportEntry")
+    sections = []
+    for entry in entries:
+        if not isinstance(entry, ReportEntry):
+            raise TypeError(f"`entries` must hold ReportEntry objects; got {type(entry).__name__}")
+        png = entry.png.read_bytes() if isinstance(entry.png, Path) else entry.png
+        if png[:8] != b"\x89PNG\r\n\x1a\n":
+            raise ValueError(f"entry {entry.title!r}: `png` is not a PNG image")
+        width, height = Image.open(io.BytesIO(png)).size
+        rows = []
+        for j, text in enumerate(entry.texts):
+            words = entry.words[j] if j < len(entry.words) else []
+            score = f"{entry.scores[j]:.3f}" if j < len(entry.scores) else ""
+            importances = captum_viz.format_word_importances(
+                [html.escape(w) for w, _ in words], _normalised([s for _, s in words])
+            )
+            rows.append(f"<tr><td>{html.escape(text)}</td><td>{score}</td>{importances}</tr>")
+        table = (
+            "<table><tr><th>text</th><th>score</th><th>word importance</th></tr>" + "".join(rows) + "</table>"
+            if rows
+            else ""
+        )
+        data = base64.b64encode(png).decode("ascii")
+        sections.append(
+            f"<section><h2>{html.escape(entry.title)}</h2>"
+            f'<img src="data:image/png;base64,{data}" width="{width}" height="{height}" '
+            f'alt="{html.escape(entry.title)}">{table}</section>'
+        )
+    legend = " ".join(
+        f'<span style="background-color: {_get_color(v)}; padding: 0 6px">{name}</span>'
+        for v, name in [(0.0, "neutral"), (0.5, "important"), (1.0, "most important")]
+    )
+    page = (
+        '<!DOCTYPE html><html><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>"
+        "body{font-family:sans-serif;margin:16px;background:#fff}"
+        "img{display:block;margin:8px 0}table{border-collapse:collapse;margin-bottom:24px}"
+        "td,th{padding:2px 8px;text-align:left;vertical-align:top}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><p>Heat maps: Grad-ECLIP, red is where the match is. "
+        f"Words, scaled to each text's most important word: {legend}</p>" + "".join(sections) + "</body></html>"
+    )
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out

@@ -1,0 +1,186 @@
+"""Figures and the HTML report: Captum's visualizers underneath, the heat where the map is, a page that shows them."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from captum_gradeclip._compat import _get_color
+from captum_gradeclip.viz import ReportEntry, _hsl_to_rgb, explanation_figure, figure_png, save_html
+
+SIZE = 64
+
+
+def _image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.clip(0.5 + 0.05 * rng.standard_normal((SIZE, SIZE, 3)), 0, 1).astype(np.float32)
+
+
+def _hot_corner_map() -> torch.Tensor:
+    grid = torch.zeros(8, 8)
+    grid[:3, :3] = 1.0  # hot top-left, cold elsewhere
+    return grid
+
+
+def _render(fig: Figure) -> np.ndarray:
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(float) / 255
+
+
+def _axis_pixels(fig: Figure, pixels: np.ndarray, axis) -> np.ndarray:
+    x0, y0, x1, y1 = axis.get_window_extent().extents
+    height = pixels.shape[0]
+    return pixels[int(height - y1) + 2 : int(height - y0) - 2, int(x0) + 2 : int(x1) - 2]
+
+
+def test_figure_has_the_image_and_one_heat_map_per_text_hot_where_the_map_is():
+    maps = torch.stack([_hot_corner_map(), _hot_corner_map().flip(0, 1)])  # second text: bottom-right
+    fig = explanation_figure(
+        _image(), ["a red circle", "a blue square"], maps, [[("red", 1.0), ("circle", 0.2)], [0.0, 0.5, 1.0]],
+        scores=[0.31, 0.12], title="scene",
+    )  # fmt: skip
+    images = [ax for ax in fig.axes if ax.images]
+    assert len(images) == 3, "the image, then one overlay per text"
+    titles = [ax.get_title() for ax in images]
+    assert titles[0] == "image" and "a red circle" in titles[1] and "score 0.310" in titles[1]
+    pixels = _render(fig)
+    for axis, hot_first in [(images[1], True), (images[2], False)]:
+        panel = _axis_pixels(fig, pixels, axis)
+        h, w = panel.shape[:2]
+        top_left, bottom_right = panel[: h // 4, : w // 4], panel[-h // 4 :, -w // 4 :]
+        hot, cold = (top_left, bottom_right) if hot_first else (bottom_right, top_left)
+        # jet colour map over the grey image: red where the map is high, blue where it is zero
+        assert hot[..., 0].mean() > cold[..., 0].mean() + 0.2
+        assert cold[..., 2].mean() > hot[..., 2].mean() + 0.1
+    fig.clear()
+
+
+def test_words_are_coloured_with_captums_scale_relative_to_the_top_word():
+    fig = explanation_figure(
+        _image(), ["a red circle"], _hot_corner_map()[None], [[("a", 0.0), ("red", 2.0), ("circle", 1.0)]]
+    )
+    labels = {t.get_text(): t for ax in fig.axes for t in ax.texts}
+    assert set(labels) == {"a", "red", "circle"}
+    colour = {w: labels[w].get_bbox_patch().get_facecolor()[:3] for w in labels}
+    assert np.allclose(colour["red"], _hsl_to_rgb(_get_color(1.0)), atol=1e-6)
+    assert np.allclose(colour["circle"], _hsl_to_rgb(_get_color(0.5)), atol=1e-6)
+    assert np.allclose(colour["a"], (1.0, 1.0, 1.0), atol=1e-6), "zero importance is white"
+    positions = [labels[w].get_position()[0] for w in ("a", "red", "circle")]
+    assert positions == sorted(positions), "words read left to right"
+
+
+def test_hsl_conversion_matches_known_colours():
+    assert np.allclose(_hsl_to_rgb("hsl(120, 75%, 50%)"), (0.125, 0.875, 0.125))
+    assert np.allclose(_hsl_to_rgb("hsl(0, 75%, 100%)"), (1.0, 1.0, 1.0))
+
+
+def test_figure_accepts_pil_uint8_batched_maps_and_all_zero_maps():
+    image = Image.fromarray((_image() * 255).astype(np.uint8))
+    fig = explanation_figure(image, ["x", "y"], torch.zeros(1, 2, 8, 8), None)
+    assert len([ax for ax in fig.axes if ax.images]) == 3
+    assert figure_png(fig)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(texts=[]), "`texts` must be a non-empty list"),
+        (dict(texts="a red circle"), "`texts` must be a non-empty list"),
+        (dict(image_maps=torch.zeros(3, 8, 8)), r"`image_maps` must hold one \(h, w\) map per text \(2\)"),
+        (dict(image=np.zeros((8, 8))), r"`image` must be a PIL image or an \(H, W, 3\) array"),
+        (dict(token_scores=[[1.0]]), "`token_scores` must hold one entry per text"),
+        (dict(token_scores=[[1.0], [1.0, 2.0]]), "got 1 scores for 3 words"),
+        (dict(scores=[0.1]), "`scores` must hold one score per text"),
+    ],
+)
+def test_figure_bad_input(kwargs, match):
+    args = dict(image=_image(), texts=["a red circle", "a blue square"], image_maps=torch.zeros(2, 8, 8))
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        explanation_figure(**args)
+
+
+def _report(tmp_path, count: int = 2):
+    entries = []
+    for k in range(count):
+        maps = _hot_corner_map()[None] if k % 2 == 0 else _hot_corner_map().flip(0, 1)[None]
+        words = [("a", 0.1), ("red", 1.0), ("circle", 0.4)]
+        fig = explanation_figure(_image(), ["a red circle"], maps, [words], scores=[0.3])
+        entries.append(ReportEntry(f"scene {k}", figure_png(fig), ["a red circle"], [words], [0.3]))
+    return save_html(tmp_path / "report" / "index.html", entries, title="test <report>"), entries
+
+
+def test_html_embeds_every_figure_and_captums_word_importances(tmp_path):
+    path, entries = _report(tmp_path)
+    page = path.read_text()
+    sources = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    assert [base64.b64decode(s) for s in sources] == [e.png for e in entries]
+    assert "test &lt;report&gt;" in page, "titles are escaped"
+    assert page.count(f'<mark style="background-color: {_get_color(1.0)}') == 2, "top word of each table"
+    assert page.count("<mark") == 6
+
+
+def test_html_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="`entries` must hold at least one"):
+        save_html(tmp_path / "x.html", [])
+    with pytest.raises(ValueError, match="`png` is not a PNG image"):
+        save_html(tmp_path / "x.html", [ReportEntry("a", b"GIF89a")])
+    with pytest.raises(TypeError, match="`entries` must hold ReportEntry objects"):
+        save_html(tmp_path / "x.html", ["a.png"])  # type: ignore[list-item]
+
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def _find(screen: np.ndarray, figure: np.ndarray) -> tuple[int, int] | None:
+    """Top-left corner where ``figure`` appears in ``screen`` (up to small colour differences), else None."""
+    screen, figure = screen.astype(int), figure.astype(int)
+    r0 = figure.shape[0] // 2
+    c0 = int(np.argmax(np.abs(figure[r0] - 255).max(-1) > 30))  # first non-white pixel of the middle row
+    probe = figure[r0, c0 : c0 + 4]
+    hits = np.ones(screen[:, : screen.shape[1] - 3].shape[:2], dtype=bool)
+    for k in range(4):
+        hits &= np.abs(screen[:, k : screen.shape[1] - 3 + k] - probe[k]).max(-1) <= 3
+    for y, x in zip(*np.nonzero(hits), strict=True):
+        top, left = int(y) - r0, int(x) - c0
+        window = screen[top : top + figure.shape[0], left : left + figure.shape[1]]
+        if top >= 0 and left >= 0 and window.shape == figure.shape and np.abs(window - figure).mean() < 2.0:
+            return top, left
+    return None
+
+
+def test_chromium_shows_the_figures_of_the_report(tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "Debian chromium is required (apt-get install -y chromium; .ci/run installs it)"
+    path, entries = _report(tmp_path)
+    shot = tmp_path / "shot.png"
+    result = subprocess.run(
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
+         "--force-device-scale-factor=1", "--window-size=1000,1400", f"--screenshot={shot}", path.as_uri()],
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0 and shot.is_file(), result.stderr.decode()[-2000:]
+    screen = np.asarray(Image.open(shot).convert("RGB"))
+    assert (screen < 250).any(axis=-1).mean() > 0.1, "the page is not blank"
+    corners = []
+    for entry in entries:
+        figure = np.asarray(Image.open(io.BytesIO(entry.png)).convert("RGB"))
+        corner = _find(screen, figure)
+        assert corner is not None, "each figure is displayed, pixel for pixel"
+        y, x = corner
+        region = screen[y : y + figure.shape[0], x : x + figure.shape[1]]
+        assert region.std() > 20, "non-blank where the image is"
+        corners.append(corner)
+    assert corners[1][0] > corners[0][0], "the figures are shown in order, one below the other"

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = {"demo": "captum_gradeclip.demo", "explain-dataset": "captum_gradeclip.dataset"}
+COMMANDS = {
+    "demo": "captum_gradeclip.demo",
+    "explain": "captum_gradeclip.explain",
+    "explain-dataset": "captum_gradeclip.dataset",
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -14,7 +18,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     import importlib
 
-    importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+    from captum_gradeclip.cli import CLIError
+
+    try:
+        importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+    except CLIError as error:  # one line, exit code 2, no traceback
+        print(f"captum-gradeclip: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

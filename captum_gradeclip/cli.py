@@ -1,0 +1,279 @@
+"""What the command-line subcommands share: one-line errors, loading a model from a spec, reading an image.
+
+Every CLI error is a :class:`CLIError`: ``captum-gradeclip`` prints it as one line and exits
+with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import socket
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+MODEL_SPECS = "shapes | hf:NAME_OR_PATH | open_clip:ARCH[:PRETRAINED] | openai:NAME"
+HUB_HINT = "use --model shapes (the embedded model) or a local path"
+
+
+class CLIError(Exception):
+    """An error the CLI reports as one line, with exit status 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` that raises :class:`CLIError` (one line) instead of printing the usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CLIError(f"{self.prog}: {message} (see --help)")
+
+
+@dataclass
+class LoadedModel:
+    """A model and the loader's own preprocessing, as the CLI uses them.
+
+    Attributes:
+        model: the model, in eval mode.
+        name: the spec it was loaded from.
+        pixels: ``PIL.Image -> (1, C, H, W)`` the loader's own image preprocessing.
+        tokenize: ``list[str] -> (input_ids, attention_mask)`` the loader's own tokenizer.
+        tokens: ``ids (L,) -> list[str]`` token strings of one row, for merging into words.
+        mean, std: the pixel normalisation, to show the image as the model saw it.
+    """
+
+    model: torch.nn.Module
+    name: str
+    pixels: Callable[[Image.Image], torch.Tensor]
+    tokenize: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
+    tokens: Callable[[torch.Tensor], list[str]]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def display_image(self, pixel_values: torch.Tensor) -> np.ndarray:
+        """``(1, C, H, W)`` normalised pixels -> ``(H, W, 3)`` in [0, 1], what the model saw."""
+        mean = torch.tensor(self.mean).view(-1, 1, 1)
+        std = torch.tensor(self.std).view(-1, 1, 1)
+        return (pixel_values[0].detach().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+@contextlib.contextmanager
+def quiet_loaders() -> Iterator[None]:
+    """Silences the loaders' warnings and log lines, so that an error stays one line."""
+    names = ["transformers", "huggingface_hub", "open_clip", "urllib3", "timm"]
+    levels = {n: logging.getLogger(n).level for n in names}
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_verbosity = hf_logging.get_verbosity()
+        hf_bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        hf_verbosity = None
+    for n in names:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+        if hf_verbosity is not None:
+            hf_logging.set_verbosity(hf_verbosity)
+            if hf_bars:
+                hf_logging.enable_progress_bar()
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Whether ``host`` answers on port 443 within ``timeout`` seconds (False when ``HF_HUB_OFFLINE`` is set)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Opens an image file as RGB.
+
+    Raises:
+        CLIError: if the file is missing or is not a readable image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"image not found: {path}")
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise CLIError(f"cannot read image {path}: not an image or corrupt ({_first_line(error)})") from None
+
+
+def load_model(spec: str) -> LoadedModel:
+    """Loads the model named by ``spec``.
+
+    Args:
+        spec (str): ``shapes`` (the embedded ShapesCLIP), ``hf:NAME_OR_PATH`` (a transformers
+            ``from_pretrained`` name or directory), ``open_clip:ARCH[:PRETRAINED]``
+            (``open_clip.create_model_and_transforms``) or ``openai:NAME`` (``clip.load``).
+
+    Returns:
+        *LoadedModel*.
+
+    Raises:
+        CLIError: for an unknown spec, a missing extra, an unreachable hub, or a model that no
+            adapter supports.
+    """
+    kind, _, rest = spec.partition(":")
+    loaders = {"shapes": _load_shapes, "hf": _load_hf, "open_clip": _load_open_clip, "openai": _load_openai}
+    if kind not in loaders or (kind != "shapes" and not rest):
+        raise CLIError(f"unknown model spec {spec!r}; expected {MODEL_SPECS}")
+    with quiet_loaders():
+        loaded = loaders[kind](rest, spec)
+    from captum_gradeclip.adapters import get_adapter
+
+    try:
+        get_adapter(loaded.model)
+    except TypeError as error:
+        raise CLIError(f"{spec}: {_first_line(error)}") from None
+    return loaded
+
+
+def _hf_loaded(model: torch.nn.Module, processor: object, spec: str) -> LoadedModel:
+    image_processor = getattr(processor, "image_processor", processor)
+    tokenizer = getattr(processor, "tokenizer", processor)
+
+    def tokenize(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = processor(text=texts, padding=True, truncation=True, return_tensors="pt")  # type: ignore[operator]
+        return batch["input_ids"], batch.get("attention_mask", torch.ones_like(batch["input_ids"]))
+
+    return LoadedModel(
+        model=model.eval(),
+        name=spec,
+        pixels=lambda image: processor(images=image, return_tensors="pt")["pixel_values"],  # type: ignore[operator]
+        tokenize=tokenize,
+        tokens=lambda ids: tokenizer.convert_ids_to_tokens(ids.tolist()),  # type: ignore[attr-defined]
+        mean=tuple(image_processor.image_mean),  # type: ignore[attr-defined]
+        std=tuple(image_processor.image_std),  # type: ignore[attr-defined]
+    )
+
+
+def _load_shapes(rest: str, spec: str) -> LoadedModel:
+    from captum_gradeclip.zoo import load_shapes_clip
+
+    try:
+        model, processor = load_shapes_clip(rest or "vit")
+    except (ValueError, FileNotFoundError) as error:
+        raise CLIError(f"{spec}: {_first_line(error)}") from None
+    return _hf_loaded(model, processor, spec)
+
+
+def _load_hf(name: str, spec: str) -> LoadedModel:
+    from transformers import AutoModel, AutoProcessor
+
+    local = Path(name).expanduser()
+    looks_local = local.exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name
+    if looks_local and not local.is_dir():
+        raise CLIError(f"{spec}: no such directory {local} (expected a save_pretrained directory)")
+    try:
+        if looks_local:
+            return _hf_loaded(
+                AutoModel.from_pretrained(local, local_files_only=True),
+                AutoProcessor.from_pretrained(local, local_files_only=True),
+                spec,
+            )
+        with contextlib.suppress(OSError, ValueError):  # already in the local cache: works offline
+            return _hf_loaded(
+                AutoModel.from_pretrained(name, local_files_only=True),
+                AutoProcessor.from_pretrained(name, local_files_only=True),
+                spec,
+            )
+        if not hub_reachable():
+            raise CLIError(f"{spec}: the Hugging Face hub is unreachable and {name!r} is not cached; {HUB_HINT}")
+        return _hf_loaded(AutoModel.from_pretrained(name), AutoProcessor.from_pretrained(name), spec)
+    except (OSError, ValueError, KeyError) as error:
+        raise CLIError(f"{spec}: cannot load ({_first_line(error)}); {HUB_HINT}") from None
+
+
+def _normalisation(preprocess: object) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    for step in getattr(preprocess, "transforms", []):
+        if type(step).__name__ == "Normalize":
+            return tuple(float(m) for m in step.mean), tuple(float(s) for s in step.std)
+    return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+
+
+def _bpe_loaded(
+    model: torch.nn.Module, preprocess: Callable, encode: Callable, decoder: dict[int, str], spec: str
+) -> LoadedModel:
+    mean, std = _normalisation(preprocess)
+
+    def tokenize(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = encode(texts)
+        return ids, (ids != 0).long()
+
+    return LoadedModel(
+        model=model.eval(),
+        name=spec,
+        pixels=lambda image: preprocess(image)[None],
+        tokenize=tokenize,
+        tokens=lambda ids: [decoder.get(int(i), "") for i in ids],
+        mean=mean,
+        std=std,
+    )
+
+
+def _load_open_clip(rest: str, spec: str) -> LoadedModel:
+    try:
+        import open_clip
+    except ImportError:
+        raise CLIError(f"{spec}: open_clip is not installed; pip install 'captum-gradeclip[open_clip]'") from None
+    arch, _, pretrained = rest.partition(":")
+    if arch not in open_clip.list_models():
+        raise CLIError(f"{spec}: unknown open_clip architecture {arch!r} (see open_clip.list_models())")
+    if pretrained and not Path(pretrained).is_file() and not hub_reachable():
+        raise CLIError(f"{spec}: the model hub is unreachable, so the {pretrained!r} weights cannot be downloaded; "
+                       f"{HUB_HINT} (open_clip:ARCH:/path/to/weights)")  # fmt: skip
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained or None)
+        tokenizer = open_clip.get_tokenizer(arch)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise CLIError(f"{spec}: cannot load ({_first_line(error)}); {HUB_HINT}") from None
+    decoder = getattr(tokenizer, "decoder", None)
+    if decoder is None:
+        raise CLIError(f"{spec}: its tokenizer ({type(tokenizer).__name__}) is not a CLIP BPE tokenizer")
+    return _bpe_loaded(model, preprocess, tokenizer, decoder, spec)
+
+
+def _load_openai(name: str, spec: str) -> LoadedModel:
+    try:
+        import clip
+        from clip.clip import _tokenizer
+    except ImportError as error:
+        raise CLIError(
+            f"{spec}: OpenAI clip cannot be imported ({_first_line(error)}); pip install 'captum-gradeclip[openai]'"
+        ) from None
+    if not Path(name).is_file() and name not in clip.available_models():
+        raise CLIError(f"{spec}: unknown OpenAI CLIP model {name!r}; one of {clip.available_models()} or a path")
+    try:  # a cached download loads offline
+        model, preprocess = clip.load(name, device="cpu", jit=False)
+    except (OSError, RuntimeError) as error:
+        if not Path(name).is_file() and not hub_reachable("openaipublic.azureedge.net"):
+            raise CLIError(f"{spec}: the OpenAI download server is unreachable and {name!r} is not cached; "
+                           f"{HUB_HINT} (openai:/path/to/model.pt)") from None  # fmt: skip
+        raise CLIError(f"{spec}: cannot load ({_first_line(error)}); {HUB_HINT}") from None
+    return _bpe_loaded(model.float(), preprocess, clip.tokenize, _tokenizer.decoder, spec)

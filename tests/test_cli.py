@@ -1,0 +1,95 @@
+"""Shared CLI pieces: one-line errors, model specs, image reading (in-process; the commands run as subprocesses
+in test_explain.py and test_demo.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captum_gradeclip.cli import ArgumentParser, CLIError, hub_reachable, load_model, read_image
+from captum_gradeclip.zoo import shapes
+from captum_gradeclip.zoo.train_shapes import TrainConfig, build_model, build_processor
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_parser_errors_are_one_line_cli_errors():
+    parser = ArgumentParser(prog="captum-gradeclip explain")
+    parser.add_argument("image")
+    with pytest.raises(CLIError, match=r"^captum-gradeclip explain: the following arguments are required: image"):
+        parser.parse_args([])
+
+
+@pytest.mark.parametrize("spec", ["bogus", "hf", "hf:", "open_clip:", "openai:", "clip:ViT-B/32"])
+def test_unknown_model_spec(spec):
+    with pytest.raises(CLIError, match=r"unknown model spec .*expected shapes \| hf:NAME_OR_PATH"):
+        load_model(spec)
+
+
+def test_unknown_shapes_backbone():
+    with pytest.raises(CLIError, match="`backbone` must be one of"):
+        load_model("shapes:bogus")
+
+
+def test_hf_missing_directory(tmp_path):
+    with pytest.raises(CLIError, match="no such directory"):
+        load_model(f"hf:{tmp_path / 'nope'}")
+
+
+def test_hf_unreachable_hub_suggests_shapes_or_a_local_path(offline):
+    assert not hub_reachable()
+    with pytest.raises(CLIError, match=r"hub is unreachable .*--model shapes .*or a local path") as info:
+        load_model("hf:openai/clip-vit-base-patch32")
+    assert "\n" not in str(info.value)
+
+
+def test_hf_local_directory_loads_with_the_loaders_own_processor(tmp_path):
+    config = TrainConfig(width=32, vision_layers=1, text_layers=1, heads=2, projection_dim=16)
+    build_model(config).save_pretrained(tmp_path)
+    build_processor().save_pretrained(tmp_path)
+    loaded = load_model(f"hf:{tmp_path}")
+    scene = shapes.make_scene(0)
+    pixels = loaded.pixels(scene.image)
+    assert pixels.shape == (1, 3, 64, 64)
+    assert np.abs(loaded.display_image(pixels) - scene.array / 255).max() < 1e-5, "what the model saw"
+    ids, mask = loaded.tokenize(["a red circle", "a blue square and a green cross"])
+    assert ids.shape == mask.shape and mask[0].sum() == 5 and mask[1].sum() == 9
+    assert loaded.tokens(ids[0][mask[0].bool()]) == ["<s>", "a", "red", "circle", "</s>"]
+
+
+def test_open_clip_spec_uses_open_clip_or_says_how_to_install_it(offline):
+    installed = importlib.util.find_spec("open_clip") is not None
+    with pytest.raises(CLIError) as info:
+        load_model("open_clip:ViT-B-32:openai")
+    if installed:
+        assert "unreachable" in str(info.value) and "--model shapes" in str(info.value)
+        with pytest.raises(CLIError, match="unknown open_clip architecture 'NoSuchNet'"):
+            load_model("open_clip:NoSuchNet")
+    else:
+        assert "pip install 'captum-gradeclip[open_clip]'" in str(info.value)
+
+
+def test_openai_spec_uses_clip_or_says_how_to_install_it():
+    with pytest.raises(CLIError) as info:
+        load_model("openai:NoSuchModel")
+    message = str(info.value)
+    assert "unknown OpenAI CLIP model 'NoSuchModel'" in message or "pip install 'captum-gradeclip[openai]'" in message
+
+
+def test_read_image(tmp_path):
+    with pytest.raises(CLIError, match="image not found"):
+        read_image(tmp_path / "missing.png")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(CLIError, match="not an image or corrupt"):
+        read_image(bad)
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((5, 7), 200, dtype=np.uint8)).save(good)
+    image = read_image(good)
+    assert image.mode == "RGB" and image.size == (7, 5)

@@ -117,15 +117,18 @@ def pick_blocks(sim: _Similarity, layer: nn.Module | None, layers: int | None, d
 
 
 def allowed_keys(sim: _Similarity, inputs: Tensor, extra: tuple) -> Tensor | None:
-    """``(N, T, T)`` which key each query may attend to: ``None`` (all) for images, causal plus padding for text."""
+    """``(N, T, T)`` which key each query may attend to: ``None`` (all) for images; for text, the
+    attention mask's tokens, and only earlier ones when the adapter's ``causal_text`` (default True) says so."""
     if sim.modality == "image":
         return None
     n, length = inputs.shape
-    causal = torch.ones(length, length, dtype=torch.bool, device=inputs.device).tril()
+    keys = torch.ones(length, length, dtype=torch.bool, device=inputs.device)
+    if getattr(sim.adapter, "causal_text", True):
+        keys = keys.tril()
     mask = extra[0] if extra and isinstance(extra[0], Tensor) else None
     if mask is None:
-        return causal.expand(n, length, length)
-    return causal[None] & mask.bool()[:, None, :]
+        return keys.expand(n, length, length)
+    return keys[None] & mask.bool()[:, None, :]
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:
@@ -161,9 +164,20 @@ def record_probs(record: AttentionRecord, allowed: Tensor | None) -> Tensor:
 
 
 def query_rows(matrix: Tensor, ctx: ExplainContext) -> Tensor:
-    """The pooled token's row ``(N, T)`` of a per-example ``(N, T, T)`` matrix."""
+    """The pooled token's row ``(N, T)`` of a per-example ``(N, T, T)`` matrix (or the only row of ``(N, 1, T)``)."""
+    if matrix.shape[-2] == 1:  # an attention pool (ResNet, SigLIP's head): its query is the pooled token
+        return matrix[:, 0]
     rows = torch.arange(matrix.shape[0], device=matrix.device)
     return matrix[rows, ctx.query_index.to(matrix.device)]
+
+
+def require_self_attention(record: AttentionRecord, method: str) -> None:
+    """A TypeError for a pooling block (one query over the tokens), which has no token-to-token attention."""
+    if record.q is not None and record.k is not None and record.q.shape[1] != record.k.shape[1]:
+        raise TypeError(
+            f"{method} needs token-to-token self-attention blocks; {type(record.block).__name__} is an attention "
+            f"pool ({record.q.shape[1]} query over {record.k.shape[1]} tokens). Use RawAttention, RISE or GradECLIP"
+        )
 
 
 def gather_columns(per_reference: Tensor, columns: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ from captum_gradeclip.baselines._common import (
     pick_blocks,
     query_rows,
     record_probs,
+    require_self_attention,
     split_heads,
 )
 from captum_gradeclip.wrappers import ExplainContext, _Similarity
@@ -73,6 +74,7 @@ class GAME(WrapperAttribution):
         probs: list[Tensor] = []
 
         def attend(record: AttentionRecord, _o: Tensor) -> Tensor:
+            require_self_attention(record, self.get_name())
             a = record_probs(record, allowed)
             a = a if a.requires_grad else a.detach().requires_grad_()  # the graph starts at the first block
             probs.append(a)

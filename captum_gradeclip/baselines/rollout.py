@@ -14,6 +14,7 @@ from captum_gradeclip.baselines._common import (
     pick_blocks,
     query_rows,
     record_probs,
+    require_self_attention,
 )
 from captum_gradeclip.wrappers import ExplainContext, _Similarity
 
@@ -65,6 +66,8 @@ class AttentionRollout(WrapperAttribution):
         with torch.no_grad(), contextlib.ExitStack() as stack:
             records = [stack.enter_context(sim.adapter.probe(b, keep)) for b in self.blocks]
             sim(inputs, *extra)
+            for record in records:
+                require_self_attention(record, self.get_name())
             allowed = allowed_keys(sim, inputs, extra)
             relevance = rollout([record_probs(r, allowed) for r in records])
         return query_rows(relevance, ctx)[:, None].expand(-1, columns.shape[0], -1)

@@ -13,7 +13,7 @@ Public API::
     cg.baselines.GAME(sim).attribute(pixel_values, target=0)         # the baselines, same API and shapes
 """
 
-from captum_gradeclip import baselines, metrics
+from captum_gradeclip import baselines, metrics, results
 from captum_gradeclip.adapters import get_adapter
 from captum_gradeclip.attr import AttentionAttribution, GradECLIP
 from captum_gradeclip.visualization import to_hwc, words
@@ -31,6 +31,7 @@ __all__ = [
     "baselines",
     "get_adapter",
     "metrics",
+    "results",
     "to_hwc",
     "words",
 ]

@@ -81,6 +81,9 @@ class GradECLIP(AttentionAttribution):
         qk_source (str, optional): in paper mode, compute :math:`\lambda` from the
             ``"raw"`` in-projected q/k (the notebooks, default) or from q/k passed
             through the ``"out_proj"`` (the evaluation scripts).
+        relu (bool, optional): apply the final ReLU. ``False`` returns the signed sum
+            :math:`\sum_h \lambda^h_i (w^h \cdot v^h_i)` (summed over blocks), as the
+            paper's region-phrase fine-tuning uses it. Default: True.
 
     Examples::
 
@@ -102,6 +105,7 @@ class GradECLIP(AttentionAttribution):
         layers: int | None = None,
         loosened_attention: bool = True,
         qk_source: str = "raw",
+        relu: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}; got {mode!r}")
@@ -113,6 +117,7 @@ class GradECLIP(AttentionAttribution):
         self.mode = mode
         self.use_loosened_attention = bool(loosened_attention)
         self.qk_source = qk_source
+        self.relu = bool(relu)
         self._recompute = mode == "paper" and forward_func.modality == "image"
 
     @staticmethod
@@ -171,6 +176,8 @@ class GradECLIP(AttentionAttribution):
         return (lam * wv).sum(-1)
 
     def _combine(self, layer_maps: list[Tensor]) -> Tensor:
+        if not self.relu:
+            return torch.stack(layer_maps).sum(0)
         if self.similarity.modality == "text":
             return torch.relu(torch.stack(layer_maps).sum(0))  # text: sum over blocks, then ReLU
         return torch.stack([torch.relu(m) for m in layer_maps]).sum(0)

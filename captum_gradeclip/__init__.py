@@ -11,9 +11,11 @@ Public API::
     cg.words(tokens, tok[0])                                # merge BPE pieces into words
     cg.metrics.image_deletion(sim, pixel_values, maps, target=0).auc   # faithfulness and localisation metrics
     cg.baselines.GAME(sim).attribute(pixel_values, target=0)         # the baselines, same API and shapes
+    cg.finetune.RegionPhraseFinetuner(model, processor).step(pixel_values, captions)  # region-phrase fine-tuning
+    cg.analysis.analyze_words(model, processor, images, captions).by_tag  # word importance per word class
 """
 
-from captum_gradeclip import baselines, metrics, results
+from captum_gradeclip import analysis, baselines, finetune, metrics, results
 from captum_gradeclip.adapters import get_adapter
 from captum_gradeclip.attr import AttentionAttribution, GradECLIP
 from captum_gradeclip.visualization import to_hwc, words
@@ -28,7 +30,9 @@ __all__ = [
     "ImageTextSimilarity",
     "TextImageSimilarity",
     "__version__",
+    "analysis",
     "baselines",
+    "finetune",
     "get_adapter",
     "metrics",
     "results",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -12,6 +14,34 @@ from captum_gradeclip.wrappers import ExplainContext, _Similarity
 
 def _values(record: AttentionRecord, _o: Tensor) -> Tensor:
     return record.v  # type: ignore[return-value]
+
+
+def value_path_tokens(similarity: _Similarity, inputs: Tensor, *extra: Any) -> Tensor:
+    r"""MaskCLIP's dense features: every token's own value through the rest of the last block and the head.
+
+    In the wrapper's last explained block every token attends only to itself
+    (:math:`o_i = v_i`); the residual, MLP, final norm and projection then give one
+    embedding per token. Runs under the caller's grad mode, so it can be trained through.
+
+    Args:
+        similarity (ImageTextSimilarity): a wrapper whose adapter has ``probe_layer`` and
+            ``project_tokens`` (transformers ``CLIPModel``).
+        inputs (Tensor): ``pixel_values (N, C, H, W)``.
+        *extra: further forward arguments of the wrapper.
+
+    Returns:
+        *Tensor* ``(N, T, E)``: token 0 is CLS, then the patches in row-major order.
+
+    Examples::
+
+        >>> dense = value_path_tokens(ImageTextSimilarity(model, text_embeds=T), pixel_values)
+    """
+    block = similarity.explained_blocks()[-1]
+    probe_layer = capability(similarity, "probe_layer", "value_path_tokens")
+    project = capability(similarity, "project_tokens", "value_path_tokens")
+    with similarity.adapter.probe(block, _values), probe_layer(block) as layer:
+        similarity(inputs, *extra)
+    return project(layer.y, similarity.modality)
 
 
 class MaskCLIP(WrapperAttribution):
@@ -45,9 +75,7 @@ class MaskCLIP(WrapperAttribution):
     def _maps(self, inputs: Tensor, extra: tuple, columns: Tensor, ctx: ExplainContext) -> Tensor:
         sim = self.similarity
         with torch.no_grad():
-            with sim.adapter.probe(self.block, _values), self._probe_layer(self.block) as layer:
-                sim(inputs, *extra)
-            tokens = self._project(layer.y, sim.modality)  # (N, T, E)
+            tokens = value_path_tokens(sim, inputs, *extra)  # (N, T, E)
             n, t, e = tokens.shape
             scores = sim.similarity(tokens.reshape(n * t, e)).reshape(n, t, -1)
         return gather_columns(scores, columns)

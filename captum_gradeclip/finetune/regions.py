@@ -1,0 +1,162 @@
+"""Region embeddings from Grad-ECLIP maps and the region-phrase contrastive loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from captum_gradeclip.attr import GradECLIP
+from captum_gradeclip.baselines.maskclip import value_path_tokens
+from captum_gradeclip.wrappers import ImageTextSimilarity
+
+
+def phrase_maps(similarity: ImageTextSimilarity, pixel_values: Tensor, targets: Tensor) -> Tensor:
+    r"""Signed Grad-ECLIP maps (no final ReLU) for (image, phrase) pairs.
+
+    Args:
+        similarity (ImageTextSimilarity): a wrapper whose references are the phrases.
+        pixel_values (Tensor): ``(N, C, H, W)`` images.
+        targets (Tensor): ``(N, K)`` long, the phrase (wrapper column) of each of the K
+            slots of each image; ``-1`` marks an empty slot.
+
+    Returns:
+        *Tensor* ``(N, K, h, w)``: :math:`\sum_h \lambda^h_i (w^h \cdot v^h_i)` per pair, 0 in
+        empty slots. Detached.
+
+    Examples::
+
+        >>> sim = ImageTextSimilarity(model, phrases, processor=processor)
+        >>> maps = phrase_maps(sim, pixel_values, torch.tensor([[0, 1], [2, -1]]))
+    """
+    if targets.ndim != 2 or targets.shape[0] != pixel_values.shape[0]:
+        raise ValueError(f"`targets` must be (N, K) with N = {pixel_values.shape[0]}; got {tuple(targets.shape)}")
+    every = GradECLIP(similarity, relu=False).attribute(pixel_values)  # (N, M, h, w): cheap for all columns
+    index = targets.clamp(min=0)[:, :, None, None].expand(-1, -1, *every.shape[-2:])
+    return (every.gather(1, index) * (targets >= 0)[:, :, None, None]).detach()
+
+
+def pooling_weights(maps: Tensor, eps: float = 1e-8) -> Tensor:
+    """Per-map min-max normalisation to [0, 1], then to weights that sum to 1 over the patches.
+
+    Args:
+        maps (Tensor): ``(N, K, h, w)`` signed maps.
+        eps (float, optional): guards a constant map, which gets uniform weights. Default: 1e-8.
+
+    Returns:
+        *Tensor* ``(N, K, h * w)``.
+    """
+    flat = maps.flatten(2)
+    low, high = flat.amin(-1, keepdim=True), flat.amax(-1, keepdim=True)
+    span = high - low
+    scaled = torch.where(span > eps, (flat - low) / span.clamp(min=eps), torch.ones_like(flat))
+    return scaled / scaled.sum(-1, keepdim=True)
+
+
+def region_embeddings(dense: Tensor, weights: Tensor) -> Tensor:
+    """Weighted pooling of dense patch features into one embedding per region.
+
+    Args:
+        dense (Tensor): ``(N, T, E)`` value-path tokens with CLS first (as
+            :func:`~captum_gradeclip.baselines.maskclip.value_path_tokens` returns them), or
+            ``(N, P, E)`` patch tokens only.
+        weights (Tensor): ``(N, K, P)`` or ``(N, K, h, w)`` patch weights of K regions per image.
+
+    Returns:
+        *Tensor* ``(N, K, E)``, not normalised.
+
+    Examples::
+
+        >>> regions = region_embeddings(value_path_tokens(sim, pixel_values), pooling_weights(maps))
+    """
+    weights = weights.flatten(2) if weights.ndim == 4 else weights
+    if weights.ndim != 3 or dense.ndim != 3:
+        raise ValueError("`dense` must be (N, T, E) and `weights` (N, K, P) or (N, K, h, w)")
+    patches = weights.shape[-1]
+    if dense.shape[1] == patches + 1:
+        dense = dense[:, 1:]
+    if dense.shape[1] != patches:
+        raise ValueError(f"`weights` cover {patches} patches but `dense` has {dense.shape[1]} tokens")
+    return torch.einsum("nkp,npe->nke", weights.to(dense.dtype), dense)
+
+
+def region_phrase_loss(
+    regions: Tensor, phrase_embeds: Tensor, targets: Tensor, weights: Tensor | None = None, scale: float = 20.0
+) -> Tensor:
+    """Contrastive loss of regions against phrases: each region's own phrase against the batch's others.
+
+    Args:
+        regions (Tensor): ``(R, E)`` region embeddings.
+        phrase_embeds (Tensor): ``(U, E)`` embeddings of the batch's distinct phrases.
+        targets (Tensor): ``(R,)`` long, each region's phrase in ``phrase_embeds``.
+        weights (Tensor, optional): ``(R,)`` non-negative weights (e.g. the peak of each map).
+            Default: equal weights.
+        scale (float, optional): the logit scale (inverse temperature). Default: 20.
+
+    Returns:
+        *Tensor*: the weighted mean cross-entropy, a scalar.
+
+    Examples::
+
+        >>> loss = region_phrase_loss(regions, phrase_embeds, torch.tensor([0, 1, 1]))
+    """
+    if regions.ndim != 2 or phrase_embeds.ndim != 2 or targets.shape != regions.shape[:1]:
+        raise ValueError("`regions` must be (R, E), `phrase_embeds` (U, E) and `targets` (R,)")
+    logits = scale * F.normalize(regions, dim=-1) @ F.normalize(phrase_embeds, dim=-1).T
+    losses = F.cross_entropy(logits, targets, reduction="none")
+    if weights is None:
+        return losses.mean()
+    if weights.shape != losses.shape or (weights < 0).any():
+        raise ValueError(f"`weights` must be ({len(losses)},) and non-negative")
+    return (weights * losses).sum() / weights.sum().clamp(min=1e-12)
+
+
+def clip_loss(image_embeds: Tensor, text_embeds: Tensor, scale: Tensor | float) -> Tensor:
+    """The symmetric CLIP loss of matched ``(B, E)`` image and text embeddings."""
+    logits = scale * F.normalize(image_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).T
+    labels = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def mask_weights(masks: Tensor, grid: tuple[int, int]) -> Tensor:
+    """Patch weights of object masks or boxes: the covered fraction of each patch, summing to 1.
+
+    Args:
+        masks (Tensor): ``(N, K, H, W)`` bool or float masks (a box is a filled rectangle).
+        grid (tuple[int, int]): the patch grid ``(h, w)``.
+
+    Returns:
+        *Tensor* ``(N, K, h * w)``.
+    """
+    cover = F.adaptive_avg_pool2d(masks.float().flatten(0, 1)[:, None], grid)[:, 0]
+    cover = cover.reshape(*masks.shape[:2], -1)
+    return cover / cover.sum(-1, keepdim=True).clamp(min=1e-12)
+
+
+@torch.no_grad()
+def region_zero_shot(similarity: ImageTextSimilarity, pixel_values: Tensor, masks: Tensor, labels: Tensor) -> Tensor:
+    """Classifies each masked region among the wrapper's texts with its pooled value-path embedding.
+
+    Args:
+        similarity (ImageTextSimilarity): a wrapper whose references are the class prompts.
+        pixel_values (Tensor): ``(N, C, H, W)`` images.
+        masks (Tensor): ``(N, K, H', W')`` region masks or boxes at any resolution.
+        labels (Tensor): ``(N, K)`` long, the right prompt of each region; ``-1`` for none.
+
+    Returns:
+        *Tensor* ``(R,)`` bool: whether each labelled region's best prompt is right.
+
+    Examples::
+
+        >>> hits = region_zero_shot(ImageTextSimilarity(model, prompts, processor=p), x, masks, labels)
+        >>> float(hits.float().mean())
+    """
+    if masks.ndim != 4 or labels.shape != masks.shape[:2] or masks.shape[0] != pixel_values.shape[0]:
+        raise ValueError("`masks` must be (N, K, H, W) and `labels` (N, K), N matching `pixel_values`")
+    dense = value_path_tokens(similarity, pixel_values)
+    size = similarity.adapter.patch_size()
+    grid = (pixel_values.shape[-2] // size[0], pixel_values.shape[-1] // size[1])
+    regions = region_embeddings(dense, mask_weights(masks, grid))
+    keep = labels >= 0
+    scores = similarity.similarity(regions[keep])
+    return scores.argmax(-1) == labels[keep]

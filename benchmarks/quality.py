@@ -27,6 +27,7 @@ import argparse
 import csv
 import math
 import shlex
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -225,8 +226,9 @@ def _batches(n: int, size: int) -> list[slice]:
 def _explain(
     explainer: object, inputs: Tensor, target: Tensor, extra: Tensor | None, forward: Callable, batch: int
 ) -> tuple[Tensor, float]:
-    """Attributions of all inputs, and their time over the time of no-grad forward passes of the same batches."""
-    out, spent, reference = [], 0.0, 0.0
+    """Attributions of all inputs, and the median over batches of their time over that of a no-grad forward
+    pass of the same batch (timed just before and just after, and averaged: the machine's load may drift)."""
+    out, ratios = [], []
     batches = _batches(inputs.shape[0], batch)
 
     def args_of(b: slice) -> tuple | None:
@@ -238,14 +240,20 @@ def _explain(
         inputs[batches[0]], target=target[batches[0]].tolist(), additional_forward_args=args_of(batches[0])
     )
     for b in batches:
-        start = time.perf_counter()
-        with torch.no_grad():
-            forward(inputs[b], *(args_of(b) or ()))
-        reference += time.perf_counter() - start
+        before = _timed(lambda b=b: forward(inputs[b], *(args_of(b) or ())))
         start = time.perf_counter()
         out.append(explainer.attribute(inputs[b], target=target[b].tolist(), additional_forward_args=args_of(b)))
-        spent += time.perf_counter() - start
-    return torch.cat(out), spent / reference
+        spent = time.perf_counter() - start
+        after = _timed(lambda b=b: forward(inputs[b], *(args_of(b) or ())))
+        ratios.append(2 * spent / (before + after))
+    return torch.cat(out), statistics.median(ratios)
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    with torch.no_grad():
+        fn()
+    return time.perf_counter() - start
 
 
 def run(task: Task, args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -380,7 +388,8 @@ def markdown(task: Task, args: argparse.Namespace, argv: list[str], results: dic
             f"cosine similarities; curves have {args.steps} steps to 100% (deletion: uniform noise; insertion: "
             f"from a blurred image; text: words become padding). Pointing-game tolerance: {args.tolerance} px. "
             f"RISE: {args.rise_masks} masks; M2IB: {args.m2ib_steps} steps. Seed {args.seed}. "
-            "Time is the explanation's wall time over that of a no-grad forward pass of the same batch.",
+            "Time: the median over batches of the explanation's wall time over that of a no-grad forward pass "
+            "of the same batch.",
             "",
             table(results),
             "",

@@ -174,11 +174,11 @@ class ImportanceTable:
         """
         if level not in ("tag", "word"):
             raise ValueError(f"`level` must be 'tag' or 'word'; got {level!r}")
-        import matplotlib.pyplot as plt
-
         table = self.by_tag if level == "tag" else self.by_word
         items = sorted(table.items(), key=lambda kv: -kv[1]["mean"])[:top]
         if ax is None:
+            import matplotlib.pyplot as plt
+
             _, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(items) + 1), 3.5))
         keys = [k for k, _ in items]
         ax.bar(keys, [v["mean"] for _, v in items], yerr=[v["std"] for _, v in items], color="tab:blue", capsize=3)  # type: ignore[attr-defined]

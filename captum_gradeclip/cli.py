@@ -46,6 +46,8 @@ class LoadedModel:
         tokenize: ``list[str] -> (input_ids, attention_mask)`` the loader's own tokenizer.
         tokens: ``ids (L,) -> list[str]`` token strings of one row, for merging into words.
         mean, std: the pixel normalisation, to show the image as the model saw it.
+        count_tokens: ``str -> int`` the text's length in tokens, without truncation.
+        max_tokens: the text tower's context length (longer texts are cut), or ``None``.
     """
 
     model: torch.nn.Module
@@ -55,6 +57,8 @@ class LoadedModel:
     tokens: Callable[[torch.Tensor], list[str]]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    count_tokens: Callable[[str], int]
+    max_tokens: int | None
 
     def display_image(self, pixel_values: torch.Tensor) -> np.ndarray:
         """``(1, C, H, W)`` normalised pixels -> ``(H, W, 3)`` in [0, 1], what the model saw."""
@@ -170,6 +174,8 @@ def _hf_loaded(model: torch.nn.Module, processor: object, spec: str) -> LoadedMo
         tokens=lambda ids: tokenizer.convert_ids_to_tokens(ids.tolist()),  # type: ignore[attr-defined]
         mean=tuple(image_processor.image_mean),  # type: ignore[attr-defined]
         std=tuple(image_processor.image_std),  # type: ignore[attr-defined]
+        count_tokens=lambda text: len(tokenizer(text)["input_ids"]),  # type: ignore[operator]
+        max_tokens=getattr(getattr(model.config, "text_config", None), "max_position_embeddings", None),
     )
 
 
@@ -217,9 +223,7 @@ def _normalisation(preprocess: object) -> tuple[tuple[float, ...], tuple[float, 
     return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 
 
-def _bpe_loaded(
-    model: torch.nn.Module, preprocess: Callable, encode: Callable, decoder: dict[int, str], spec: str
-) -> LoadedModel:
+def _bpe_loaded(model: torch.nn.Module, preprocess: Callable, encode: Callable, bpe: object, spec: str) -> LoadedModel:
     mean, std = _normalisation(preprocess)
 
     def tokenize(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,9 +235,11 @@ def _bpe_loaded(
         name=spec,
         pixels=lambda image: preprocess(image)[None],
         tokenize=tokenize,
-        tokens=lambda ids: [decoder.get(int(i), "") for i in ids],
+        tokens=lambda ids: [bpe.decoder.get(int(i), "") for i in ids],  # type: ignore[attr-defined]
         mean=mean,
         std=std,
+        count_tokens=lambda text: len(bpe.encode(text)) + 2,  # type: ignore[attr-defined]  # + start and end
+        max_tokens=int(getattr(model, "context_length", 77)),
     )
 
 
@@ -253,10 +259,9 @@ def _load_open_clip(rest: str, spec: str) -> LoadedModel:
         tokenizer = open_clip.get_tokenizer(arch)
     except (OSError, RuntimeError, ValueError) as error:
         raise CLIError(f"{spec}: cannot load ({_first_line(error)}); {HUB_HINT}") from None
-    decoder = getattr(tokenizer, "decoder", None)
-    if decoder is None:
+    if not hasattr(tokenizer, "decoder") or not hasattr(tokenizer, "encode"):
         raise CLIError(f"{spec}: its tokenizer ({type(tokenizer).__name__}) is not a CLIP BPE tokenizer")
-    return _bpe_loaded(model, preprocess, tokenizer, decoder, spec)
+    return _bpe_loaded(model, preprocess, tokenizer, tokenizer, spec)
 
 
 def _load_openai(name: str, spec: str) -> LoadedModel:
@@ -276,4 +281,4 @@ def _load_openai(name: str, spec: str) -> LoadedModel:
             raise CLIError(f"{spec}: the OpenAI download server is unreachable and {name!r} is not cached; "
                            f"{HUB_HINT} (openai:/path/to/model.pt)") from None  # fmt: skip
         raise CLIError(f"{spec}: cannot load ({_first_line(error)}); {HUB_HINT}") from None
-    return _bpe_loaded(model.float(), preprocess, clip.tokenize, _tokenizer.decoder, spec)
+    return _bpe_loaded(model.float(), preprocess, clip.tokenize, _tokenizer, spec)

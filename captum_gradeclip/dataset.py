@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import captum_gradeclip as cg
+from captum_gradeclip.cli import MODEL_SPECS, LoadedModel, load_model
 from captum_gradeclip.results import MANIFEST, SHARDS, atomic_write_json, chunk_complete, write_chunk
 
 FORMAT_VERSION = 1
@@ -73,9 +74,8 @@ class DatasetExplainer:
     """Explains chunks of items with one model; the unit of work of :func:`run`.
 
     Args:
-        model (nn.Module): a supported image-text model.
-        processor: the loader's processor: ``processor(images=[PIL], return_tensors="pt")["pixel_values"]`` and
-            ``processor(text=[str], padding=True, return_tensors="pt")``.
+        loaded (LoadedModel): the model and its loader's own preprocessing, from
+            :func:`captum_gradeclip.cli.load_model` (any ``--model`` spec).
         images (Path): the folder that image paths are relative to.
         mode (str): Grad-ECLIP mode.
         batch_size (int): items per forward pass.
@@ -85,30 +85,27 @@ class DatasetExplainer:
 
     def __init__(
         self,
-        model: torch.nn.Module,
-        processor: Callable,
+        loaded: LoadedModel,
         images: Path,
         mode: str = "native",
         batch_size: int = 32,
         classes: Sequence[str] | None = None,
         templates: Sequence[str] | None = None,
     ) -> None:
-        self.model, self.processor, self.images = model, processor, Path(images)
+        self.loaded, self.model, self.images = loaded, loaded.model, Path(images)
         self.mode, self.batch_size = mode, batch_size
         self.classes = list(classes) if classes else None
-        self.max_tokens = _max_text_tokens(model)
         self.zero_shot = None
         if self.classes:
-            self.zero_shot = cg.ImageTextSimilarity(model, text_embeds=self._class_embeds(templates or ["{}"]))
+            self.zero_shot = cg.ImageTextSimilarity(self.model, text_embeds=self._class_embeds(templates or ["{}"]))
 
     def _class_embeds(self, templates: Sequence[str]) -> torch.Tensor:
         adapter = cg.get_adapter(self.model)
         per_template = []
         for template in templates:
-            batch = self.processor(text=[template.format(c) for c in self.classes], padding=True, return_tensors="pt")
+            ids, mask = self.loaded.tokenize([template.format(c) for c in self.classes])  # type: ignore[union-attr]
             with torch.no_grad():
-                emb = adapter.embed_texts(batch["input_ids"], batch.get("attention_mask"))
-            per_template.append(F.normalize(emb, dim=-1))
+                per_template.append(F.normalize(adapter.embed_texts(ids, mask), dim=-1))
         return torch.stack(per_template).mean(0)  # the usual prompt ensemble
 
     def _check(self, item: Item) -> tuple[Image.Image | None, str | None]:
@@ -119,9 +116,9 @@ class DatasetExplainer:
         else:
             if item.text is None or not item.text.strip():
                 return None, "empty text"
-            n_tokens = len(self.processor(text=[item.text], return_tensors="pt")["input_ids"][0])
-            if self.max_tokens is not None and n_tokens > self.max_tokens:
-                return None, f"overlong text: {n_tokens} tokens > {self.max_tokens}"
+            n_tokens, limit = self.loaded.count_tokens(item.text), self.loaded.max_tokens
+            if limit is not None and n_tokens > limit:
+                return None, f"overlong text: {n_tokens} tokens > {limit}"
         path = self.images / item.image
         if not path.is_file():
             return None, f"missing image: {item.image}"
@@ -152,7 +149,8 @@ class DatasetExplainer:
         return tensors, errors
 
     def _explain_batch(self, batch: list[tuple[Item, Image.Image]]) -> dict[str, torch.Tensor]:
-        pixels = self.processor(images=[im for _, im in batch], return_tensors="pt")["pixel_values"]
+        device = next(self.model.parameters()).device
+        pixels = torch.cat([self.loaded.pixels(image) for _, image in batch]).to(device)
         own = list(range(len(batch)))
         out = {"item": torch.tensor([item.index for item, _ in batch])}
         if self.zero_shot is not None:
@@ -164,8 +162,7 @@ class DatasetExplainer:
             out["prediction"] = scores.argmax(-1)
             out["label"] = torch.tensor(labels)
             return out
-        text = self.processor(text=[item.text for item, _ in batch], padding=True, return_tensors="pt")
-        ids, mask = text["input_ids"], text.get("attention_mask")
+        ids, mask = (t.to(device) for t in self.loaded.tokenize([item.text for item, _ in batch]))  # type: ignore[misc]
         sim = cg.ImageTextSimilarity(self.model, {"input_ids": ids, "attention_mask": mask})
         with torch.no_grad():
             scores = sim(pixels)
@@ -178,12 +175,6 @@ class DatasetExplainer:
         )
         out["token_ids"] = ids
         return out
-
-
-def _max_text_tokens(model: torch.nn.Module) -> int | None:
-    config = getattr(model, "config", None)
-    text_config = getattr(config, "text_config", None)
-    return getattr(text_config, "max_position_embeddings", None)
 
 
 def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -281,33 +272,13 @@ def _init_distributed(device: str) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def load_model(spec: str) -> tuple[torch.nn.Module, Callable]:
-    """``shapes[:BACKBONE]`` (the embedded ShapesCLIP) or ``hf:NAME_OR_PATH`` (``from_pretrained``)."""
-    if spec == "shapes" or spec.startswith("shapes:"):
-        from captum_gradeclip import zoo
-
-        return zoo.load_shapes_clip(*spec.split(":")[1:])
-    if spec.startswith("hf:"):
-        from transformers import AutoModel, AutoProcessor
-
-        name = spec[3:]
-        try:
-            return AutoModel.from_pretrained(name).eval(), AutoProcessor.from_pretrained(name)
-        except OSError as error:
-            raise ValueError(
-                f"`--model` {spec}: cannot load {name!r} (the model hub may be unreachable); "
-                "use --model shapes or a local directory"
-            ) from error
-    raise ValueError(f"`--model` must be 'shapes' or 'hf:NAME_OR_PATH'; got {spec!r}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="captum-gradeclip explain-dataset", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--images", type=Path, required=True, help="folder the image paths are relative to")
     parser.add_argument("--pairs", type=Path, required=True, help="CSV/JSONL of image,text or image,label")
     parser.add_argument("--out", type=Path, required=True, help="result store directory")
-    parser.add_argument("--model", default="shapes", help="shapes | hf:NAME_OR_PATH")
+    parser.add_argument("--model", default="shapes", help=MODEL_SPECS)
     parser.add_argument("--mode", default="native", choices=["native", "paper"])
     parser.add_argument("--templates", nargs="+", help="zero-shot prompt templates with {} (label rows)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -318,10 +289,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.batch_size < 1 or args.chunk_size < 1:
             raise ValueError("`--batch-size` and `--chunk-size` must be positive")
         items = read_pairs(args.pairs)
-        model, processor = load_model(args.model)
+        loaded = load_model(args.model)  # a CLIError becomes one line and exit code 2 in __main__
+        loaded.model.to(args.device)
         classes = sorted({i.label for i in items if i.label}) if items[0].label is not None else None
-        explainer = DatasetExplainer(model.to(args.device), processor, args.images, args.mode, args.batch_size,
-                                     classes, args.templates)  # fmt: skip
+        explainer = DatasetExplainer(loaded, args.images, args.mode, args.batch_size, classes, args.templates)
         config = {"model": args.model, "mode": args.mode, "pairs": str(args.pairs), "templates": args.templates,
                   "chunk_size": args.chunk_size, "batch_size": args.batch_size}  # fmt: skip
         rank, world_size = _init_distributed(args.device)

@@ -19,6 +19,7 @@ from PIL import Image
 from transformers import CLIPImageProcessor, CLIPProcessor
 
 import captum_gradeclip as cg
+from captum_gradeclip.cli import load_model
 from captum_gradeclip.dataset import main
 from tests.conftest import make_clip, rel_err
 from tests.test_wrappers import _word_tokenizer
@@ -97,25 +98,19 @@ def test_single_process_results_errors_and_reader(dataset, tmp_path, capsys):
     assert loaded["map"].shape == (12, 4, 4) and loaded["item"].tolist() == [r["item"] for r in good]
     assert loaded["errors"] == sorted(errors.items())
 
-    # one item against a direct call
-    model, processor = CLIPModelAndProcessor(dataset)
+    # one item against a direct call, through the CLI's loader
+    loaded = load_model(dataset["model"])
     row = good[4]
-    pixels = processor(images=[Image.open(dataset["images"] / row["image"]).convert("RGB")], return_tensors="pt")
-    sim = cg.ImageTextSimilarity(model, [row["text"]], processor=processor)
-    want = cg.GradECLIP(sim).attribute(pixels["pixel_values"], target=0)[0, 0]
+    pixels = loaded.pixels(Image.open(dataset["images"] / row["image"]).convert("RGB"))
+    ids, mask = loaded.tokenize([row["text"]])
+    sim = cg.ImageTextSimilarity(loaded.model, {"input_ids": ids, "attention_mask": mask})
+    want = cg.GradECLIP(sim).attribute(pixels, target=0)[0, 0]
     assert rel_err(row["map"], want) <= 1e-5
     with torch.no_grad():
-        assert abs(float(row["score"]) - float(sim(pixels["pixel_values"])[0, 0])) <= 1e-5
-    text = processor(text=[row["text"]], return_tensors="pt")
-    n = text["input_ids"].shape[1]
-    assert row["token_ids"][:n].tolist() == text["input_ids"][0].tolist()
+        assert abs(float(row["score"]) - float(sim(pixels)[0, 0])) <= 1e-5
+    n = ids.shape[1]
+    assert row["token_ids"][:n].tolist() == ids[0].tolist()
     assert (row["token_scores"][0] == 0) and (row["token_scores"][n - 1] == 0)
-
-
-def CLIPModelAndProcessor(dataset):
-    from captum_gradeclip.dataset import load_model
-
-    return load_model(dataset["model"])
 
 
 def test_zero_shot_labels(dataset, tmp_path):
@@ -135,9 +130,8 @@ def test_bad_arguments_exit_2_with_one_line(dataset, tmp_path):
     result = subprocess.run(_cli(dataset, tmp_path / "x", "--model", "nonsense:abc"), env=ENV, capture_output=True,
                             text=True)  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "captum-gradeclip explain-dataset: error: `--model` must be 'shapes' or 'hf:NAME_OR_PATH'; got 'nonsense:abc'"
-    ]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("captum-gradeclip: error: unknown model spec 'nonsense:abc'")
     missing = subprocess.run(
         _cli(dataset, tmp_path / "y", "--pairs", "nope.csv"), env=ENV, capture_output=True, text=True
     )

@@ -62,9 +62,10 @@ def test_colour_and_shape_words_outweigh_function_words(shapes_clip):
     tags = table.by_tag
     content = min(tags["colour"]["mean"], tags["shape"]["mean"])
     function = max(tags["determiner"]["mean"], tags["conjunction"]["mean"])
-    # measured with the development copy: colour 0.30, shape 0.19, determiner 0.025, conjunction 0.048
-    assert content > function + 0.08
-    assert content > 2.5 * function
+    # measured with the development copy: colour 0.30, shape 0.19, determiner 0.025, conjunction 0.048 here
+    # (on 300 other scenes: 0.285, 0.154, 0.030, 0.074)
+    assert content > function + 0.05
+    assert content > 1.5 * function
     assert abs(sum(v for record in table.records for _, v, _ in record) - len(scenes)) < 1e-4, "shares sum to 1"
 
 
@@ -85,9 +86,9 @@ def test_absent_objects_words_carry_less_importance_than_present_ones(shapes_cli
     table = aggregate(records, tags=tags)
     absent, present = table.by_tag["absent"], table.by_tag["present"]
     assert absent["count"] == 2 * len(scenes), "one absent object per caption"
-    # measured with the development copy: present 0.23, absent 0.06
-    assert present["mean"] > absent["mean"] + 0.08
-    assert present["mean"] > 2 * absent["mean"]
+    # measured with the development copy: present 0.25, absent 0.04 (on 300 other scenes: 0.24, 0.04)
+    assert present["mean"] > absent["mean"] + 0.1
+    assert present["mean"] > 3 * absent["mean"]
 
 
 def test_word_importances_checks_its_arguments(shapes_clip):

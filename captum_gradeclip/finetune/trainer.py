@@ -52,7 +52,8 @@ class RegionPhraseFinetuner:
     3. a contrastive loss pulls each region to its phrase and pushes it from the batch's other
        phrases, each pair weighted by the peak of its map (normalised to mean 1).
 
-    It is added to the usual CLIP loss of images against captions. The model given to the
+    It is added to the usual CLIP loss of images against captions (at the model's logit
+    scale, which is kept fixed). The model given to the
     constructor is never changed: the finetuner trains ``self.model``, a deep copy.
 
     Args:

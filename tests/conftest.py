@@ -98,3 +98,22 @@ def count_hooks(model: torch.nn.Module) -> int:
         len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) + len(m._backward_pre_hooks)
         for m in model.modules()
     )
+
+
+def model_snapshot(model: torch.nn.Module) -> tuple:
+    """Everything an explanation must leave unchanged: parameters and buffers, requires_grad, train/eval flags."""
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        [p.requires_grad for p in model.parameters()],
+        [m.training for m in model.modules()],
+    )
+
+
+def assert_unchanged(model: torch.nn.Module, snapshot: tuple) -> None:
+    """No hooks left, and the same state as :func:`model_snapshot` recorded."""
+    state, flags, modes = snapshot
+    assert count_hooks(model) == 0
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert [m.training for m in model.modules()] == modes

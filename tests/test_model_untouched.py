@@ -7,24 +7,7 @@ import torch
 
 import captum_gradeclip as cg
 from captum_gradeclip.attr.grad_eclip import GradECLIP
-from tests.conftest import count_hooks, make_clip, random_texts
-
-
-def _snapshot(model):
-    return (
-        {k: v.clone() for k, v in model.state_dict().items()},
-        [p.requires_grad for p in model.parameters()],
-        [m.training for m in model.modules()],
-    )
-
-
-def _assert_same(model, snapshot):
-    state, flags, modes = snapshot
-    assert count_hooks(model) == 0
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, state[k]), k
-    assert [p.requires_grad for p in model.parameters()] == flags
-    assert [m.training for m in model.modules()] == modes
+from tests.conftest import assert_unchanged, count_hooks, make_clip, model_snapshot, random_texts
 
 
 @pytest.fixture
@@ -39,13 +22,13 @@ def mixed_model():
 
 @pytest.mark.parametrize("mode", ["native", "paper"])
 def test_success_leaves_model_unchanged(mixed_model, mode):
-    before = _snapshot(mixed_model)
+    before = model_snapshot(mixed_model)
     sim = cg.ImageTextSimilarity(mixed_model, text_embeds=torch.randn(2, 16))
     cg.GradECLIP(sim, mode=mode).attribute(torch.randn(2, 3, 32, 32))
     ids, mask = random_texts(2, 6)
     tsim = cg.TextImageSimilarity(mixed_model, image_embeds=torch.randn(2, 16))
     cg.GradECLIP(tsim, mode=mode).attribute(ids, target=1, additional_forward_args=(mask,))
-    _assert_same(mixed_model, before)
+    assert_unchanged(mixed_model, before)
 
 
 @pytest.mark.parametrize(
@@ -53,7 +36,7 @@ def test_success_leaves_model_unchanged(mixed_model, mode):
     [("_substitute", 2), ("_pooled_output", 1), ("_layer_map", 1), ("_layer_map", 2), ("_combine", 1)],
 )
 def test_exception_mid_attribution_leaves_model_unchanged(mixed_model, monkeypatch, where, layers):
-    before = _snapshot(mixed_model)
+    before = model_snapshot(mixed_model)
     sim = cg.ImageTextSimilarity(mixed_model, text_embeds=torch.randn(2, 16))
     explainer = cg.GradECLIP(sim, layers=layers)
 
@@ -66,12 +49,12 @@ def test_exception_mid_attribution_leaves_model_unchanged(mixed_model, monkeypat
     monkeypatch.setattr(GradECLIP, where, boom)
     with pytest.raises(RuntimeError, match="boom"):
         explainer.attribute(torch.randn(1, 3, 32, 32), target=0)
-    _assert_same(mixed_model, before)
+    assert_unchanged(mixed_model, before)
 
 
 def test_bad_target_after_forward_leaves_model_unchanged(mixed_model):
-    before = _snapshot(mixed_model)
+    before = model_snapshot(mixed_model)
     sim = cg.ImageTextSimilarity(mixed_model, text_embeds=torch.randn(2, 16))
     with pytest.raises(ValueError, match="target"):
         cg.GradECLIP(sim).attribute(torch.randn(1, 3, 32, 32), target=5)
-    _assert_same(mixed_model, before)
+    assert_unchanged(mixed_model, before)

@@ -18,7 +18,7 @@ from tests.adapters.conftest import (
     make_vit_classifier,
     openai_texts,
 )
-from tests.conftest import count_hooks
+from tests.conftest import assert_unchanged, model_snapshot
 
 
 def test_unknown_model_lists_every_supported_loader():
@@ -48,22 +48,6 @@ LOADERS = {
 }
 
 
-def _snapshot(model):
-    return (
-        {k: v.clone() for k, v in model.state_dict().items()},
-        [p.requires_grad for p in model.parameters()],
-        [m.training for m in model.modules()],
-    )
-
-
-def _assert_same(model, snapshot):
-    state, flags, modes = snapshot
-    assert count_hooks(model) == 0
-    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
-    assert [p.requires_grad for p in model.parameters()] == flags
-    assert [m.training for m in model.modules()] == modes
-
-
 @pytest.mark.parametrize("loader", list(LOADERS))
 def test_models_are_left_unchanged_also_after_an_exception(loader, monkeypatch):
     build, size, texts, embed = LOADERS[loader]
@@ -71,7 +55,7 @@ def test_models_are_left_unchanged_also_after_an_exception(loader, monkeypatch):
     params = list(model.parameters())
     params[0].requires_grad_(False)  # mixed flags: a restore to "all on" would be caught
     params[-1].requires_grad_(False)
-    before = _snapshot(model)
+    before = model_snapshot(model)
     if embed is None:
         sim = cg.ImageClassification(model)
     else:
@@ -89,7 +73,7 @@ def test_models_are_left_unchanged_also_after_an_exception(loader, monkeypatch):
         ids, mask = texts()
         tsim = cg.TextImageSimilarity(model, image_embeds=torch.randn(2, embed))
         GradECLIP(tsim).attribute(ids, target=1, additional_forward_args=(mask,))
-    _assert_same(model, before)
+    assert_unchanged(model, before)
 
     def boom(*_args):
         assert not any(p.requires_grad for p in model.parameters())  # really mid-attribution
@@ -101,4 +85,4 @@ def test_models_are_left_unchanged_also_after_an_exception(loader, monkeypatch):
         explainer.fast_path = fast
         with pytest.raises(RuntimeError, match="boom"):
             explainer.attribute(x, target=0)
-    _assert_same(model, before)
+    assert_unchanged(model, before)

@@ -16,7 +16,7 @@ from captum_gradeclip.baselines import (
     RawAttention,
     TokenGradCAM,
 )
-from tests.conftest import count_hooks, make_clip, random_texts
+from tests.conftest import assert_unchanged, make_clip, model_snapshot, random_texts
 
 METHODS = [
     (RawAttention, {}),
@@ -31,23 +31,6 @@ METHODS = [
 IDS = [m.__name__ for m, _ in METHODS]
 
 
-def _snapshot(model):
-    return (
-        {k: v.clone() for k, v in model.state_dict().items()},
-        [p.requires_grad for p in model.parameters()],
-        [m.training for m in model.modules()],
-    )
-
-
-def _assert_same(model, snapshot):
-    state, flags, modes = snapshot
-    assert count_hooks(model) == 0
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, state[k]), k
-    assert [p.requires_grad for p in model.parameters()] == flags
-    assert [m.training for m in model.modules()] == modes
-
-
 @pytest.fixture(scope="module")
 def model():
     m = make_clip(20)
@@ -58,7 +41,7 @@ def model():
 
 @pytest.mark.parametrize(("method", "kwargs"), METHODS, ids=IDS)
 def test_shapes_tuples_and_untouched_model(model, method, kwargs):
-    before = _snapshot(model)
+    before = model_snapshot(model)
     sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(3, 16))
     x = torch.randn(2, 3, 32, 48)
     explainer = method(sim, **kwargs)
@@ -80,12 +63,12 @@ def test_shapes_tuples_and_untouched_model(model, method, kwargs):
     else:
         with pytest.raises(TypeError, match="image"):
             method(cg.TextImageSimilarity(model, image_embeds=torch.randn(2, 16)), **kwargs)
-    _assert_same(model, before)
+    assert_unchanged(model, before)
 
 
 @pytest.mark.parametrize(("method", "kwargs"), METHODS, ids=IDS)
 def test_exception_inside_the_forward_leaves_model_unchanged(model, method, kwargs, monkeypatch):
-    before = _snapshot(model)
+    before = model_snapshot(model)
     sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, 16))
     explainer = method(sim, **kwargs)
     calls = {"n": 0}
@@ -101,7 +84,7 @@ def test_exception_inside_the_forward_leaves_model_unchanged(model, method, kwar
     with pytest.raises(RuntimeError, match="boom"):
         explainer.attribute(torch.randn(1, 3, 32, 32), target=0)
     monkeypatch.undo()
-    _assert_same(model, before)
+    assert_unchanged(model, before)
 
 
 def test_bad_wrapper_target_and_inputs():

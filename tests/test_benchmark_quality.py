@@ -109,3 +109,19 @@ def test_bad_arguments_exit_with_a_message(run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         module["main"](["--model", "resnet"])
     assert "shapes" in capsys.readouterr().err
+
+
+def test_table_marks_the_best_and_what_does_not_beat_random(run):
+    module = run[0]
+    results = {
+        "Grad-ECLIP (native)": {"deletion": 0.2, "insertion": 0.5, "time_image": 1.5},
+        "GAME": {"deletion": 0.1, "insertion": 0.3, "time_image": 3.0},
+        "Random map (control)": {"deletion": 0.3, "insertion": 0.4, "time_image": 0.01},
+    }
+    _, rows = _rows(module["table"](results))
+    assert rows["Grad-ECLIP (native)"][1:] == ["0.200", "**0.500**", "1.50x", "none"]
+    assert rows["GAME"][1:] == ["**0.100**", "0.300", "3.00x", "insertion AUC"]
+    assert rows["Random map (control)"][-1] == "-"
+    notes = module["findings"](results)
+    assert notes[0].startswith("- deletion AUC ↓: Grad-ECLIP is **not** first: GAME 0.100 vs Grad-ECLIP (native) 0.200")
+    assert notes[1] == "- insertion AUC ↑: Grad-ECLIP is first (Grad-ECLIP (native), 0.500)."

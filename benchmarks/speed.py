@@ -109,6 +109,16 @@ def captions(n: int, length: int, bench: Bench, device: str) -> tuple[torch.Tens
     return ids.to(device), mask.to(device)
 
 
+def no_grad(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run under ``torch.no_grad()``: the plain forward every ratio is measured against."""
+
+    def run() -> object:
+        with torch.no_grad():
+            return fn()
+
+    return run
+
+
 def median_time(fn: Callable[[], object], repeats: int, device: str) -> float:
     fn()  # warm-up
     times = []
@@ -184,13 +194,14 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     def row(case: str, method: str, ours: float, ref: float, target: float | None, note: str = "") -> None:
         rows.append(dict(case=case, method=method, ours=ours, ref=ref, ratio=ours / ref, target=target, note=note))
+        print(f"[speed] {case} | {method}: {ours:.3f} / {ref:.3f} = {ours / ref:.2f}", file=sys.stderr, flush=True)
 
     # 1. one image against many prompts
     one = torch.randn(1, 3, size, size, generator=g).to(args.device, dtype)
     prompts = cg.ImageTextSimilarity(model, text_embeds=torch.randn(args.prompts, dim, generator=g).to(dtype))
     prompts.to(args.device)
     case = f"1 image x {args.prompts} prompts"
-    forward = median_time(lambda: prompts(one).detach(), args.repeats, args.device)
+    forward = median_time(no_grad(lambda: prompts(one)), args.repeats, args.device)
     for mode in ("native", "paper"):
         explainer = cg.GradECLIP(prompts, mode=mode)
         ours = median_time(lambda explainer=explainer: explainer.attribute(one), args.repeats, args.device)
@@ -206,7 +217,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     batch = torch.randn(args.images, 3, size, size, generator=g).to(args.device, dtype)
     single = cg.ImageTextSimilarity(model, text_embeds=torch.randn(1, dim, generator=g).to(dtype)).to(args.device)
     case = f"{args.images} images x 1 text"
-    forward = median_time(lambda: single(batch).detach(), args.repeats, args.device)
+    forward = median_time(no_grad(lambda: single(batch)), args.repeats, args.device)
     for mode in ("native", "paper"):
         explainer = cg.GradECLIP(single, mode=mode)
         ours = median_time(lambda explainer=explainer: explainer.attribute(batch, target=0), args.repeats, args.device)
@@ -225,7 +236,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     ids, mask = captions(args.captions, 20, bench, args.device)
     texts = cg.TextImageSimilarity(model, image_embeds=torch.randn(1, dim, generator=g).to(dtype)).to(args.device)
     case = f"{args.captions} captions x 1 image, {len(cg.GradECLIP(texts).blocks)} text blocks"
-    forward = median_time(lambda: texts(ids, mask).detach(), args.repeats, args.device)
+    forward = median_time(no_grad(lambda: texts(ids, mask)), args.repeats, args.device)
     explainer = cg.GradECLIP(texts)
     ours = median_time(lambda: explainer.attribute(ids, target=0, additional_forward_args=(mask,)), args.repeats,
                        args.device)  # fmt: skip
@@ -239,7 +250,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         maps = cg.GradECLIP(single).attribute(images, target=0)
         steps = args.steps
         perturbed = images.repeat_interleave(steps + 1, dim=0)  # as many images as both curves score, per curve
-        forward = median_time(lambda: [single(b).detach() for b in perturbed.split(256)], args.repeats, args.device)
+        forward = median_time(no_grad(lambda: [single(b) for b in perturbed.split(256)]), args.repeats, args.device)
 
         def curves() -> None:
             image_deletion(single, images, maps, target=0, steps=steps)

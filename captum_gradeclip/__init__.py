@@ -13,9 +13,10 @@ Public API::
     cg.baselines.GAME(sim).attribute(pixel_values, target=0)         # the baselines, same API and shapes
     cg.finetune.RegionPhraseFinetuner(model, processor).step(pixel_values, captions)  # region-phrase fine-tuning
     cg.analysis.analyze_words(model, processor, images, captions).by_tag  # word importance per word class
+    model, processor = cg.zoo.load_shapes_clip()             # the embedded ShapesCLIP, offline
 """
 
-from captum_gradeclip import analysis, baselines, finetune, metrics, results
+from captum_gradeclip import analysis, baselines, finetune, metrics, results, zoo
 from captum_gradeclip.adapters import get_adapter
 from captum_gradeclip.attr import AttentionAttribution, GradECLIP
 from captum_gradeclip.visualization import to_hwc, words
@@ -38,4 +39,5 @@ __all__ = [
     "results",
     "to_hwc",
     "words",
+    "zoo",
 ]

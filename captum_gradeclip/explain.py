@@ -16,11 +16,22 @@ import captum_gradeclip as cg
 from captum_gradeclip.cli import MODEL_SPECS, ArgumentParser, CLIError, LoadedModel, load_model, read_image
 from captum_gradeclip.viz import ReportEntry, explanation_figure, figure_png, save_html
 
+UNKNOWN_TOKENS = ("<unk>", "[UNK]")
+
 
 def explain(
-    loaded: LoadedModel, image: object, texts: list[str], mode: str = "native"
+    loaded: LoadedModel, image: object, texts: list[str], mode: str = "native", score: str = "cosine"
 ) -> tuple[object, torch.Tensor, torch.Tensor, list[list[tuple[str, float]]]]:
     """Explains ``image`` against ``texts`` with the loaded model.
+
+    Args:
+        loaded (LoadedModel): the model and its preprocessing.
+        image (PIL.Image.Image): the image.
+        texts (list[str]): the M texts.
+        mode (str, optional): Grad-ECLIP's mode. Default: ``"native"``.
+        score (str, optional): the explained image score: ``"cosine"``, ``"logit"`` or
+            ``"softmax"`` (each text's probability among the M texts). The word importances always
+            explain the cosine. Default: ``"cosine"``.
 
     Returns:
         *tuple*: the image as the model saw it ``(H, W, 3)``, the scores ``(M,)``, the maps
@@ -28,7 +39,8 @@ def explain(
     """
     pixels = loaded.pixels(image)  # type: ignore[arg-type]
     input_ids, attention_mask = loaded.tokenize(texts)
-    sim = cg.ImageTextSimilarity(loaded.model, {"input_ids": input_ids, "attention_mask": attention_mask})
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    sim = cg.ImageTextSimilarity(loaded.model, batch, score=score)
     scores = sim(pixels).detach()[0]
     maps = cg.GradECLIP(sim, mode=mode).attribute(pixels)[0]  # one batched call: (M, h, w)
     tsim = cg.TextImageSimilarity(loaded.model, images=pixels)
@@ -48,6 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("texts", nargs="+", metavar="TEXT", help="one or more texts to explain the image against")
     parser.add_argument("--model", default="shapes", help=f"{MODEL_SPECS} (default: shapes, the embedded model)")
     parser.add_argument("--mode", choices=["native", "paper"], default="native", help="Grad-ECLIP mode")
+    parser.add_argument(
+        "--score", choices=["cosine", "logit", "softmax"], default="cosine",
+        help="the explained image score; softmax: each text's probability among the given texts",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("gradeclip_explain"), help="directory for the figures")
     args = parser.parse_args(argv)
     texts = [t.strip() for t in args.texts]
@@ -55,8 +71,14 @@ def main(argv: list[str] | None = None) -> None:
         raise CLIError("captum-gradeclip explain: every TEXT must be non-empty")
     image = read_image(args.image)
     loaded = load_model(args.model)
+    ids, mask = loaded.tokenize(texts)
+    unknown = sum(
+        t in UNKNOWN_TOKENS for row, keep in zip(ids, mask, strict=True) for t in loaded.tokens(row[keep.bool()])
+    )
+    if unknown:
+        print(f"note: {unknown} word(s) are unknown to the model's tokenizer and read as an unknown token")
     try:
-        seen, scores, maps, words = explain(loaded, image, texts, args.mode)
+        seen, scores, maps, words = explain(loaded, image, texts, args.mode, args.score)
     except (ValueError, TypeError) as error:
         raise CLIError(f"cannot explain with {args.model}: {str(error).splitlines()[0]}") from None
 
@@ -64,7 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     entries = []
     best = int(scores.argmax())
     for j, text in enumerate(tqdm(texts, desc="figures", unit="text")):
-        fig = explanation_figure(seen, [text], maps[j : j + 1], [words[j]], scores=[float(scores[j])])
+        fig = explanation_figure(
+            seen, [text], maps[j : j + 1], [words[j]], scores=[float(scores[j])], score_names=args.score
+        )
         png = figure_png(fig)
         (args.out / f"text_{j}.png").write_bytes(png)
         entries.append(ReportEntry(f"{j}: {text}", png, [text], [words[j]], [float(scores[j])]))

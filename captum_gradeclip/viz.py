@@ -104,15 +104,16 @@ def _draw_words(fig: Figure, ax: object, words: WordScores) -> None:
     ax.set_axis_off()  # type: ignore[attr-defined]
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     box = ax.get_window_extent(renderer)  # type: ignore[attr-defined]
-    x, y, line = 0.0, 0.92, 0.2
+    x, y = 0.0, 1.0
     for (word, _), weight in zip(words, _normalised([s for _, s in words]), strict=True):
         label = ax.text(  # type: ignore[attr-defined]
             x, y, word, transform=ax.transAxes, va="top", ha="left", fontsize=9,  # type: ignore[attr-defined]
             bbox=dict(boxstyle="round,pad=0.2", facecolor=_hsl_to_rgb(_get_color(weight)), edgecolor="none"),
         )  # fmt: skip
-        width = label.get_window_extent(renderer).width / box.width + 0.04
-        if x > 0 and x + width > 1.02:
-            x, y = 0.0, y - line
+        extent = label.get_window_extent(renderer)
+        width = extent.width / box.width + 0.04
+        if x > 0 and x + width > 1.02:  # wrap
+            x, y = 0.0, y - 1.6 * extent.height / box.height
             label.set_position((x, y))
         x += width
 
@@ -124,6 +125,7 @@ def explanation_figure(
     token_scores: Sequence[WordScores] | Sequence[Sequence[float]] | Tensor | None = None,
     scores: Sequence[float] | Tensor | None = None,
     title: str | None = None,
+    score_names: str | Sequence[str] = "score",
 ) -> Figure:
     """One figure: the image, then for each text its heat map over the image and its words coloured by importance.
 
@@ -138,6 +140,8 @@ def explanation_figure(
             returns them) or one score per whitespace-separated word. Default: words uncoloured.
         scores (list[float] or Tensor, optional): the M similarity scores, shown in the titles.
         title (str, optional): the figure's title.
+        score_names (str or list[str], optional): what the scores are, for the titles, e.g.
+            ``"cosine"`` or ``"p"``; one for all texts or one per text. Default: ``"score"``.
 
     Returns:
         *matplotlib.figure.Figure* (not attached to pyplot; save it with ``fig.savefig``).
@@ -153,24 +157,30 @@ def explanation_figure(
     picture = _image_array(image)
     maps = _maps(image_maps, len(texts))
     words = _word_scores(texts, token_scores)
-    values = [float(s) for s in (scores.tolist() if isinstance(scores, Tensor) else scores)] if scores else None
+    values = None
+    if scores is not None:
+        values = [float(s) for s in (scores.reshape(-1).tolist() if isinstance(scores, Tensor) else scores)]
     if values is not None and len(values) != len(texts):
         raise ValueError(f"`scores` must hold one score per text ({len(texts)}); got {len(values)}")
+    names = [score_names] * len(texts) if isinstance(score_names, str) else list(score_names)
+    if len(names) != len(texts):
+        raise ValueError(f"`score_names` must be one name or one per text ({len(texts)}); got {len(names)}")
 
     columns = len(texts) + 1
-    fig = Figure(figsize=(2.6 * columns, 3.9 if title else 3.6))
+    fig = Figure(figsize=(2.6 * columns, 3.6 if title else 3.3))
     FigureCanvasAgg(fig)  # a renderer to measure the words with, without pyplot
-    grid = fig.add_gridspec(2, columns, height_ratios=[3.2, 1.0], hspace=0.12, wspace=0.08)
+    grid = fig.add_gridspec(2, columns, height_ratios=[3.2, 0.7], hspace=0.08, wspace=0.08, bottom=0.02)
     size = picture.shape[:2]
     axis = fig.add_subplot(grid[0, 0])
     captum_viz.visualize_image_attr(
         np.ones((*size, 1)), picture, "original_image", plt_fig_axis=(fig, axis), use_pyplot=False, title="image"
     )
+    axis.title.set_fontsize(9)
     for j, (text, heat) in enumerate(zip(texts, maps, strict=True)):
         axis = fig.add_subplot(grid[0, j + 1])
         label = text if len(text) <= 34 else text[:31] + "..."
         if values is not None:
-            label = f"{label}\nscore {values[j]:.3f}"
+            label = f"{label}\n{names[j]} {values[j]:.3f}"
         attr = to_hwc(heat, size=size)
         with warnings.catch_warnings():
             if float(np.abs(attr).max()) == 0.0:  # Captum cannot normalise an all-zero map: show it as zero

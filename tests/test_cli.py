@@ -7,6 +7,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from captum_gradeclip.cli import ArgumentParser, CLIError, hub_reachable, load_model, read_image
@@ -93,3 +94,9 @@ def test_read_image(tmp_path):
     Image.fromarray(np.full((5, 7), 200, dtype=np.uint8)).save(good)
     image = read_image(good)
     assert image.mode == "RGB" and image.size == (7, 5)
+
+
+def test_shapes_spec_loads_the_embedded_model():
+    loaded = load_model("shapes")
+    assert type(loaded.model).__name__ == "CLIPModel" and not loaded.model.training
+    assert loaded.pixels(shapes.make_scene(1).image).dtype == torch.float32

@@ -1,25 +1,64 @@
-"""The README's first command: the demo writes a real map file."""
+"""`captum-gradeclip demo`, the README's first command, run as a subprocess on the embedded ShapesCLIP."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 from PIL import Image
 
 from captum_gradeclip.__main__ import main
+from captum_gradeclip.demo import DEMO_SCENES
 
 
-def test_demo_writes_a_png_with_a_nonzero_map(tmp_path, capsys):
-    out = tmp_path / "demo.png"
-    main(["demo", "--out", str(out), "--text", "a woman in uniform"])
-    with Image.open(out) as image:
-        assert image.format == "PNG" and image.size[0] > 100
-    printed = capsys.readouterr().out
-    assert "wrote" in printed and "uniform=" in printed
-    assert "max 0 " not in printed
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    script = Path(sys.executable).with_name("captum-gradeclip")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "captum_gradeclip"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [*command, "demo", "--out", "report"], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+    return root / "report", result
+
+
+def test_demo_writes_a_figure_per_scene_and_the_report(demo):
+    out, result = demo
+    assert result.returncode == 0, result.stderr
+    pngs = sorted(out.glob("scene_*.png"))
+    assert len(pngs) == len(DEMO_SCENES)
+    for png in pngs:
+        with Image.open(png) as image:
+            assert image.format == "PNG" and image.size[0] > 600
+    page = (out / "index.html").read_text()
+    assert page.count("<img") == len(DEMO_SCENES) and page.count("<table>") == len(DEMO_SCENES)
+    assert "demo scenes" in result.stderr, "tqdm progress"
+
+
+def test_demo_maps_sit_on_the_named_objects(demo):
+    _, result = demo
+    found = re.search(r"maps peaking on the named object: (\d+)/(\d+)", result.stdout)
+    assert found, result.stdout
+    hits, total = int(found[1]), int(found[2])
+    assert total == sum(n for _, n in DEMO_SCENES)
+    assert hits / total >= 0.75, result.stdout
+    assert result.stdout.count("map peaks on it") == hits
 
 
 def test_unknown_command_exits_with_usage(capsys):
-    import pytest
-
     with pytest.raises(SystemExit) as info:
         main(["bogus"])
     assert info.value.code == 2 and "usage" in capsys.readouterr().err
+
+
+def test_bad_demo_option_is_one_line_exit_2():
+    result = subprocess.run(
+        [sys.executable, "-m", "captum_gradeclip", "demo", "--bogus"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "unrecognized arguments: --bogus" in result.stderr and "Traceback" not in result.stderr

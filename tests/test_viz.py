@@ -85,8 +85,9 @@ def test_hsl_conversion_matches_known_colours():
 
 def test_figure_accepts_pil_uint8_batched_maps_and_all_zero_maps():
     image = Image.fromarray((_image() * 255).astype(np.uint8))
-    fig = explanation_figure(image, ["x", "y"], torch.zeros(1, 2, 8, 8), None)
+    fig = explanation_figure(image, ["x", "y"], torch.zeros(1, 2, 8, 8), None, scores=torch.tensor([[0.25, 0.5]]))
     assert len([ax for ax in fig.axes if ax.images]) == 3
+    assert "score 0.500" in fig.axes[-2].get_title() or "score 0.500" in [ax.get_title() for ax in fig.axes][-2:][0]
     assert figure_png(fig)[:8] == b"\x89PNG\r\n\x1a\n"
 
 

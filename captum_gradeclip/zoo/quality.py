@@ -35,24 +35,35 @@ def _embed(model: torch.nn.Module, processor: object, scenes: list[shapes.Scene]
 
 
 def pointing_game(
-    model: torch.nn.Module, processor: object, scenes: list[shapes.Scene], mode: str = "native"
+    model: torch.nn.Module,
+    processor: object,
+    scenes: list[shapes.Scene],
+    mode: str = "native",
+    score: str = "cosine",
 ) -> dict[str, float]:
     """Where the argmax of Grad-ECLIP's map for each object's prompt falls, upsampled to the image.
+
+    Each map explains one object's prompt ("a red circle") against the image, with the wrapper's
+    ``score`` over all colour x shape prompts: ``"cosine"`` (the prompt's similarity) or
+    ``"softmax"`` (the prompt's zero-shot probability among all prompts).
 
     Args:
         model, processor: a shapes-world CLIP and its processor.
         scenes (list[Scene]): scenes with two or more objects.
         mode (str, optional): Grad-ECLIP's mode. Default: ``"native"``.
+        score (str, optional): the explained score, ``"cosine"``, ``"logit"`` or ``"softmax"``.
+            Default: ``"cosine"``.
 
     Returns:
         *dict* with the fractions of (scene, object) pairs whose argmax is on the named object
-        (``"named"``), on another object (``"other"``) or on the background (``"background"``).
+        (``"named"``), on another object (``"other"``) or on the background (``"background"``;
+        an all-zero map counts as background).
     """
     from captum_gradeclip import GradECLIP, ImageTextSimilarity
 
     prompts = shapes.all_prompts()
     pixels = _pixels(processor, scenes)
-    sim = ImageTextSimilarity(model, prompts, processor=processor)
+    sim = ImageTextSimilarity(model, prompts, processor=processor, score=score)
     explainer = GradECLIP(sim, mode=mode)
     hits = {"named": 0, "other": 0, "background": 0}
     size = tuple(pixels.shape[-2:])
@@ -92,7 +103,8 @@ def evaluate(
         (averaged over groups of 100);
         ``pair_top2_both_present``: 2-object scenes whose two best prompts are both present objects;
         ``pointing_named`` / ``pointing_other`` / ``pointing_background`` (with ``pointing``): see
-        :func:`pointing_game`.
+        :func:`pointing_game`, explaining each prompt's cosine similarity; ``softmax_pointing_*``: the same
+        for each prompt's zero-shot probability among all prompts.
     """
     if n_pair % 100 or n_pair < 100:
         raise ValueError(f"`n_pair` must be a positive multiple of 100; got {n_pair}")
@@ -121,8 +133,9 @@ def evaluate(
             "pair_top2_both_present": float(np.mean(both)),
         }
         if pointing:
-            points = pointing_game(model, processor, pairs)
-            result.update({f"pointing_{k}": v for k, v in points.items()})
+            for prefix, score in (("", "cosine"), ("softmax_", "softmax")):
+                points = pointing_game(model, processor, pairs, score=score)
+                result.update({f"{prefix}pointing_{k}": v for k, v in points.items()})
         return result
     finally:
         model.train(was_training)

@@ -1,7 +1,8 @@
 """The shapes world: seeded scenes of coloured shapes with known masks, boxes and captions.
 
 Every scene holds 1 to 3 non-overlapping objects, each a distinct ``(colour, shape)`` pair drawn
-from :data:`COLOURS` x :data:`SHAPES`, at a random size and position on a noisy grey background.
+from :data:`COLOURS` x :data:`SHAPES`, at a random size and position on a noisy grey background
+(low-frequency blotches plus per-pixel noise).
 Because every object's mask is known, the world is a ground truth for explanations: a map for
 "a red circle" should sit on the red circle.
 
@@ -205,7 +206,7 @@ def render(
     rng: np.random.Generator,
     n_objects: int | None = None,
     image_size: int = IMAGE_SIZE,
-    noise: float = 0.06,
+    noise: float = 0.02,
 ) -> tuple[np.ndarray, list[ShapeObject]]:
     """Draws one scene: ``(H, W, 3)`` uint8 image and its objects, in random (caption) order.
 
@@ -219,7 +220,9 @@ def render(
         raise ValueError(f"`image_size` must be at least 32; got {image_size}")
     lo, hi = round(0.25 * image_size), round(0.41 * image_size)
     grey = rng.uniform(0.3, 0.55)
-    image = grey + rng.normal(0.0, noise, (image_size, image_size, 3))
+    coarse = rng.normal(0.0, 0.06, (4, 4)).astype(np.float32)  # low-frequency blotches
+    smooth = np.asarray(Image.fromarray(coarse, mode="F").resize((image_size, image_size), Image.BILINEAR))
+    image = grey + smooth[..., None] + rng.normal(0.0, noise, (image_size, image_size, 3))
     pairs = rng.choice(len(COLOURS) * len(SHAPES), size=n_objects, replace=False)
     taken: list[tuple[int, int, int, int]] = []
     objects: list[ShapeObject] = []
@@ -243,7 +246,7 @@ def make_scene(
     seed: int | np.random.Generator,
     n_objects: int | None = None,
     image_size: int = IMAGE_SIZE,
-    noise: float = 0.06,
+    noise: float = 0.02,
 ) -> Scene:
     """Renders the scene of ``seed``.
 
@@ -251,7 +254,8 @@ def make_scene(
         seed (int or numpy.random.Generator): the same int always gives the same scene.
         n_objects (int, optional): 1 to 3 objects. Default: uniform over 1..3.
         image_size (int, optional): the side in pixels, at least 32. Default: 64.
-        noise (float, optional): standard deviation of the pixel noise, in [0, 1] units. Default: 0.06.
+        noise (float, optional): standard deviation of the per-pixel noise, in [0, 1] units, on top of
+            the background's low-frequency blotches. Default: 0.02.
 
     Returns:
         *Scene*: the image, the objects with masks and boxes, the caption (objects in random
@@ -272,7 +276,7 @@ def make_scene(
 
 
 def make_scenes(
-    seeds: Sequence[int], n_objects: int | None = None, image_size: int = IMAGE_SIZE, noise: float = 0.06
+    seeds: Sequence[int], n_objects: int | None = None, image_size: int = IMAGE_SIZE, noise: float = 0.02
 ) -> list[Scene]:
     """:func:`make_scene` for each seed."""
     return [make_scene(int(s), n_objects, image_size, noise) for s in seeds]

@@ -21,8 +21,9 @@ def test_an_untrained_model_scores_near_chance_and_is_left_in_train_mode(untrain
     assert result["zero_shot_top1"] < 0.3, "chance is 1/24"
     assert result["pair_top2_both_present"] < 0.3, "chance is 1/276"
     assert 0.0 <= result["pair_recall_at_5"] < 0.5, "chance is 5/100"
-    pointing = [result[f"pointing_{k}"] for k in ("named", "other", "background")]
-    assert abs(sum(pointing) - 1.0) < 1e-9 and all(0 <= p <= 1 for p in pointing)
+    for prefix in ("", "softmax_"):
+        pointing = [result[f"{prefix}pointing_{k}"] for k in ("named", "other", "background")]
+        assert abs(sum(pointing) - 1.0) < 1e-9 and all(0 <= p <= 1 for p in pointing)
 
 
 def test_pointing_game_counts_every_object_of_every_scene(untrained):

@@ -39,11 +39,12 @@ def test_ground_truth_matches_pixels(seed, n):
         inside[y0:y1, x0:x1] = True
         assert obj.mask.any() and not (obj.mask & ~inside).any(), "the mask lies in its box"
         colour = pixels[obj.mask].mean(0)
-        assert np.abs(colour - shapes.COLOURS[obj.colour]).max() < 0.15, (obj, colour)
+        # colour jitter (sigma 0.04 per channel) and pixel noise: within 5 sigma of the named colour
+        assert np.abs(colour - shapes.COLOURS[obj.colour]).max() < 0.2, (obj, colour)
     background = pixels[~masks.any(0)]
     mean = background.mean(0)
     assert np.ptp(mean) < 0.02 and 0.25 < mean.mean() < 0.6, "background is grey"
-    assert background.std(0).min() > 0.03, "background is noisy"
+    assert background.std(0).min() > 0.02, "background is noisy"
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,0 +1,101 @@
+"""`captum-gradeclip explain`, run as a subprocess: scores, a figure per text, a report; every error is one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from captum_gradeclip.zoo import shapes
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "captum_gradeclip", *args],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every CLI run of this file, started together so that they overlap."""
+    root = tmp_path_factory.mktemp("explain")
+    scene = shapes.make_scene(4_100_000, n_objects=2)
+    scene.image.save(root / "scene.png")
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    (root / "notes.txt").write_text("not an image")
+    texts = [*scene.prompts, scene.absent_prompts[0]]
+    commands = {
+        "ok": ["explain", "scene.png", *texts, "--out", "out"],
+        "paper": ["explain", "scene.png", texts[0], "--mode", "paper", "--out", "out_paper"],
+        "unknown": ["explain", "scene.png", "a red dragon", "--out", "out_unknown"],
+        "missing": ["explain", "missing.png", "a red circle"],
+        "corrupt": ["explain", "corrupt.png", "a red circle"],
+        "text_file": ["explain", "notes.txt", "a red circle"],
+        "spec": ["explain", "scene.png", "a red circle", "--model", "nonsense:x"],
+        "no_texts": ["explain", "scene.png"],
+        "empty_text": ["explain", "scene.png", "  "],
+        "hub": ["explain", "scene.png", "a red circle", "--model", "hf:openai/clip-vit-base-patch32"],
+        "mode": ["explain", "scene.png", "a red circle", "--mode", "fast"],
+    }
+    procs = {name: _start(args, root) for name, args in commands.items()}
+    results = {name: (*proc.communicate(timeout=300), proc.returncode) for name, proc in procs.items()}
+    return root, scene, texts, results
+
+
+def test_explain_prints_scores_and_writes_a_figure_per_text_and_a_report(runs):
+    root, scene, texts, results = runs
+    out, err, code = results["ok"]
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if line[:1] in "* "]
+    assert len(lines) == 3 and all(repr(t) in line for t, line in zip(texts, lines, strict=True))
+    scores = [float(line.split()[1] if line.startswith("*") else line.split()[0]) for line in lines]
+    best = [i for i, line in enumerate(lines) if line.startswith("*")]
+    assert best == [scores.index(max(scores))]
+    assert max(scores[:2]) > scores[2], "a present object's prompt beats the absent one"
+    assert all("words:" in line for line in lines) and f"{scene.objects[0].colour}=" in lines[0]
+    for j in range(3):
+        assert (root / "out" / f"text_{j}.png").read_bytes()[:4] == b"\x89PNG"
+    page = (root / "out" / "index.html").read_text()
+    assert page.count("<img") == 3 and "figures" in err, "tqdm progress on stderr"
+
+
+def test_explain_paper_mode_runs(runs):
+    root, _, _, results = runs
+    _, err, code = results["paper"]
+    assert code == 0, err
+    assert (root / "out_paper" / "text_0.png").is_file()
+
+
+def test_explain_notes_words_the_model_does_not_know(runs):
+    out, err, code = runs[3]["unknown"]
+    assert code == 0, err
+    assert "note: 1 word(s) are unknown to the model's tokenizer" in out
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("missing", "image not found: missing.png"),
+        ("corrupt", "cannot read image corrupt.png: not an image or corrupt"),
+        ("text_file", "cannot read image notes.txt: not an image or corrupt"),
+        ("spec", "unknown model spec 'nonsense:x'; expected shapes | hf:NAME_OR_PATH"),
+        ("no_texts", "the following arguments are required: TEXT"),
+        ("empty_text", "every TEXT must be non-empty"),
+        (
+            "hub",
+            "the Hugging Face hub is unreachable and 'openai/clip-vit-base-patch32' is not cached; use --model shapes",
+        ),
+        ("mode", "argument --mode: invalid choice: 'fast'"),
+    ],
+)
+def test_explain_errors_are_one_line_with_exit_code_2(runs, name, message):
+    _, err, code = runs[3][name]
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("captum-gradeclip: error: ")

@@ -11,7 +11,8 @@ Every method explains the similarity of each image with its own text, against th
 side) and of each text with its own image, against the data set's images (text side). Reported per method:
 
 - deletion AUC (lower is better): most relevant pixels first replaced by uniform noise (the Grad-ECLIP
-  paper's baseline), ``--steps`` steps to 100%, re-scored with the cosine similarity;
+  paper's baseline), ``--steps`` steps to 100%, re-scored with the wrapper's score (``--score``: cosine by
+  default; ``softmax`` over the data set's texts or images; one table per score);
 - insertion AUC (higher is better): most relevant pixels first put back into a blurred image;
 - pointing game and energy pointing game (higher is better) on the object's mask or box;
 - text deletion and insertion AUCs over the words (SOS and EOS never touched);
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import json
 import math
 import shlex
 import statistics
@@ -199,12 +202,14 @@ def shapes_task(scenes: int) -> Task:
     except ImportError as error:
         raise ValueError("`--model shapes` needs captum_gradeclip.zoo.load_shapes_clip and zoo.shapes") from error
     model, processor = load_shapes_clip()
+    weights = hashlib.sha256(b"".join(t.cpu().numpy().tobytes() for t in model.state_dict().values())).hexdigest()
     world = shapes.make_scenes(range(SHAPES_SEED, SHAPES_SEED + scenes))
     picked = [s.objects[i % len(s.objects)] for i, s in enumerate(world)]
     prompts = shapes.all_prompts()
     image_processor = processor.image_processor
     return Task(
-        name=f"ShapesCLIP (ViT) on {scenes} held-out scenes (seeds {SHAPES_SEED}..{SHAPES_SEED + scenes - 1})",
+        name=f"ShapesCLIP (ViT, parameters sha256 {weights[:12]}) on {scenes} held-out scenes "
+        f"(seeds {SHAPES_SEED}..{SHAPES_SEED + scenes - 1})",
         model=model,
         processor=processor,
         pixels=image_processor(images=[s.image for s in world], return_tensors="pt")["pixel_values"],
@@ -256,23 +261,32 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def run(task: Task, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Every method's metrics: ``{method: {column: value}}``."""
+def run(
+    task: Task,
+    args: argparse.Namespace,
+    score: str = "cosine",
+    done: dict[str, dict[str, float]] | None = None,
+    checkpoint: Callable[[dict[str, dict[str, float]]], None] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Every method's metrics with the wrappers' ``score``: ``{method: {column: value}}``.
+
+    ``done`` holds results of an interrupted run to keep; ``checkpoint`` is called after every method.
+    """
     device = torch.device(args.device)
     model = task.model.to(device)
     tokenizer = _tokenizer(task.processor)
     pixels = task.pixels.to(device)
     target = task.image_target.to(device)
-    sim = cg.ImageTextSimilarity(model, task.prompts, tokenizer=tokenizer)
+    sim = cg.ImageTextSimilarity(model, task.prompts, tokenizer=tokenizer, score=score)
     batch = tokenizer(task.captions, padding=True, return_tensors="pt")
     ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
     own = torch.arange(len(task.captions), device=device)
-    tsim = cg.TextImageSimilarity(model, images=pixels)
+    tsim = cg.TextImageSimilarity(model, images=pixels, score=score)
     common = dict(steps=args.steps, batch_size=args.metric_batch_size, seed=args.seed)
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, float]] = {m: dict(r) for m, r in (done or {}).items()}
     chosen = set(args.methods) if args.methods else None
     for name, make in image_methods(args).items():
-        if chosen and name not in chosen and name != RANDOM:
+        if (chosen and name not in chosen and name != RANDOM) or "deletion" in results.get(name, {}):
             continue
         maps, ratio = _explain(make(sim), pixels, target, None, sim, args.batch_size)
         row = {"time_image": ratio}
@@ -285,10 +299,12 @@ def run(task: Task, args: argparse.Namespace) -> dict[str, dict[str, float]]:
             regions = task.regions.to(device)
             row["pointing"] = float(metrics.pointing_game(maps, masks=regions, tolerance=args.tolerance).mean())
             row["energy"] = float(metrics.energy_pointing_game(maps, masks=regions).mean())
-        results[name] = row
+        results.setdefault(name, {}).update(row)
         print(f"  {name}: " + ", ".join(f"{k}={v:.3f}" for k, v in row.items()), file=sys.stderr)
+        if checkpoint is not None:
+            checkpoint(results)
     for name, make in text_methods(args).items():
-        if chosen and name not in chosen and name != RANDOM:
+        if (chosen and name not in chosen and name != RANDOM) or "text_deletion" in results.get(name, {}):
             continue
         scores, ratio = _explain(make(tsim), ids, own, mask, tsim, args.batch_size)
         curves = {
@@ -297,7 +313,10 @@ def run(task: Task, args: argparse.Namespace) -> dict[str, dict[str, float]]:
         }
         results.setdefault(name, {}).update(curves, time_text=ratio)
         print(f"  {name} (text): " + ", ".join(f"{k}={v:.3f}" for k, v in curves.items()), file=sys.stderr)
-    return results
+        if checkpoint is not None:
+            checkpoint(results)
+    order = [*image_methods(args), *text_methods(args)]  # the table's order, also after a resumed run
+    return {m: results[m] for m in sorted(results, key=lambda m: order.index(m) if m in order else len(order))}
 
 
 # -- the table ----------------------------------------------------------------------------------------------
@@ -373,30 +392,60 @@ def findings(results: dict[str, dict[str, float]]) -> list[str]:
     return out
 
 
-def markdown(task: Task, args: argparse.Namespace, argv: list[str], results: dict[str, dict[str, float]]) -> str:
+SCORE_WORDS = {
+    "cosine": "cosine similarities (the default: no logit scale, no softmax)",
+    "logit": "logits (cosine times the model's logit scale)",
+    "softmax": "softmax probabilities over the data set's texts (image side) or images (text side)",
+}
+
+
+def section(task: Task, args: argparse.Namespace, score: str, results: dict[str, dict[str, float]]) -> list[str]:
+    return [
+        f"## Score: {score}",
+        "",
+        f"Explained and re-scored: {SCORE_WORDS[score]}.",
+        "",
+        table(results),
+        "",
+        *findings(results),
+        "",
+    ]
+
+
+def markdown(
+    task: Task, args: argparse.Namespace, argv: list[str], results: dict[str, dict[str, dict[str, float]]]
+) -> str:
+    argv = _without_option(argv, "--cache")  # where a run keeps its progress is no part of the result
     command = "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in argv)
-    return "\n".join(
-        [
-            "# Explanation quality benchmark",
-            "",
-            "Generated by `benchmarks/quality.py`; do not edit by hand. Reproduce with:",
-            "",
-            f"    {command}",
-            "",
-            f"Model and data: {task.name}. Image side: each image against its own text among {len(task.prompts)} "
-            f"texts; text side: each text against its own image among {task.pixels.shape[0]} images. Scores are "
-            f"cosine similarities; curves have {args.steps} steps to 100% (deletion: uniform noise; insertion: "
-            f"from a blurred image; text: words become padding). Pointing-game tolerance: {args.tolerance} px. "
-            f"RISE: {args.rise_masks} masks; M2IB: {args.m2ib_steps} steps. Seed {args.seed}. "
-            "Time: the median over batches of the explanation's wall time over that of a no-grad forward pass "
-            "of the same batch.",
-            "",
-            table(results),
-            "",
-            *findings(results),
-            "",
-        ]
-    )
+    lines = [
+        "# Explanation quality benchmark",
+        "",
+        "Generated by `benchmarks/quality.py`; do not edit by hand. Reproduce with:",
+        "",
+        f"    {command}",
+        "",
+        f"Model and data: {task.name}. Image side: each image against its own text among {len(task.prompts)} "
+        f"texts; text side: each text against its own image among {task.pixels.shape[0]} images. Curves have "
+        f"{args.steps} steps to 100% (deletion: uniform noise; insertion: from a blurred image; text: words "
+        f"become padding). Pointing-game tolerance: {args.tolerance} px. RISE: {args.rise_masks} masks; M2IB: "
+        f"{args.m2ib_steps} steps. Seed {args.seed}. Time: the median over batches of the explanation's wall time "
+        "over that of a no-grad forward pass of the same batch.",
+        "",
+    ]
+    for score, per_method in results.items():
+        lines += section(task, args, score, per_method)
+    return "\n".join(lines)
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip or a == option:
+            skip = a == option
+            continue
+        if not a.startswith(option + "="):
+            out.append(a)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -415,7 +464,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metric-batch-size", type=int, default=256, help="perturbed inputs per forward")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--score", nargs="+", default=["cosine"], choices=sorted(SCORE_WORDS),
+                        help="the wrappers' score; one table each")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "docs" / "quality.md")
+    parser.add_argument("--cache", type=Path, help="JSON of finished methods: a rerun of the same command resumes")
     args = parser.parse_args(argv)
     try:
         if args.model == "shapes":
@@ -426,8 +478,22 @@ def main(argv: list[str] | None = None) -> None:
             task = hf_task(args.model[3:], args.data, args.limit)
         else:
             raise ValueError(f"`--model` must be 'shapes' or 'hf:NAME_OR_PATH'; got {args.model!r}")
-        torch.manual_seed(args.seed)
-        results = run(task, args)
+        setup = [task.name, *_without_option(argv, "--cache")]
+        cached = json.loads(args.cache.read_text()) if args.cache and args.cache.is_file() else {}
+        results = cached.get("results", {}) if cached.get("setup") == setup else {}
+
+        def checkpoint(score: str) -> Callable[[dict[str, dict[str, float]]], None]:
+            def save(partial: dict[str, dict[str, float]]) -> None:
+                if args.cache:
+                    args.cache.write_text(json.dumps({"setup": setup, "results": {**results, score: partial}}))
+
+            return save
+
+        for score in args.score:
+            torch.manual_seed(args.seed)
+            print(f"score: {score}", file=sys.stderr)
+            results[score] = run(task, args, score, results.get(score), checkpoint(score))
+        results = {score: results[score] for score in args.score}
     except (ValueError, FileNotFoundError, TypeError) as error:
         print(f"quality.py: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -435,7 +501,7 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
-    if not math.isfinite(sum(v for r in results.values() for v in r.values())):
+    if not math.isfinite(sum(v for per in results.values() for r in per.values() for v in r.values())):
         raise SystemExit("quality.py: a metric is not finite")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import runpy
 from pathlib import Path
@@ -125,3 +126,23 @@ def test_table_marks_the_best_and_what_does_not_beat_random(run):
     notes = module["findings"](results)
     assert notes[0].startswith("- deletion AUC ↓: Grad-ECLIP is **not** first: GAME 0.100 vs Grad-ECLIP (native) 0.200")
     assert notes[1] == "- insertion AUC ↑: Grad-ECLIP is first (Grad-ECLIP (native), 0.500)."
+
+
+def test_cache_resumes_without_recomputing(run, tmp_path, monkeypatch):
+    module, model, data, _ = run
+    cache, out = tmp_path / "cache.json", tmp_path / "q.md"
+    argv = ["--model", f"hf:{model}", "--data", str(data), "--steps", "2", "--methods", "Grad-ECLIP (native)",
+            "--score", "cosine", "softmax", "--out", str(out), "--cache", str(cache)]  # fmt: skip
+    module["main"](argv)
+    first = out.read_text()
+    saved = json.loads(cache.read_text())
+    assert set(saved["results"]) == {"cosine", "softmax"}
+    assert set(saved["results"]["softmax"]) == {"Grad-ECLIP (native)", "Random map (control)"}
+
+    def explain_again(*args, **kwargs):
+        raise AssertionError("a cached method was explained again")
+
+    monkeypatch.setitem(module["run"].__globals__, "_explain", explain_again)
+    module["main"](argv)
+    assert out.read_text() == first and "## Score: softmax" in first
+    assert "--cache" not in first and str(tmp_path) not in first.split("Reproduce with:")[1].split("--out")[0]

@@ -115,6 +115,13 @@ def interpolate_positions(pos: Tensor, prefix: int, native: tuple[int, int], gri
     return torch.cat([pos[:prefix], patches.permute(0, 2, 3, 1).reshape(-1, c)])
 
 
+def pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """``7 -> (7, 7)``; a pair stays a pair of ints (patch sizes, image sizes, grids)."""
+    if isinstance(value, int):
+        return value, value
+    return int(value[0]), int(value[1])
+
+
 class _Stop(Exception):
     def __init__(self, value: Tensor) -> None:
         self.value = value

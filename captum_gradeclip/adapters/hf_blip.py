@@ -37,7 +37,7 @@ from captum_gradeclip.adapters.base import (
     linear_probe,
     pooled_attention,
 )
-from captum_gradeclip.adapters.hf_clip import _pair
+from captum_gradeclip.adapters.hf_clip import HFVisionConfigGeometry
 
 
 @contextlib.contextmanager
@@ -59,7 +59,7 @@ def fused_qkv_probe(
         yield record
 
 
-class HFBlipRetrievalAdapter(Adapter):
+class HFBlipRetrievalAdapter(HFVisionConfigGeometry, Adapter):
     """``transformers.BlipForImageTextRetrieval``, ITC cosine path (ViT image tower, BERT text tower)."""
 
     loader_name = "transformers BlipForImageTextRetrieval (ITC)"
@@ -121,12 +121,6 @@ class HFBlipRetrievalAdapter(Adapter):
     def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
         proj = block.projection if self._is_image_block(block) else block.output.dense
         return lambda o: F.linear(o, proj.weight, proj.bias)
-
-    def patch_size(self) -> tuple[int, int]:
-        return _pair(self.model.config.vision_config.patch_size)
-
-    def image_size(self) -> tuple[int, int]:
-        return _pair(self.model.config.vision_config.image_size)
 
     def num_channels(self) -> int:
         return int(self.model.vision_model.embeddings.patch_embedding.in_channels)

@@ -17,6 +17,7 @@ from captum_gradeclip.adapters.base import (
     Substitute,
     hook_handles_removed,
     linear_probe,
+    pair,
     pooled_attention,
 )
 
@@ -26,12 +27,6 @@ def _pooled(output: object) -> Tensor:
     if isinstance(output, Tensor):
         return output
     return output.pooler_output  # type: ignore[attr-defined]
-
-
-def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    return int(value[0]), int(value[1])
 
 
 @dataclass
@@ -70,7 +65,22 @@ def _layer_probe(layer: nn.Module, substitute: Callable[[Tensor], Tensor] | None
         yield record
 
 
-class HFCLIPAdapter(Adapter):
+class HFVisionConfigGeometry:
+    """Patch size, input size and channels read from a transformers model's ``config.vision_config``."""
+
+    model: nn.Module
+
+    def patch_size(self) -> tuple[int, int]:
+        return pair(self.model.config.vision_config.patch_size)
+
+    def image_size(self) -> tuple[int, int]:
+        return pair(self.model.config.vision_config.image_size)
+
+    def num_channels(self) -> int:
+        return int(self.model.config.vision_config.num_channels)
+
+
+class HFCLIPAdapter(HFVisionConfigGeometry, Adapter):
     """``transformers.CLIPModel`` (ViT image tower, causal text tower)."""
 
     loader_name = "transformers CLIPModel"
@@ -153,15 +163,6 @@ class HFCLIPAdapter(Adapter):
     def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
         proj = block.out_proj
         return lambda o: F.linear(o, proj.weight, proj.bias)  # not proj(o): that would fire the probe
-
-    def patch_size(self) -> tuple[int, int]:
-        return _pair(self.model.config.vision_config.patch_size)
-
-    def image_size(self) -> tuple[int, int]:
-        return _pair(self.model.config.vision_config.image_size)
-
-    def num_channels(self) -> int:
-        return int(self.model.config.vision_config.num_channels)
 
     def eos_index(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         # The same rule as CLIPTextTransformer: legacy configs (eos_token_id == 2)

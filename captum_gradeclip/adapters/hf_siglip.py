@@ -41,11 +41,11 @@ from captum_gradeclip.adapters.base import (
     linear_probe,
     pooled_attention,
 )
-from captum_gradeclip.adapters.hf_clip import _pair, _pooled
+from captum_gradeclip.adapters.hf_clip import HFVisionConfigGeometry, _pooled
 from captum_gradeclip.adapters.mha import check_supported, in_projections, mha_probe, out_projection
 
 
-class HFSiglipAdapter(Adapter):
+class HFSiglipAdapter(HFVisionConfigGeometry, Adapter):
     """``transformers.SiglipModel`` (ViT with a MAP pooling head, bidirectional text tower pooled at the end)."""
 
     loader_name = "transformers SiglipModel"
@@ -116,15 +116,6 @@ class HFSiglipAdapter(Adapter):
     def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
         proj = block.out_proj
         return lambda o: F.linear(o, proj.weight, proj.bias)
-
-    def patch_size(self) -> tuple[int, int]:
-        return _pair(self.model.config.vision_config.patch_size)
-
-    def image_size(self) -> tuple[int, int]:
-        return _pair(self.model.config.vision_config.image_size)
-
-    def num_channels(self) -> int:
-        return int(self.model.config.vision_config.num_channels)
 
     def eos_index(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, dtype=torch.long, device=input_ids.device)

@@ -27,9 +27,9 @@ from captum_gradeclip.adapters.base import (
     PooledTail,
     Substitute,
     linear_probe,
+    pair,
     pooled_attention,
 )
-from captum_gradeclip.adapters.hf_clip import _pair
 
 
 def _parts(block: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, int]:
@@ -115,10 +115,10 @@ class HFViTClassifierAdapter(Adapter):
         return lambda o: F.linear(o, proj.weight, proj.bias)
 
     def patch_size(self) -> tuple[int, int]:
-        return _pair(self.model.config.patch_size)
+        return pair(self.model.config.patch_size)
 
     def image_size(self) -> tuple[int, int]:
-        return _pair(self.model.config.image_size)
+        return pair(self.model.config.image_size)
 
     def num_channels(self) -> int:
         return int(self.model.config.num_channels)

@@ -23,8 +23,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from captum_gradeclip.adapters.base import pair
 from captum_gradeclip.adapters.mha import check_supported
-from captum_gradeclip.adapters.openai_clip import OpenAICLIPAdapter, _pair
+from captum_gradeclip.adapters.openai_clip import OpenAICLIPAdapter
 
 
 class OpenCLIPAdapter(OpenAICLIPAdapter):
@@ -94,7 +95,7 @@ class OpenCLIPAdapter(OpenAICLIPAdapter):
         return self._text_tower().attn_mask is not None
 
     def _native_grid(self) -> tuple[int, int]:
-        return _pair(self.visual.grid_size)
+        return pair(self.visual.grid_size)
 
     def _patch_dropout(self, x: Tensor) -> Tensor:
         return self.visual.patch_dropout(x)
@@ -104,7 +105,7 @@ class OpenCLIPAdapter(OpenAICLIPAdapter):
         return None if bias is None else bias.reshape(())
 
     def image_size(self) -> tuple[int, int]:
-        return _pair(self.visual.image_size)
+        return pair(self.visual.image_size)
 
     def eos_index(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         pool = self._pool_type()

@@ -38,18 +38,13 @@ from captum_gradeclip.adapters.base import (
     Substitute,
     capture_input,
     interpolate_positions,
+    pair,
     pooled_attention,
 )
 from captum_gradeclip.adapters.mha import check_supported, in_projections, mha_probe, out_projection
 
 #: Total stride of ``ModifiedResNet``: a stride-2 stem conv, a 2x2 average pool and three stride-2 stages.
 RESNET_STRIDE = 32
-
-
-def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    return int(value[0]), int(value[1])
 
 
 class OpenAICLIPAdapter(Adapter):
@@ -245,10 +240,10 @@ class OpenAICLIPAdapter(Adapter):
     def patch_size(self) -> tuple[int, int]:
         if self._is_resnet():
             return RESNET_STRIDE, RESNET_STRIDE
-        return _pair(self.visual.conv1.kernel_size)
+        return pair(self.visual.conv1.kernel_size)
 
     def image_size(self) -> tuple[int, int]:
-        return _pair(self.visual.input_resolution)
+        return pair(self.visual.input_resolution)
 
     def num_channels(self) -> int:
         return int(self.visual.conv1.in_channels)

@@ -80,10 +80,19 @@ class ResultStore:
 
     Examples::
 
-        >>> store = cg.results.open("out/")
+        >>> from captum_gradeclip import dataset
+        >>> scene.image.save(tmp_path / "scene.png")
+        >>> _ = (tmp_path / "pairs.csv").write_text("image,text\\nscene.png,a red square\\n")
+        >>> dataset.main(["--images", str(tmp_path), "--pairs", str(tmp_path / "pairs.csv"),
+        ...               "--out", str(tmp_path / "out")])  # what `captum-gradeclip explain-dataset` runs
+        explained 1 items into ...
+        >>> store = cg.results.open(tmp_path / "out")
         >>> for row in store:            # one dict per item, in item order
-        ...     row["item"], row["score"], row.get("error")
+        ...     print(row["item"], row["text"], row.get("error"))
+        0 a red square None
         >>> tensors = store.load()       # {'item', 'map', 'score', 'token_scores', ...} stacked over good items
+        >>> tensors["map"].shape
+        torch.Size([1, 8, 8])
     """
 
     def __init__(self, root: str | Path) -> None:
@@ -152,9 +161,14 @@ def open(root: str | Path) -> ResultStore:
 
     Examples::
 
-        >>> import captum_gradeclip as cg
-        >>> store = cg.results.open("explained/")
-        >>> store.load()["map"].shape
-        torch.Size([1000, 14, 14])
+        >>> from captum_gradeclip import dataset
+        >>> scene.image.save(tmp_path / "scene.png")
+        >>> _ = (tmp_path / "pairs.csv").write_text("image,text\\nscene.png,a red square\\n")
+        >>> dataset.main(["--images", str(tmp_path), "--pairs", str(tmp_path / "pairs.csv"),
+        ...               "--out", str(tmp_path / "out")])  # what `captum-gradeclip explain-dataset` runs
+        explained 1 items into ...
+        >>> store = cg.results.open(tmp_path / "out")
+        >>> store.load()["map"].shape   # one (h, w) map per good item
+        torch.Size([1, 8, 8])
     """
     return ResultStore(root)

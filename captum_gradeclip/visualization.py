@@ -65,7 +65,7 @@ def words(
 
     Examples::
 
-        >>> words(["<|startoftext|>", "hot</w>", "dog</w>", "s</w>"], [0, 1.0, 2.0, 0.5])
+        >>> words(["<|startoftext|>", "hot</w>", "dog", "s</w>"], [0, 1.0, 2.0, 0.5])
         [('hot', 1.0), ('dogs', 2.5)]
     """
     values = [float(s) for s in (scores.tolist() if isinstance(scores, Tensor) else scores)]

@@ -148,9 +148,9 @@ def explanation_figure(
 
     Examples::
 
-        >>> maps = cg.GradECLIP(sim).attribute(pixels)  # (1, M, h, w)
-        >>> fig = explanation_figure(image, texts, maps[0], word_scores, scores=sim(pixels)[0])
-        >>> fig.savefig("explanation.png")
+        >>> maps = cg.GradECLIP(sim).attribute(pixel_values)  # (1, M, h, w)
+        >>> fig = explanation_figure(image, texts, maps[0], scores=sim(pixel_values)[0])
+        >>> fig.savefig(tmp_path / "explanation.png")
     """
     if isinstance(texts, str) or not texts or not all(isinstance(t, str) for t in texts):
         raise ValueError("`texts` must be a non-empty list of strings")
@@ -236,7 +236,11 @@ def save_html(path: str | Path, entries: Sequence[ReportEntry], title: str = "Gr
 
     Examples::
 
-        >>> save_html("out/index.html", [ReportEntry("scene 0", figure_png(fig), texts, words, scores)])
+        >>> fig = explanation_figure(image, texts, cg.GradECLIP(sim).attribute(pixel_values)[0])
+        >>> words = [[(w, 0.0) for w in text.split()] for text in texts]
+        >>> scores = sim(pixel_values)[0].tolist()
+        >>> save_html(tmp_path / "index.html", [ReportEntry("scene 7", figure_png(fig), texts, words, scores)]).name
+        'index.html'
     """
     if not entries:
         raise ValueError("`entries` must hold at least one ReportEntry")

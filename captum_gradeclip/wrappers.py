@@ -234,10 +234,14 @@ class ImageClassification(_Similarity):
 
     Examples::
 
-        >>> clf = ImageClassification(vit_classifier)
+        >>> from transformers import ViTConfig, ViTForImageClassification
+        >>> config = ViTConfig(image_size=64, patch_size=8, hidden_size=32, num_hidden_layers=2,
+        ...                    num_attention_heads=2, intermediate_size=64, num_labels=10)
+        >>> clf = ImageClassification(ViTForImageClassification(config).eval())
         >>> clf(pixel_values).shape           # (N, num_labels)
-        torch.Size([1, 1000])
-        >>> GradECLIP(clf).attribute(pixel_values, target=281)   # (N, 1, h, w)
+        torch.Size([1, 10])
+        >>> GradECLIP(clf).attribute(pixel_values, target=3).shape   # (N, 1, h, w)
+        torch.Size([1, 1, 8, 8])
     """
 
     modality = "image"

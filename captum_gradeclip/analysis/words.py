@@ -90,7 +90,10 @@ def word_importances(
     Examples::
 
         >>> records = word_importances(model, processor, [scene.image], [scene.caption])
-        >>> records[0]   # [('a', 0.02), ('red', 0.31), ('circle', 0.44), ...]
+        >>> scene.caption
+        'a green triangle , a yellow square and a red square'
+        >>> [(word, round(score, 2)) for word, score in records[0][:6]]
+        [('a', 0.01), ('green', 0.0), ('triangle', 0.0), (',', 0.01), ('a', 0.04), ('yellow', 0.59)]
     """
     if isinstance(captions, str) or not all(isinstance(c, str) for c in captions):
         raise TypeError("`captions` must be a sequence of str")
@@ -258,11 +261,12 @@ def analyze_words(
 
     Examples::
 
-        >>> scenes = shapes.make_scenes(range(100))
+        >>> scenes = shapes.make_scenes(range(20))
         >>> table = analyze_words(model, processor, [s.image for s in scenes], [s.caption for s in scenes])
         >>> table.by_tag["colour"]["mean"] > table.by_tag["determiner"]["mean"]
         True
-        >>> table.to_csv("words.csv"); table.plot().figure.savefig("words.png")
+        >>> path = table.to_csv(tmp_path / "words.csv")
+        >>> table.plot("tag").figure.savefig(tmp_path / "words.png")
     """
     with torch.no_grad():
         records = word_importances(model, processor, images, captions, normalize=normalize, batch_size=batch_size)

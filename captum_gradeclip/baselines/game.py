@@ -57,7 +57,7 @@ class GAME(WrapperAttribution):
 
         >>> maps = GAME(ImageTextSimilarity(model, text_embeds=T)).attribute(pixel_values, target=0)
         >>> tok = GAME(TextImageSimilarity(model, image_embeds=E)).attribute(
-        ...     input_ids, target=0, additional_forward_args=(attention_mask,))
+        ...     ids, target=0, additional_forward_args=(mask,))
     """
 
     def __init__(self, forward_func: _Similarity, layer: nn.Module | None = None, *, layers: int | None = None) -> None:

@@ -55,7 +55,7 @@ class RISE(WrapperAttribution):
 
     Examples::
 
-        >>> maps = RISE(ImageTextSimilarity(model, text_embeds=T), n_masks=2000).attribute(pixel_values, target=0)
+        >>> maps = RISE(ImageTextSimilarity(model, text_embeds=T), n_masks=500).attribute(pixel_values, target=0)
     """
 
     modalities = ("image",)

@@ -26,8 +26,10 @@ def phrase_maps(similarity: ImageTextSimilarity, pixel_values: Tensor, targets: 
 
     Examples::
 
-        >>> sim = ImageTextSimilarity(model, phrases, processor=processor)
-        >>> maps = phrase_maps(sim, pixel_values, torch.tensor([[0, 1], [2, -1]]))
+        >>> sim = ImageTextSimilarity(model, ["a yellow square", "a red square"], processor=processor)
+        >>> maps = phrase_maps(sim, pixel_values, torch.tensor([[0, 1, -1]]))  # image 0: phrases 0, 1, one empty slot
+        >>> maps.shape
+        torch.Size([1, 3, 8, 8])
     """
     if targets.ndim != 2 or targets.shape[0] != pixel_values.shape[0]:
         raise ValueError(f"`targets` must be (N, K) with N = {pixel_values.shape[0]}; got {tuple(targets.shape)}")
@@ -67,7 +69,10 @@ def region_embeddings(dense: Tensor, weights: Tensor) -> Tensor:
 
     Examples::
 
+        >>> maps = phrase_maps(sim, pixel_values, torch.tensor([[0, 1]]))
         >>> regions = region_embeddings(value_path_tokens(sim, pixel_values), pooling_weights(maps))
+        >>> regions.shape
+        torch.Size([1, 2, 64])
     """
     weights = weights.flatten(2) if weights.ndim == 4 else weights
     if weights.ndim != 3 or dense.ndim != 3:
@@ -98,7 +103,10 @@ def region_phrase_loss(
 
     Examples::
 
+        >>> regions, phrase_embeds = torch.randn(3, 64), torch.randn(2, 64)
         >>> loss = region_phrase_loss(regions, phrase_embeds, torch.tensor([0, 1, 1]))
+        >>> loss.shape, bool(loss > 0)
+        (torch.Size([]), True)
     """
     if regions.ndim != 2 or phrase_embeds.ndim != 2 or targets.shape != regions.shape[:1]:
         raise ValueError("`regions` must be (R, E), `phrase_embeds` (U, E) and `targets` (R,)")
@@ -148,8 +156,11 @@ def region_zero_shot(similarity: ImageTextSimilarity, pixel_values: Tensor, mask
 
     Examples::
 
-        >>> hits = region_zero_shot(ImageTextSimilarity(model, prompts, processor=p), x, masks, labels)
-        >>> float(hits.float().mean())
+        >>> sim = ImageTextSimilarity(model, scene.prompts + scene.absent_prompts, processor=processor)
+        >>> masks = torch.from_numpy(scene.masks)[None]  # (1, K, H, W): each object's mask
+        >>> labels = torch.arange(len(scene.objects))[None]  # object k's prompt is column k
+        >>> region_zero_shot(sim, pixel_values, masks, labels)  # the first object's region is misread
+        tensor([False,  True,  True])
     """
     if masks.ndim != 4 or labels.shape != masks.shape[:2] or masks.shape[0] != pixel_values.shape[0]:
         raise ValueError("`masks` must be (N, K, H, W) and `labels` (N, K), N matching `pixel_values`")

@@ -73,8 +73,11 @@ class RegionPhraseFinetuner:
     Examples::
 
         >>> tuner = RegionPhraseFinetuner(model, processor, lr=1e-5, ema=0.99)
-        >>> for pixel_values, captions in batches:
-        ...     tuner.step(pixel_values, captions)
+        >>> scenes = shapes.make_scenes(range(4), n_objects=2)
+        >>> batch = processor(images=[s.image for s in scenes], return_tensors="pt")["pixel_values"]
+        >>> result = tuner.step(batch, [s.caption for s in scenes])
+        >>> result.phrases  # two noun phrases per caption
+        8
         >>> tuned = tuner.model   # `model` itself is unchanged
     """
 

@@ -192,7 +192,9 @@ def image_deletion(
     Examples::
 
         >>> maps = GradECLIP(sim).attribute(pixel_values, target=0)
-        >>> image_deletion(sim, pixel_values, maps, target=0).auc.mean()
+        >>> curve = image_deletion(sim, pixel_values, maps, target=0)
+        >>> curve.fractions.shape, curve.scores.shape, curve.auc.shape  # 20 steps: 21 points
+        (torch.Size([21]), torch.Size([1, 21]), torch.Size([1]))
     """
     return _image_curve(
         False,
@@ -241,7 +243,9 @@ def image_insertion(
 
     Examples::
 
-        >>> image_insertion(sim, pixel_values, maps, target=0, baseline="black").auc.mean()
+        >>> curve = image_insertion(sim, pixel_values, maps, target=0, baseline="black")
+        >>> curve.auc.shape
+        torch.Size([1])
     """
     return _image_curve(
         True,

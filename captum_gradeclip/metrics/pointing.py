@@ -85,7 +85,8 @@ def pointing_game(
 
     Examples::
 
-        >>> pointing_game(maps, boxes=torch.tensor([[10, 20, 80, 90]]), image_size=(224, 224))
+        >>> pointing_game(maps, boxes=torch.tensor([scene.boxes[0]]), image_size=(64, 64), tolerance=15)
+        tensor([1.])
     """
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or tolerance < 0:
         raise ValueError(f"`tolerance` must be a non-negative number of pixels; got {tolerance!r}")
@@ -122,7 +123,9 @@ def energy_pointing_game(
 
     Examples::
 
-        >>> energy_pointing_game(maps, masks=object_masks).mean()
+        >>> energy = energy_pointing_game(maps, masks=torch.from_numpy(scene.masks[:1]))
+        >>> energy.shape, bool(0 <= energy <= 1)
+        (torch.Size([1]), True)
     """
     regions = _regions(masks, boxes, image_size)
     positive = _maps_for(attributions, regions, interpolate_mode).clamp_min(0)

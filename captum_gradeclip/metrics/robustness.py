@@ -76,7 +76,8 @@ def sensitivity(
 
     Examples::
 
-        >>> sensitivity(GradECLIP(sim), pixel_values, target=0, n_perturb_samples=5)
+        >>> sensitivity(GradECLIP(sim), pixel_values, target=0, n_perturb_samples=5).shape
+        torch.Size([1])
     """
     sim = _wrapper(explainer)
     if sim.modality == "text":
@@ -131,7 +132,8 @@ def infidelity(
 
     Examples::
 
-        >>> infidelity(GradECLIP(sim), pixel_values, target=0)
+        >>> infidelity(GradECLIP(sim), pixel_values, target=0).shape
+        torch.Size([1])
     """
     sim = _wrapper(explainer)
     x = single(inputs, "inputs").detach()

@@ -158,7 +158,8 @@ def text_deletion(
     Examples::
 
         >>> tok = GradECLIP(tsim).attribute(ids, target=0, additional_forward_args=(mask,))
-        >>> text_deletion(tsim, ids, tok, target=0, additional_forward_args=(mask,)).auc
+        >>> text_deletion(tsim, ids, tok, target=0, additional_forward_args=(mask,)).auc.shape  # one per text
+        torch.Size([3])
     """
     return _text_curve(
         False,
@@ -199,7 +200,9 @@ def text_insertion(
 
     Examples::
 
-        >>> text_insertion(tsim, ids, tok, target=0, additional_forward_args=(mask,), mode="delete").auc
+        >>> tok = GradECLIP(tsim).attribute(ids, target=0, additional_forward_args=(mask,))
+        >>> text_insertion(tsim, ids, tok, target=0, additional_forward_args=(mask,), mode="delete").auc.shape
+        torch.Size([3])
     """
     return _text_curve(
         True,

@@ -11,9 +11,9 @@ Examples::
     >>> from captum_gradeclip.zoo import shapes
     >>> scene = shapes.make_scene(7)
     >>> scene.caption
-    'a green cross and a yellow square'
+    'a green triangle , a yellow square and a red square'
     >>> scene.image.size, scene.masks.shape
-    ((64, 64), (2, 64, 64))
+    ((64, 64), (3, 64, 64))
 """
 
 from __future__ import annotations

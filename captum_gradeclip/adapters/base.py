@@ -12,6 +12,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +121,87 @@ def pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     if isinstance(value, int):
         return value, value
     return int(value[0]), int(value[1])
+
+
+@dataclass
+class LayerRecord:
+    """What :meth:`Adapter.probe_layer` saw on the residual stream at one attention block.
+
+    Attributes:
+        x: the tokens entering the block's layer ``(N, T, C)``, batch-first, as they
+            continued (possibly substituted).
+        y: the layer's output tokens ``(N, T, C)``; ``(N, 1, C)`` where the layer
+            pools (SigLIP's head).
+    """
+
+    x: Tensor | None = None
+    y: Tensor | None = None
+
+
+#: How a residual site holds its tokens: ``(N, T, C)``, ``(T, N, C)``, or a ResNet feature map ``(N, C, H, W)``
+#: read as the attention pool reads it (the mean token first, then the positions in row-major order).
+Layout = Literal["batch_first", "seq_first", "feature_map"]
+
+
+@dataclass
+class ResidualSite:
+    """The module whose first input carries the residual stream into an attention block.
+
+    Attributes:
+        module: the layer (a transformer block), or the point where an attention
+            pool's input feature map is read.
+        layout: how ``module``'s input and output hold the tokens (see :data:`Layout`).
+    """
+
+    module: nn.Module
+    layout: Layout = "batch_first"
+
+
+def _to_tokens(value: Tensor, layout: Layout) -> Tensor:
+    if layout == "seq_first":
+        return value.transpose(0, 1)
+    if layout == "feature_map":
+        x = value.flatten(2).transpose(1, 2)
+        return torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)
+    return value if value.dim() == 3 else value[:, None]
+
+
+def _from_tokens(tokens: Tensor, like: Tensor, layout: Layout) -> Tensor:
+    if layout == "seq_first":
+        return tokens.transpose(0, 1)
+    if layout == "feature_map":  # the pool recomputes its mean token from the positions
+        return tokens[:, 1:].transpose(1, 2).reshape(like.shape)
+    return tokens
+
+
+@contextlib.contextmanager
+def layer_probe(site: ResidualSite, substitute: Callable[[Tensor], Tensor] | None = None) -> Iterator[LayerRecord]:
+    """Hooks ``site`` for one forward pass; see :meth:`Adapter.probe_layer`."""
+    record = LayerRecord()
+
+    def swap(value: Tensor) -> Tensor:
+        record.x = _to_tokens(value, site.layout)
+        if substitute is None:
+            return value
+        record.x = substitute(record.x)
+        return _from_tokens(record.x, value, site.layout)
+
+    def on_input(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if args:
+            return (swap(args[0]), *args[1:]), kwargs
+        key = "hidden_states" if "hidden_states" in kwargs else next(iter(kwargs))
+        return args, {**kwargs, key: swap(kwargs[key])}
+
+    def on_output(_module: nn.Module, _args: tuple, output: object) -> None:
+        y = output if isinstance(output, Tensor) else output[0]  # type: ignore[index]
+        record.y = _to_tokens(y, site.layout)
+
+    handles = [
+        site.module.register_forward_pre_hook(on_input, with_kwargs=True),
+        site.module.register_forward_hook(on_output),
+    ]
+    with hook_handles_removed(handles):
+        yield record
 
 
 class _Stop(Exception):
@@ -243,6 +325,10 @@ class Adapter(ABC):
     #: Number of leading non-patch tokens (CLS) in the image sequence.
     image_prefix_tokens: int = 1
 
+    #: Whether each text token attends only to itself and earlier tokens (CLIP); ``False`` for a
+    #: bidirectional text tower (SigLIP, BLIP).
+    causal_text: bool = True
+
     @abstractmethod
     def eos_index(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         """Per-sequence position ``(N,)`` of the pooled (EOS) token."""
@@ -265,6 +351,51 @@ class Adapter(ABC):
             valid = valid & attention_mask.bool()
         words = valid & (positions[None, :] > 0) & (positions[None, :] != eos[:, None])
         return eos, valid, words
+
+    # -- residual-stream access (Grad-CAM, MaskCLIP, CLIP Surgery, M2IB) -------------------
+    def residual_site(self, block: nn.Module) -> ResidualSite | None:
+        """Where the residual stream enters attention ``block``, or ``None`` (the default: unsupported)."""
+        return None
+
+    def probe_layer(
+        self, block: nn.Module, substitute: Callable[[Tensor], Tensor] | None = None
+    ) -> contextlib.AbstractContextManager[LayerRecord]:
+        """Hooks the residual layer that holds attention ``block`` for one forward pass.
+
+        Within the context, a forward pass fills the record's ``x`` (the layer's input
+        tokens, after ``substitute`` if given, whose batch-first ``(N, T, C)`` result
+        replaces them) and ``y`` (its output tokens). All hooks are removed on exit.
+        At an attention pool (ResNet) the tokens are the pooled feature map's, with
+        the mean token first; a substitute's mean token is ignored, as the pool
+        recomputes it.
+
+        Raises:
+            TypeError: if the adapter has no residual access to ``block``.
+        """
+        site = self.residual_site(block)
+        if site is None:
+            raise TypeError(
+                f"the {self.loader_name} adapter has no residual-stream access to {type(block).__name__} "
+                "(`probe_layer`)"
+            )
+        return layer_probe(site, substitute)
+
+    def project_tokens(self, tokens: Tensor, modality: str) -> Tensor:
+        """Every token through what follows the tower's last attention layer: ``(N, T, C) -> (N, T, E)``.
+
+        For a transformer tower, ``tokens`` are the residual stream after the last
+        layer, and this is the final norm and projection. After an attention pool
+        (ResNet, SigLIP's head), ``tokens`` are outputs of the pool's out-projection,
+        and this is whatever the model applies to the pooled one.
+
+        Raises:
+            TypeError: the default: the adapter cannot project tokens.
+        """
+        raise TypeError(f"the {self.loader_name} adapter cannot project tokens (`project_tokens`)")
+
+    def pad_token_id(self) -> int | None:
+        """The text tower's padding id, or ``None`` (the default: unknown)."""
+        return None
 
 
 def hook_handles_removed(handles: list[torch.utils.hooks.RemovableHandle]) -> contextlib.ExitStack:

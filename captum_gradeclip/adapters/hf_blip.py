@@ -32,6 +32,7 @@ from captum_gradeclip.adapters.base import (
     Adapter,
     AttentionRecord,
     PooledTail,
+    ResidualSite,
     Substitute,
     hook_handles_removed,
     linear_probe,
@@ -63,6 +64,7 @@ class HFBlipRetrievalAdapter(HFVisionConfigGeometry, Adapter):
     """``transformers.BlipForImageTextRetrieval``, ITC cosine path (ViT image tower, BERT text tower)."""
 
     loader_name = "transformers BlipForImageTextRetrieval (ITC)"
+    causal_text = False
 
     @classmethod
     def matches(cls, model: object) -> bool:
@@ -124,6 +126,25 @@ class HFBlipRetrievalAdapter(HFVisionConfigGeometry, Adapter):
 
     def num_channels(self) -> int:
         return int(self.model.vision_model.embeddings.patch_embedding.in_channels)
+
+    # -- residual-stream access (used by the baselines) ---------------------------------------
+    def residual_site(self, block: nn.Module) -> ResidualSite | None:
+        for layer in self.model.vision_model.encoder.layers:
+            if layer.self_attn is block:
+                return ResidualSite(layer)
+        for layer in self.model.text_encoder.encoder.layer:
+            if layer.attention is block:
+                return ResidualSite(layer)
+        return None
+
+    def project_tokens(self, tokens: Tensor, modality: str) -> Tensor:
+        if modality == "image":
+            return self.model.vision_proj(self.model.vision_model.post_layernorm(tokens))
+        return self.model.text_proj(tokens)  # BERT layers end in their own LayerNorm
+
+    def pad_token_id(self) -> int | None:
+        pad = getattr(self.model.config.text_config, "pad_token_id", None)
+        return None if pad is None else int(pad)
 
     def eos_index(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         return torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)  # [CLS]

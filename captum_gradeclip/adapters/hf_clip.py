@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -14,8 +13,8 @@ from captum_gradeclip.adapters.base import (
     Adapter,
     AttentionRecord,
     PooledTail,
+    ResidualSite,
     Substitute,
-    hook_handles_removed,
     linear_probe,
     pair,
     pooled_attention,
@@ -27,42 +26,6 @@ def _pooled(output: object) -> Tensor:
     if isinstance(output, Tensor):
         return output
     return output.pooler_output  # type: ignore[attr-defined]
-
-
-@dataclass
-class LayerRecord:
-    """What :meth:`HFCLIPAdapter.probe_layer` saw on the residual stream of one layer.
-
-    Attributes:
-        x: the layer's input tokens ``(N, T, C)``, as they continued (possibly substituted).
-        y: the layer's output tokens ``(N, T, C)``.
-    """
-
-    x: Tensor | None = None
-    y: Tensor | None = None
-
-
-@contextlib.contextmanager
-def _layer_probe(layer: nn.Module, substitute: Callable[[Tensor], Tensor] | None) -> Iterator[LayerRecord]:
-    record = LayerRecord()
-
-    def on_input(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-        if args:
-            record.x = substitute(args[0]) if substitute is not None else args[0]
-            return (record.x, *args[1:]), kwargs
-        key = next(iter(kwargs))
-        record.x = substitute(kwargs[key]) if substitute is not None else kwargs[key]
-        return args, {**kwargs, key: record.x}
-
-    def on_output(_module: nn.Module, _args: tuple, output: object) -> None:
-        record.y = output if isinstance(output, Tensor) else output[0]  # type: ignore[index]
-
-    handles = [
-        layer.register_forward_pre_hook(on_input, with_kwargs=True),
-        layer.register_forward_hook(on_output),
-    ]
-    with hook_handles_removed(handles):
-        yield record
 
 
 class HFVisionConfigGeometry:
@@ -130,33 +93,20 @@ class HFCLIPAdapter(HFVisionConfigGeometry, Adapter):
 
         return PooledTail(layer=layer, num_heads=block.num_heads, qkv=qkv, attend=attend, finish=finish)
 
-    # -- residual-stream access (used by the baselines; see LayerRecord) -------------------
-    def _layer_of(self, block: nn.Module) -> nn.Module:
+    # -- residual-stream access (used by the baselines) ---------------------------------------
+    def residual_site(self, block: nn.Module) -> ResidualSite | None:
         for modality in ("image", "text"):
             for layer in self._tower(modality).encoder.layers:
                 if layer.self_attn is block:
-                    return layer
-        raise ValueError(f"`block` must be an attention block of this model; got {type(block).__name__}")
-
-    def probe_layer(
-        self, block: nn.Module, substitute: Callable[[Tensor], Tensor] | None = None
-    ) -> contextlib.AbstractContextManager[LayerRecord]:
-        """Hooks the residual layer that holds attention ``block`` for one forward pass.
-
-        Within the context, a forward pass fills the record's ``x`` (the layer's input
-        tokens, after ``substitute`` if given, which replaces them) and ``y`` (its output
-        tokens), both ``(N, T, C)`` batch-first. All hooks are removed on exit.
-        """
-        return _layer_probe(self._layer_of(block), substitute)
+                    return ResidualSite(layer)
+        return None
 
     def project_tokens(self, tokens: Tensor, modality: str) -> Tensor:
-        """The tower's final norm and projection applied to every token: ``(N, T, C) -> (N, T, E)``."""
         if modality == "image":
             return self.model.visual_projection(self.model.vision_model.post_layernorm(tokens))
         return self.model.text_projection(self.model.text_model.final_layer_norm(tokens))
 
     def pad_token_id(self) -> int | None:
-        """The text config's padding id, or ``None``."""
         pad = getattr(self.model.config.text_config, "pad_token_id", None)
         return None if pad is None else int(pad)
 

@@ -37,6 +37,7 @@ from captum_gradeclip.adapters.base import (
     Adapter,
     AttentionRecord,
     PooledTail,
+    ResidualSite,
     Substitute,
     linear_probe,
     pooled_attention,
@@ -50,6 +51,7 @@ class HFSiglipAdapter(HFVisionConfigGeometry, Adapter):
 
     loader_name = "transformers SiglipModel"
     image_prefix_tokens = 0
+    causal_text = False
 
     @classmethod
     def matches(cls, model: object) -> bool:
@@ -116,6 +118,27 @@ class HFSiglipAdapter(HFVisionConfigGeometry, Adapter):
     def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
         proj = block.out_proj
         return lambda o: F.linear(o, proj.weight, proj.bias)
+
+    # -- residual-stream access (used by the baselines) ---------------------------------------
+    def residual_site(self, block: nn.Module) -> ResidualSite | None:
+        head = self._head()
+        if block is head.attention:
+            return ResidualSite(head)  # input: the normalised patch tokens; output: the pooled (N, C)
+        for layer in self.model.text_model.encoder.layers:
+            if layer.self_attn is block:
+                return ResidualSite(layer)
+        return None
+
+    def project_tokens(self, tokens: Tensor, modality: str) -> Tensor:
+        if modality == "image":  # tokens out of the head's attention: its residual MLP
+            head = self._head()
+            return tokens + head.mlp(head.layernorm(tokens))
+        text = self.model.text_model
+        return text.head(text.final_layer_norm(tokens))
+
+    def pad_token_id(self) -> int | None:
+        pad = getattr(self.model.config.text_config, "pad_token_id", None)
+        return None if pad is None else int(pad)
 
     def eos_index(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, dtype=torch.long, device=input_ids.device)

@@ -94,6 +94,14 @@ class OpenCLIPAdapter(OpenAICLIPAdapter):
     def _causal(self) -> bool:
         return self._text_tower().attn_mask is not None
 
+    @property
+    def causal_text(self) -> bool:  # type: ignore[override]
+        return self._causal()
+
+    def pad_token_id(self) -> int | None:
+        tower = self._text_tower()  # a CLIP keeps no pad_id: open_clip's tokenizers pad with zeros
+        return int(getattr(tower, "pad_id", 0)) if tower is not self.model else 0
+
     def _native_grid(self) -> tuple[int, int]:
         return pair(self.visual.grid_size)
 

@@ -35,6 +35,7 @@ from captum_gradeclip.adapters.base import (
     Adapter,
     AttentionRecord,
     PooledTail,
+    ResidualSite,
     Substitute,
     capture_input,
     interpolate_positions,
@@ -82,6 +83,10 @@ class OpenAICLIPAdapter(Adapter):
     def _run_image_transformer(self, x: Tensor) -> Tensor:
         """Runs ``visual.transformer`` on batch-first tokens; returns batch-first tokens."""
         return self.visual.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)  # OpenAI blocks are sequence-first
+
+    def _text_tower(self) -> nn.Module:
+        """The module that holds ``transformer``, ``ln_final`` and ``text_projection``."""
+        return self.model
 
     def _text_transformer(self) -> nn.Module:
         return self.model.transformer
@@ -235,6 +240,32 @@ class OpenAICLIPAdapter(Adapter):
             return out_projection(block)
         proj = block.c_proj  # the ResNet attention pool
         return lambda o: F.linear(o, proj.weight, proj.bias)
+
+    # -- residual-stream access (used by the baselines) ---------------------------------------
+    def residual_site(self, block: nn.Module) -> ResidualSite | None:
+        if self._is_resnet() and block is self.visual.attnpool:
+            return ResidualSite(self._pool_input, "feature_map")
+        towers = [self._text_transformer()]
+        if not self._is_resnet():
+            towers.append(self.visual.transformer)
+        for transformer in towers:
+            for layer in transformer.resblocks:
+                if layer.attn is block:
+                    return ResidualSite(layer, "batch_first" if block.batch_first else "seq_first")
+        return None
+
+    def project_tokens(self, tokens: Tensor, modality: str) -> Tensor:
+        if modality == "image":
+            return tokens if self._is_resnet() else self._vit_head(tokens)  # after the pool: embeddings already
+        tower = self._text_tower()
+        y = tower.ln_final(tokens)
+        projection = tower.text_projection
+        if projection is None:
+            return y
+        return projection(y) if isinstance(projection, nn.Module) else y @ projection
+
+    def pad_token_id(self) -> int | None:
+        return 0  # the OpenAI tokenizer pads with zeros
 
     # -- geometry ---------------------------------------------------------------------------
     def patch_size(self) -> tuple[int, int]:

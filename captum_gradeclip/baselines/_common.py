@@ -15,7 +15,7 @@ from captum_gradeclip._compat import (
     _format_tensor_into_tuples,
     _is_tuple,
 )
-from captum_gradeclip.adapters import AttentionRecord
+from captum_gradeclip.adapters import Adapter, AttentionRecord
 from captum_gradeclip.attr._base import TargetType, _block_index, _shape_output, _target_columns, preserved_model
 from captum_gradeclip.wrappers import ExplainContext, _Similarity
 
@@ -123,7 +123,7 @@ def allowed_keys(sim: _Similarity, inputs: Tensor, extra: tuple) -> Tensor | Non
         return None
     n, length = inputs.shape
     keys = torch.ones(length, length, dtype=torch.bool, device=inputs.device)
-    if getattr(sim.adapter, "causal_text", True):
+    if sim.adapter.causal_text:
         keys = keys.tril()
     mask = extra[0] if extra and isinstance(extra[0], Tensor) else None
     if mask is None:
@@ -173,10 +173,11 @@ def query_rows(matrix: Tensor, ctx: ExplainContext) -> Tensor:
 
 def require_self_attention(record: AttentionRecord, method: str) -> None:
     """A TypeError for a pooling block (one query over the tokens), which has no token-to-token attention."""
-    if record.q is not None and record.k is not None and record.q.shape[1] != record.k.shape[1]:
+    if is_pool(record):
         raise TypeError(
             f"{method} needs token-to-token self-attention blocks; {type(record.block).__name__} is an attention "
-            f"pool ({record.q.shape[1]} query over {record.k.shape[1]} tokens). Use RawAttention, RISE or GradECLIP"
+            f"pool ({record.q.shape[1]} query over {record.k.shape[1]} tokens). Use GradECLIP, RawAttention, Grad-CAM, "
+            "MaskCLIP, CLIP Surgery, M2IB or RISE"
         )
 
 
@@ -186,14 +187,24 @@ def gather_columns(per_reference: Tensor, columns: Tensor) -> Tensor:
     return per_reference.gather(2, index.to(per_reference.device)).transpose(1, 2)
 
 
-def capability(sim: _Similarity, name: str, method: str) -> Any:
-    """The adapter method ``name`` that ``method`` needs, or a clear TypeError naming the loader."""
-    found = getattr(sim.adapter, name, None)
-    if found is None:
+def capability(sim: _Similarity, name: str, method: str, blocks: tuple[nn.Module, ...] = ()) -> Any:
+    """The adapter method ``name`` that ``method`` needs (``probe_layer`` at every one of ``blocks``, or
+    ``project_tokens``), or a clear TypeError naming the loader."""
+    adapter = sim.adapter
+    base = "residual_site" if name == "probe_layer" else name
+    missing = getattr(type(adapter), base) is getattr(Adapter, base)
+    if not missing and name == "probe_layer":
+        missing = any(adapter.residual_site(block) is None for block in blocks)
+    if missing:
         raise TypeError(
-            f"{method} needs the adapter capability `{name}`, which the {sim.adapter.loader_name} adapter lacks"
+            f"{method} needs the adapter capability `{name}`, which the {adapter.loader_name} adapter lacks"
         )
-    return found
+    return getattr(adapter, name)
+
+
+def is_pool(record: AttentionRecord) -> bool:
+    """Whether a probed block is an attention pool: one query row over all the tokens (ResNet, SigLIP's head)."""
+    return record.q is not None and record.k is not None and record.q.shape[1] == 1 != record.k.shape[1]
 
 
 def keep(_record: AttentionRecord, o: Tensor) -> Tensor:

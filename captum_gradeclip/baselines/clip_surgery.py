@@ -12,6 +12,7 @@ from captum_gradeclip.baselines._common import (
     WrapperAttribution,
     capability,
     gather_columns,
+    is_pool,
     keep,
     merge_heads,
     pick_blocks,
@@ -68,7 +69,9 @@ class CLIPSurgery(WrapperAttribution):
     Its tokens go through the final norm and projection, and :func:`feature_surgery`
     against the wrapper's texts gives the map. Gradient-free; image wrappers only.
     With one text and no ``redundant_embeds`` the surgery would cancel everything, so
-    the map is then the plain cosine of the v-v tokens with the text.
+    the map is then the plain cosine of the v-v tokens with the text. At an attention
+    pool (ResNet, SigLIP's head), the tower's only explained block, there is no residual:
+    :math:`x^{vv} = W_o\, \mathrm{vv}(v) + b_o`, then what follows the pool.
 
     Args:
         forward_func (ImageTextSimilarity): the wrapper to explain.
@@ -105,7 +108,8 @@ class CLIPSurgery(WrapperAttribution):
             )
         self.redundant = redundant_embeds
         self.temperature = float(temperature)
-        self._probe_layer = capability(forward_func, "probe_layer", self.get_name())
+        last = forward_func.explained_blocks()[-1]
+        self._probe_layer = capability(forward_func, "probe_layer", self.get_name(), (self.blocks[0], last))
         self._project = capability(forward_func, "project_tokens", self.get_name())
 
     @classmethod
@@ -120,11 +124,15 @@ class CLIPSurgery(WrapperAttribution):
                 first = stack.enter_context(self._probe_layer(self.blocks[0]))
                 last = stack.enter_context(self._probe_layer(sim.explained_blocks()[-1]))
                 sim(inputs, *extra)
-            x = first.x
+            pool = is_pool(records[-1])  # an attention pool has no residual around it (and is the only block)
+            x = torch.zeros_like(first.x[..., :1]) if pool else first.x
             for record in records:
                 x = x + adapter.out_projection(record.block)(vv_attention(record.v, record.num_heads))
             tokens = self._project(x, sim.modality)
-            pooled = self._project(last.y[:, :1], sim.modality)[:, 0]
+            if pool:
+                pooled = self._project(adapter.out_projection(records[-1].block)(records[-1].o), sim.modality)[:, 0]
+            else:
+                pooled = self._project(last.y[:, :1], sim.modality)[:, 0]
             texts = sim.reference_embeds.to(tokens.dtype)
             redundant = self.redundant
             if redundant is None and texts.shape[0] == 1:

@@ -35,7 +35,7 @@ class TokenGradCAM(WrapperAttribution):
     def __init__(self, forward_func: _Similarity, layer: nn.Module | None = None) -> None:
         super().__init__(forward_func)
         self.block = pick_blocks(forward_func, layer, 1, None)[0]
-        self._probe_layer = capability(forward_func, "probe_layer", self.get_name())
+        self._probe_layer = capability(forward_func, "probe_layer", self.get_name(), (self.block,))
 
     @classmethod
     def get_name(cls) -> str:

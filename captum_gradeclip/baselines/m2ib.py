@@ -70,7 +70,7 @@ class M2IB(WrapperAttribution):
         if beta < 0 or lr <= 0:
             raise ValueError(f"`beta` must be >= 0 and `lr` > 0; got beta={beta!r}, lr={lr!r}")
         self.beta, self.steps, self.lr, self.init, self.seed = float(beta), steps, float(lr), float(init), seed
-        self._probe_layer = capability(forward_func, "probe_layer", self.get_name())
+        self._probe_layer = capability(forward_func, "probe_layer", self.get_name(), (self.block,))
 
     @classmethod
     def get_name(cls) -> str:

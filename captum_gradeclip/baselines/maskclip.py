@@ -8,12 +8,12 @@ import torch
 from torch import Tensor
 
 from captum_gradeclip.adapters import AttentionRecord
-from captum_gradeclip.baselines._common import WrapperAttribution, capability, gather_columns
+from captum_gradeclip.baselines._common import WrapperAttribution, capability, gather_columns, is_pool
 from captum_gradeclip.wrappers import ExplainContext, _Similarity
 
 
-def _values(record: AttentionRecord, _o: Tensor) -> Tensor:
-    return record.v  # type: ignore[return-value]
+def _values(record: AttentionRecord, o: Tensor) -> Tensor:
+    return o if is_pool(record) else record.v  # type: ignore[return-value]
 
 
 def value_path_tokens(similarity: _Similarity, inputs: Tensor, *extra: Any) -> Tensor:
@@ -21,11 +21,13 @@ def value_path_tokens(similarity: _Similarity, inputs: Tensor, *extra: Any) -> T
 
     In the wrapper's last explained block every token attends only to itself
     (:math:`o_i = v_i`); the residual, MLP, final norm and projection then give one
-    embedding per token. Runs under the caller's grad mode, so it can be trained through.
+    embedding per token. At an attention pool (ResNet, SigLIP's head), which has no
+    residual, each token's out-projected value goes through what follows the pool
+    (MaskCLIP's ResNet rule). Runs under the caller's grad mode, so it can be trained through.
 
     Args:
         similarity (ImageTextSimilarity): a wrapper whose adapter has ``probe_layer`` and
-            ``project_tokens`` (transformers ``CLIPModel``).
+            ``project_tokens`` (every CLIP loader but the ViT classifier).
         inputs (Tensor): ``pixel_values (N, C, H, W)``.
         *extra: further forward arguments of the wrapper.
 
@@ -36,12 +38,13 @@ def value_path_tokens(similarity: _Similarity, inputs: Tensor, *extra: Any) -> T
 
         >>> dense = value_path_tokens(ImageTextSimilarity(model, text_embeds=T), pixel_values)
     """
-    block = similarity.explained_blocks()[-1]
-    probe_layer = capability(similarity, "probe_layer", "value_path_tokens")
+    adapter, block = similarity.adapter, similarity.explained_blocks()[-1]
+    probe_layer = capability(similarity, "probe_layer", "value_path_tokens", (block,))
     project = capability(similarity, "project_tokens", "value_path_tokens")
-    with similarity.adapter.probe(block, _values), probe_layer(block) as layer:
+    with adapter.probe(block, _values) as record, probe_layer(block) as layer:
         similarity(inputs, *extra)
-    return project(layer.y, similarity.modality)
+    tokens = adapter.out_projection(block)(record.v) if is_pool(record) else layer.y
+    return project(tokens, similarity.modality)
 
 
 class MaskCLIP(WrapperAttribution):
@@ -65,8 +68,8 @@ class MaskCLIP(WrapperAttribution):
     def __init__(self, forward_func: _Similarity) -> None:
         super().__init__(forward_func)
         self.block = forward_func.explained_blocks()[-1]
-        self._probe_layer = capability(forward_func, "probe_layer", self.get_name())
-        self._project = capability(forward_func, "project_tokens", self.get_name())
+        capability(forward_func, "probe_layer", self.get_name(), (self.block,))
+        capability(forward_func, "project_tokens", self.get_name())
 
     @classmethod
     def get_name(cls) -> str:

@@ -1,0 +1,152 @@
+"""Residual-stream access (``probe_layer``, ``project_tokens``, ``pad_token_id``, ``causal_text``) on every loader.
+
+The oracle is the model itself: the projected pooled token must be the model's own
+embedding, and an identity substitute must leave it unchanged in every token layout.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import captum_gradeclip as cg
+from captum_gradeclip.adapters import get_adapter
+from tests.adapters.conftest import make_blip, make_open_clip, make_openai_clip, make_siglip, openai_texts
+from tests.adapters.test_hf_blip import blip_texts
+from tests.conftest import make_clip, random_texts
+
+pytest.importorskip("open_clip")
+pytest.importorskip("clip")
+
+
+def _siglip_texts(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.randint(2, 50, (n, 8), generator=torch.Generator().manual_seed(2))
+    ids[0, 5:] = 1  # end-of-text, then padding
+    return ids, torch.ones_like(ids)
+
+
+def _openai(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = openai_texts(n, seed=4)
+    return ids, (ids != 0).long()
+
+
+#: name -> (model builder, image side, texts builder, causal text, padding id)
+LOADERS = {
+    "hf": (lambda: make_clip(3), 32, lambda n: random_texts(n, 7, seed=1), True, 1),
+    "openai-vit": (lambda: make_openai_clip(3), 32, _openai, True, 0),
+    "openai-resnet": (lambda: make_openai_clip(3, resnet=True), 96, _openai, True, 0),
+    "open_clip-vit": (lambda: make_open_clip(3), 32, _openai, True, 0),
+    "open_clip-vit-seq-first": (lambda: make_open_clip(3, batch_first=False), 32, _openai, True, 0),
+    "open_clip-resnet": (lambda: make_open_clip(3, resnet=True), 96, _openai, True, 0),
+    "open_clip-bidirectional": (
+        lambda: make_open_clip(3, custom_text=True, no_causal_mask=True, pool_type="last", pad_id=0),
+        32,
+        _openai,
+        False,
+        0,
+    ),
+    "siglip": (lambda: make_siglip(3), 32, _siglip_texts, False, 1),
+    "blip": (lambda: make_blip(3), 32, lambda n: blip_texts(n, seed=1), False, 0),
+}
+
+
+@pytest.fixture(scope="module", params=list(LOADERS))
+def loader(request):
+    build, side, texts, causal, pad = LOADERS[request.param]
+    return build(), side, texts, causal, pad
+
+
+def test_flags(loader):
+    model, _, _, causal, pad = loader
+    adapter = get_adapter(model)
+    assert adapter.causal_text is causal
+    assert adapter.pad_token_id() == pad
+
+
+def test_projected_pooled_image_token_is_the_embedding(loader):
+    model, side, *_ = loader
+    adapter = get_adapter(model)
+    x = torch.randn(2, 3, side, side)
+    block = adapter.attention_blocks("image")[-1]
+    with torch.no_grad():
+        with adapter.probe(block, lambda _r, o: o) as record, adapter.probe_layer(block) as layer:
+            embeds = adapter.embed_images(x, True)
+        pooled = record.q.shape[1] == 1 != record.k.shape[1]
+        if pooled:  # an attention pool: project its out-projected output
+            tokens = adapter.project_tokens(adapter.out_projection(block)(record.o), "image")[:, 0]
+        else:
+            tokens = adapter.project_tokens(layer.y, "image")[:, 0]
+    assert pooled == (type(block).__name__ == "AttentionPool2d" or adapter.image_prefix_tokens == 0)
+    torch.testing.assert_close(tokens, embeds, rtol=1e-4, atol=1e-5)
+    assert layer.x.shape[0] == 2 and layer.x.shape[1] == record.k.shape[1]  # batch-first, one row per key token
+
+
+def test_projected_pooled_text_token_is_the_embedding(loader):
+    model, _, texts, *_ = loader
+    adapter = get_adapter(model)
+    ids, mask = texts(3)
+    block = adapter.attention_blocks("text")[-1]
+    with torch.no_grad(), adapter.probe_layer(block) as layer:
+        embeds = adapter.embed_texts(ids, mask)
+    query, *_ = adapter.text_context(ids, mask)
+    tokens = adapter.project_tokens(layer.y, "text")[torch.arange(3), query]
+    torch.testing.assert_close(tokens, embeds, rtol=1e-4, atol=1e-5)
+    assert layer.y.shape[:2] == ids.shape
+
+
+@pytest.mark.parametrize("modality", ["image", "text"])
+def test_substitutes_replace_the_tokens_in_every_layout(loader, modality):
+    model, side, texts, *_ = loader
+    adapter = get_adapter(model)
+    blocks = adapter.attention_blocks(modality)
+    block = blocks[0]
+    if modality == "image":
+        x = torch.randn(2, 3, side, side)
+
+        def embed():
+            return adapter.embed_images(x, True)
+    else:
+        ids, mask = texts(2)
+
+        def embed():
+            return adapter.embed_texts(ids, mask)
+
+    with torch.no_grad():
+        plain = embed()
+        with adapter.probe_layer(block, lambda t: t.clone()) as same:
+            kept = embed()
+        with adapter.probe_layer(block, lambda t: t * 0.5) as half:
+            changed = embed()
+    torch.testing.assert_close(kept, plain, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(changed, plain, atol=1e-4)
+    torch.testing.assert_close(half.x, same.x * 0.5)
+
+
+def test_the_pool_recomputes_its_mean_token():
+    model = make_openai_clip(5, resnet=True)
+    adapter = get_adapter(model)
+    pool = adapter.attention_blocks("image")[0]
+    x = torch.randn(1, 3, 96, 96)
+
+    def bump_mean(tokens):
+        return torch.cat([tokens[:, :1] + 10.0, tokens[:, 1:]], dim=1)
+
+    with torch.no_grad(), adapter.probe_layer(pool) as seen:
+        plain = adapter.embed_images(x, True)
+    torch.testing.assert_close(seen.x[:, 0], seen.x[:, 1:].mean(1))  # the mean token, then the 3x3 positions
+    with torch.no_grad(), adapter.probe_layer(pool, bump_mean):
+        bumped = adapter.embed_images(x, True)
+    torch.testing.assert_close(bumped, plain)
+
+
+def test_unsupported_blocks_and_loaders_raise_a_clear_error():
+    model = make_clip(0)
+    adapter = get_adapter(model)
+    with pytest.raises(TypeError, match="probe_layer"):
+        adapter.probe_layer(torch.nn.Linear(2, 2))
+    from tests.adapters.conftest import make_vit_classifier
+
+    classifier = get_adapter(make_vit_classifier(0))
+    with pytest.raises(TypeError, match="project_tokens"):
+        classifier.project_tokens(torch.randn(1, 2, 3), "image")
+    assert cg.ImageTextSimilarity(model, text_embeds=torch.randn(1, 16)).adapter.pad_token_id() == 1

@@ -1,0 +1,182 @@
+"""Every baseline on every loader: twins agree, layouts agree, and the ResNet pool has its own oracles."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import captum_gradeclip as cg
+from captum_gradeclip.baselines import (
+    GAME,
+    M2IB,
+    RISE,
+    AttentionRollout,
+    CLIPSurgery,
+    MaskCLIP,
+    RawAttention,
+    TokenGradCAM,
+)
+from tests.adapters.conftest import (
+    EMBED,
+    make_blip,
+    make_open_clip,
+    make_openai_clip,
+    make_siglip,
+    openai_texts,
+    openai_to_hf,
+)
+from tests.conftest import assert_unchanged, model_snapshot
+
+pytest.importorskip("open_clip")
+pytest.importorskip("clip")
+
+METHODS = [
+    (RawAttention, {}),
+    (AttentionRollout, {}),
+    (GAME, {}),
+    (TokenGradCAM, {}),
+    (MaskCLIP, {}),
+    (CLIPSurgery, {}),
+    (RISE, {"n_masks": 6}),
+    (M2IB, {"steps": 2}),
+]
+IDS = [m.__name__ for m, _ in METHODS]
+#: The methods that read token-to-token attention, which an attention pool does not have.
+NEEDS_SELF_ATTENTION = (AttentionRollout, GAME)
+
+
+@pytest.mark.parametrize(("method", "kwargs"), METHODS, ids=IDS)
+def test_openai_clip_and_its_hf_twin_give_the_same_maps(method, kwargs):
+    model = make_openai_clip(3)
+    refs, x = torch.randn(3, EMBED), torch.randn(2, 3, 32, 32)
+    twin = openai_to_hf(model)
+    ours = method(cg.ImageTextSimilarity(model, text_embeds=refs), **kwargs).attribute(x, target=[1, 2])
+    theirs = method(cg.ImageTextSimilarity(twin, text_embeds=refs), **kwargs).attribute(x, target=[1, 2])
+    torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-5)
+    if "text" in method.modalities:
+        ids, images = openai_texts(3, seed=6), torch.randn(2, EMBED)
+        mask = (ids != 0).long()
+        ours = method(cg.TextImageSimilarity(model, image_embeds=images), **kwargs)
+        theirs = method(cg.TextImageSimilarity(twin, image_embeds=images), **kwargs)
+        a = ours.attribute(ids, target=1, additional_forward_args=(mask,))
+        b = theirs.attribute(ids, target=1, additional_forward_args=(mask,))
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+        assert a.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("method", "kwargs"), METHODS, ids=IDS)
+def test_open_clip_batch_first_and_sequence_first_give_the_same_maps(method, kwargs):
+    refs, x = torch.randn(2, EMBED), torch.randn(2, 3, 32, 32)
+    maps = [
+        method(cg.ImageTextSimilarity(make_open_clip(4, batch_first=bf), text_embeds=refs), **kwargs).attribute(x)
+        for bf in (True, False)
+    ]
+    torch.testing.assert_close(maps[0], maps[1], rtol=1e-4, atol=1e-6)
+    if "text" in method.modalities:
+        ids = openai_texts(2, seed=1)
+        scores = [
+            method(cg.TextImageSimilarity(make_open_clip(4, batch_first=bf), image_embeds=refs), **kwargs).attribute(
+                ids, target=0
+            )
+            for bf in (True, False)
+        ]
+        torch.testing.assert_close(scores[0], scores[1], rtol=1e-4, atol=1e-6)
+
+
+def _pool_features(model, x):
+    """The ResNet's last-stage feature map (the attention pool's input), as a leaf that requires grad."""
+    seen = {}
+
+    def leaf(_module, _args, output):
+        seen["f"] = output.detach().requires_grad_()
+        return seen["f"]
+
+    handle = model.visual.layer4.register_forward_hook(leaf)
+    try:
+        emb = model.encode_image(x)
+    finally:
+        handle.remove()
+    return emb, seen["f"]
+
+
+@pytest.mark.parametrize("make", [make_openai_clip, make_open_clip], ids=["openai", "open_clip"])
+def test_resnet_grad_cam_is_classic_grad_cam_on_the_last_stage(make):
+    model = make(5, resnet=True)
+    refs, x = torch.randn(3, EMBED), torch.randn(2, 3, 96, 96)
+    maps = TokenGradCAM(cg.ImageTextSimilarity(model, text_embeds=refs)).attribute(x)
+    emb, f = _pool_features(model, x)
+    scores = F.normalize(emb, dim=-1) @ F.normalize(refs, dim=-1).T
+    oracle = []
+    for j in range(3):
+        (g,) = torch.autograd.grad(scores[:, j].sum(), f, retain_graph=True)
+        alpha = g.mean((2, 3), keepdim=True)  # Selvaraju et al.: the spatially averaged gradient per channel
+        oracle.append(torch.relu((alpha * f).sum(1)).detach())
+    oracle = torch.stack(oracle, dim=1)
+    assert maps.shape == oracle.shape == (2, 3, 3, 3)
+    torch.testing.assert_close(maps, oracle, rtol=1e-4, atol=1e-6)
+    assert (maps > 0).any()
+
+
+@pytest.mark.parametrize("make", [make_openai_clip, make_open_clip], ids=["openai", "open_clip"])
+def test_resnet_maskclip_is_each_positions_value_through_the_pools_out_projection(make):
+    model = make(6, resnet=True)
+    refs, x = torch.randn(3, EMBED), torch.randn(2, 3, 96, 96)
+    maps = MaskCLIP(cg.ImageTextSimilarity(model, text_embeds=refs)).attribute(x)
+    pool = model.visual.attnpool
+    with torch.no_grad():
+        _, f = _pool_features(model, x)
+        t = f.flatten(2).transpose(1, 2)
+        t = torch.cat([t.mean(1, keepdim=True), t], 1) + pool.positional_embedding
+        dense = pool.c_proj(pool.v_proj(t))  # MaskCLIP on a ResNet: no query-key attention, v then c_proj
+        oracle = (F.normalize(dense, dim=-1) @ F.normalize(refs, dim=-1).T)[:, 1:].transpose(1, 2).reshape(2, 3, 3, 3)
+    torch.testing.assert_close(maps, oracle, rtol=1e-4, atol=1e-6)
+
+
+#: name -> (model, image side, map grid, embedding size)
+LOADERS = {
+    "openai-resnet": (lambda: make_openai_clip(7, resnet=True), 96, (3, 3), EMBED),
+    "open_clip-resnet": (lambda: make_open_clip(7, resnet=True), 96, (3, 3), EMBED),
+    "siglip": (lambda: make_siglip(7), 32, (4, 4), 32),
+    "blip": (lambda: make_blip(7), 32, (4, 4), EMBED),
+}
+
+
+@pytest.mark.parametrize("name", list(LOADERS))
+def test_every_method_on_pools_and_bidirectional_towers(name):
+    build, side, grid, embed = LOADERS[name]
+    model = build()
+    before = model_snapshot(model)
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, embed))
+    x = torch.randn(2, 3, side, side)
+    pooled = name != "blip"
+    for method, kwargs in METHODS:
+        explainer = method(sim, **kwargs)
+        if pooled and method in NEEDS_SELF_ATTENTION:
+            with pytest.raises(TypeError, match="attention pool"):
+                explainer.attribute(x, target=0)
+            continue
+        maps = explainer.attribute(x)
+        assert maps.shape == (2, 2, *((side, side) if method is RISE else grid)), method
+        assert torch.isfinite(maps).all() and maps.abs().sum() > 0, method
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize(("make", "embed"), [(make_siglip, 32), (make_blip, EMBED)], ids=["siglip", "blip"])
+def test_bidirectional_text_attention_is_read_without_a_causal_mask(make, embed):
+    model = make(8)
+    ids = torch.randint(4, 50, (2, 8), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    tsim = cg.TextImageSimilarity(model, image_embeds=torch.randn(2, embed))
+    query, _, words = tsim.adapter.text_context(ids, mask)
+    scores = AttentionRollout(tsim).attribute(ids, target=0, additional_forward_args=(mask,))
+    tower = model.text_model if hasattr(model, "text_model") else model.text_encoder
+    with torch.no_grad():
+        attentions = tower(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
+    rolled = torch.eye(8).expand(2, 8, 8)
+    for a in attentions:  # the model's own (bidirectional) probabilities, first block to last
+        a_hat = a.mean(1) + torch.eye(8)
+        rolled = (a_hat / a_hat.sum(-1, keepdim=True)) @ rolled
+    oracle = rolled[torch.arange(2), query] * words
+    torch.testing.assert_close(scores, oracle, rtol=1e-4, atol=1e-6)

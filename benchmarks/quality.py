@@ -1,6 +1,7 @@
 """Explanation quality of Grad-ECLIP and the baselines, side by side, on one model and one data set.
 
     python benchmarks/quality.py --model shapes --scenes 500             # held-out ShapesCLIP scenes -> docs/quality.md
+    python benchmarks/quality.py --model shapes:resnet --scenes 500      # the ResNet ShapesCLIP, beside the ViT
     python benchmarks/quality.py --model hf:NAME_OR_PATH --data DIR      # any HF CLIP on a folder of images + one CSV
 
 ``DIR`` holds the images and one CSV with a header: ``image,text[,box]`` (``box`` as ``x0 y0 x1 y1`` in the
@@ -19,7 +20,11 @@ side) and of each text with its own image, against the data set's images (text s
 - time per explanation relative to one no-grad forward pass of the same batch.
 
 A random map and a centred Gaussian are controls; every method should beat the random map, and the
-table says where one does not.
+table says where one does not. A method that does not apply to the model (it raises a TypeError, e.g.
+rollout on the ResNet's attention pool) is ``n/a`` in the table, with the reason below it.
+
+Each model's results are one section of ``--out``, between ``<!-- quality.py: MODEL -->`` markers: a run
+replaces its own model's section and keeps the others (so the ViT and the ResNet ShapesCLIP share one page).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import csv
 import hashlib
 import json
 import math
+import re
 import shlex
 import statistics
 import sys
@@ -145,6 +151,12 @@ def _tokenizer(processor: object) -> Callable[..., dict]:
     return getattr(processor, "tokenizer", processor)  # type: ignore[return-value]
 
 
+def _fixed_length(processor: object) -> bool:
+    """The ResNet ShapesCLIP's ``ShapesProcessor``: open_clip's text tower takes texts of its context length only,
+    which the processor (not its tokenizer) pads to."""
+    return hasattr(processor, "context_length") and hasattr(processor, "tokenizer")
+
+
 def _load_hf(name: str) -> tuple[nn.Module, object]:
     from transformers import AutoModel, AutoProcessor
 
@@ -195,24 +207,32 @@ def hf_task(name: str, data: Path, limit: int | None) -> Task:
     )
 
 
-def shapes_task(scenes: int) -> Task:
-    """ShapesCLIP on held-out scenes: each image explained for one of its objects, against all 24 prompts."""
+def shapes_task(scenes: int, backbone: str = "vit") -> Task:
+    """ShapesCLIP on held-out scenes: each image explained for one of its objects, against all 24 prompts.
+
+    ``backbone``: ``"vit"`` (``--model shapes``) or ``"resnet"`` (``--model shapes:resnet``, open_clip's
+    ModifiedResNet; its processor resizes the 64x64 scenes to 128x128, and the masks stay 64x64).
+    """
     try:
         from captum_gradeclip.zoo import load_shapes_clip, shapes
     except ImportError as error:
         raise ValueError("`--model shapes` needs captum_gradeclip.zoo.load_shapes_clip and zoo.shapes") from error
-    model, processor = load_shapes_clip()
+    try:
+        model, processor = load_shapes_clip(backbone)
+    except ImportError as error:
+        raise ValueError(str(error)) from error
     weights = hashlib.sha256(b"".join(t.cpu().numpy().tobytes() for t in model.state_dict().values())).hexdigest()
     world = shapes.make_scenes(range(SHAPES_SEED, SHAPES_SEED + scenes))
     picked = [s.objects[i % len(s.objects)] for i, s in enumerate(world)]
     prompts = shapes.all_prompts()
-    image_processor = processor.image_processor
+    image_processor = getattr(processor, "image_processor", processor)
+    kind = {"vit": "ViT", "resnet": "ResNet: open_clip ModifiedResNet, attention pool, 4x4 grid"}[backbone]
     return Task(
-        name=f"ShapesCLIP (ViT, parameters sha256 {weights[:12]}) on {scenes} held-out scenes "
+        name=f"ShapesCLIP ({kind}, parameters sha256 {weights[:12]}) on {scenes} held-out scenes "
         f"(seeds {SHAPES_SEED}..{SHAPES_SEED + scenes - 1})",
         model=model,
         processor=processor,
-        pixels=image_processor(images=[s.image for s in world], return_tensors="pt")["pixel_values"],
+        pixels=processor(images=[s.image for s in world], return_tensors="pt")["pixel_values"],
         prompts=prompts,
         image_target=torch.tensor([prompts.index(o.prompt) for o in picked]),
         regions=torch.stack([torch.as_tensor(o.mask) for o in picked]),
@@ -271,13 +291,19 @@ def run(
     """Every method's metrics with the wrappers' ``score``: ``{method: {column: value}}``.
 
     ``done`` holds results of an interrupted run to keep; ``checkpoint`` is called after every method.
+    A method that raises a TypeError for this model (it does not apply) gets no values on that side; the
+    reason is kept under the key ``NOT_APPLICABLE`` of its row (``{"image": reason, "text": reason}``).
     """
     device = torch.device(args.device)
     model = task.model.to(device)
-    tokenizer = _tokenizer(task.processor)
     pixels = task.pixels.to(device)
     target = task.image_target.to(device)
-    sim = cg.ImageTextSimilarity(model, task.prompts, tokenizer=tokenizer, score=score)
+    if _fixed_length(task.processor):
+        tokenizer = task.processor
+        sim = cg.ImageTextSimilarity(model, task.prompts, processor=tokenizer, score=score)
+    else:
+        tokenizer = _tokenizer(task.processor)
+        sim = cg.ImageTextSimilarity(model, task.prompts, tokenizer=tokenizer, score=score)
     batch = tokenizer(task.captions, padding=True, return_tensors="pt")
     ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
     own = torch.arange(len(task.captions), device=device)
@@ -288,7 +314,11 @@ def run(
     for name, make in image_methods(args).items():
         if (chosen and name not in chosen and name != RANDOM) or "deletion" in results.get(name, {}):
             continue
-        maps, ratio = _explain(make(sim), pixels, target, None, sim, args.batch_size)
+        try:
+            maps, ratio = _explain(make(sim), pixels, target, None, sim, args.batch_size)
+        except TypeError as error:  # the method does not apply to this model
+            _not_applicable(results, name, "image", error)
+            continue
         row = {"time_image": ratio}
         deletion = metrics.image_deletion(
             sim, pixels, maps, target, baseline="random", normalization=task.normalization, **common
@@ -306,7 +336,11 @@ def run(
     for name, make in text_methods(args).items():
         if (chosen and name not in chosen and name != RANDOM) or "text_deletion" in results.get(name, {}):
             continue
-        scores, ratio = _explain(make(tsim), ids, own, mask, tsim, args.batch_size)
+        try:
+            scores, ratio = _explain(make(tsim), ids, own, mask, tsim, args.batch_size)
+        except TypeError as error:
+            _not_applicable(results, name, "text", error)
+            continue
         curves = {
             f"text_{kind}": float(fn(tsim, ids, scores, own, (mask,), **common).auc.mean())
             for kind, fn in (("deletion", metrics.text_deletion), ("insertion", metrics.text_insertion))
@@ -317,6 +351,20 @@ def run(
             checkpoint(results)
     order = [*image_methods(args), *text_methods(args)]  # the table's order, also after a resumed run
     return {m: results[m] for m in sorted(results, key=lambda m: order.index(m) if m in order else len(order))}
+
+
+#: The key of a result row that holds why a method does not apply, per side.
+NOT_APPLICABLE = "not_applicable"
+
+
+def _not_applicable(results: dict, name: str, side: str, error: Exception) -> None:
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    results.setdefault(name, {}).setdefault(NOT_APPLICABLE, {})[side] = reason
+    print(f"  {name} ({side}): n/a: {reason}", file=sys.stderr)
+
+
+def _values(row: dict) -> dict[str, float]:
+    return {k: v for k, v in row.items() if k != NOT_APPLICABLE}
 
 
 # -- the table ----------------------------------------------------------------------------------------------
@@ -335,7 +383,7 @@ COLUMNS = [
 
 
 def _best(results: dict[str, dict[str, float]], key: str, higher: bool) -> str | None:
-    real = {m: r[key] for m, r in results.items() if key in r and "(control)" not in m}
+    real = {m: r[key] for m, r in results.items() if key in r and key != NOT_APPLICABLE and "(control)" not in m}
     if not real:
         return None
     return (max if higher else min)(real, key=real.get)  # type: ignore[type-var]
@@ -368,6 +416,8 @@ def table(results: dict[str, dict[str, float]]) -> str:
             and not (row[k] > floor[k] if higher else row[k] < floor[k])
         ]
         verdict = "-" if method == RANDOM else (", ".join(worse) if worse else "none")
+        if not _values(row):
+            verdict = "n/a"
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {verdict} |")
     return "\n".join(lines)
 
@@ -399,28 +449,51 @@ SCORE_WORDS = {
 }
 
 
-def section(task: Task, args: argparse.Namespace, score: str, results: dict[str, dict[str, float]]) -> list[str]:
+def not_applicable(results: dict[str, dict]) -> list[str]:
+    """The methods that do not apply to the model, and why (the method's own error message)."""
+    lines = [
+        f"- {method} ({side} side): {reason}"
+        for method, row in results.items()
+        for side, reason in row.get(NOT_APPLICABLE, {}).items()
+    ]
+    return ["Not applicable to this model (n/a in the table):", "", *lines, ""] if lines else []
+
+
+def section(
+    task: Task, args: argparse.Namespace, score: str, results: dict[str, dict[str, float]], level: str = "##"
+) -> list[str]:
     return [
-        f"## Score: {score}",
+        f"{level} Score: {score}",
         "",
         f"Explained and re-scored: {SCORE_WORDS[score]}.",
         "",
         table(results),
         "",
+        *not_applicable(results),
         *findings(results),
         "",
     ]
 
 
+TITLE = "# Explanation quality benchmark"
+HEADER = (
+    f"{TITLE}\n\nGenerated by `benchmarks/quality.py`; do not edit by hand. One section per model, each with the "
+    "command that reproduces it (a run replaces its own model's section).\n"
+)
+_BLOCK = re.compile(r"<!-- quality\.py: (\S+) -->\n.*?<!-- /quality\.py: \1 -->\n", re.DOTALL)
+
+
 def markdown(
     task: Task, args: argparse.Namespace, argv: list[str], results: dict[str, dict[str, dict[str, float]]]
 ) -> str:
+    """This model's section of the page, between its ``<!-- quality.py: MODEL -->`` markers."""
     argv = _without_option(argv, "--cache")  # where a run keeps its progress is no part of the result
     command = "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in argv)
     lines = [
-        "# Explanation quality benchmark",
+        f"<!-- quality.py: {args.model} -->",
+        f"## Model: `--model {args.model}`",
         "",
-        "Generated by `benchmarks/quality.py`; do not edit by hand. Reproduce with:",
+        "Reproduce with:",
         "",
         f"    {command}",
         "",
@@ -433,8 +506,33 @@ def markdown(
         "",
     ]
     for score, per_method in results.items():
-        lines += section(task, args, score, per_method)
-    return "\n".join(lines)
+        lines += section(task, args, score, per_method, level="###")
+    return "\n".join(lines).rstrip("\n") + f"\n<!-- /quality.py: {args.model} -->\n"
+
+
+def _legacy_block(text: str) -> tuple[str, str] | None:
+    """A page written before pages had one section per model: its model and its text as a section."""
+    found = re.search(r"^    python benchmarks/quality\.py .*?--model (\S+)", text, re.MULTILINE)
+    if not text.startswith(TITLE) or found is None or "Reproduce with:" not in text:
+        return None
+    model = found.group(1)
+    body = text[text.index("Reproduce with:") :].rstrip("\n")
+    body = re.sub(r"^## Score:", "### Score:", body, flags=re.MULTILINE)
+    start, end = f"<!-- quality.py: {model} -->", f"<!-- /quality.py: {model} -->"
+    return model, f"{start}\n## Model: `--model {model}`\n\n{body}\n{end}\n"
+
+
+def merge(existing: str | None, model: str, block: str) -> str:
+    """The page with ``model``'s section replaced by ``block`` (or added after the others), the others kept."""
+    blocks: dict[str, str] = {}
+    if existing:
+        blocks = {m.group(1): m.group(0) for m in _BLOCK.finditer(existing)}
+        if not blocks:
+            legacy = _legacy_block(existing)
+            if legacy is not None:
+                blocks[legacy[0]] = legacy[1]
+    blocks[model] = block
+    return HEADER + "".join("\n" + b for b in blocks.values())
 
 
 def _without_option(argv: list[str], option: str) -> list[str]:
@@ -451,7 +549,7 @@ def _without_option(argv: list[str], option: str) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="shapes", help="shapes | hf:NAME_OR_PATH")
+    parser.add_argument("--model", default="shapes", help="shapes (ViT ShapesCLIP) | shapes:resnet | hf:NAME_OR_PATH")
     parser.add_argument("--data", type=Path, help="folder of images and one CSV image,text[,box] (with hf:)")
     parser.add_argument("--scenes", type=int, default=500, help="held-out shapes scenes (with shapes)")
     parser.add_argument("--limit", type=int, help="use only the first rows of the CSV")
@@ -470,14 +568,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, help="JSON of finished methods: a rerun of the same command resumes")
     args = parser.parse_args(argv)
     try:
-        if args.model == "shapes":
-            task = shapes_task(args.scenes)
+        if args.model in ("shapes", "shapes:resnet"):
+            task = shapes_task(args.scenes, args.model.partition(":")[2] or "vit")
         elif args.model.startswith("hf:"):
             if args.data is None:
                 raise ValueError("`--model hf:...` needs `--data DIR`")
             task = hf_task(args.model[3:], args.data, args.limit)
         else:
-            raise ValueError(f"`--model` must be 'shapes' or 'hf:NAME_OR_PATH'; got {args.model!r}")
+            raise ValueError(f"`--model` must be 'shapes', 'shapes:resnet' or 'hf:NAME_OR_PATH'; got {args.model!r}")
         setup = [task.name, *_without_option(argv, "--cache")]
         cached = json.loads(args.cache.read_text()) if args.cache and args.cache.is_file() else {}
         results = cached.get("results", {}) if cached.get("setup") == setup else {}
@@ -500,8 +598,8 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(task, args, argv, results)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    if not math.isfinite(sum(v for per in results.values() for r in per.values() for v in r.values())):
+    args.out.write_text(merge(args.out.read_text() if args.out.is_file() else None, args.model, text))
+    if not math.isfinite(sum(v for per in results.values() for r in per.values() for v in _values(r).values())):
         raise SystemExit("quality.py: a metric is not finite")
 
 

@@ -132,8 +132,8 @@ def load_model(spec: str) -> LoadedModel:
     """Loads the model named by ``spec``.
 
     Args:
-        spec (str): ``shapes`` (the embedded ShapesCLIP), ``hf:NAME_OR_PATH`` (a transformers
-            ``from_pretrained`` name or directory), ``open_clip:ARCH[:PRETRAINED]``
+        spec (str): ``shapes`` (the embedded ShapesCLIP; ``shapes:resnet``: its ResNet backbone),
+            ``hf:NAME_OR_PATH`` (a transformers ``from_pretrained`` name or directory), ``open_clip:ARCH[:PRETRAINED]``
             (``open_clip.create_model_and_transforms``) or ``openai:NAME`` (``clip.load``).
 
     Returns:
@@ -175,7 +175,11 @@ def _hf_loaded(model: torch.nn.Module, processor: object, spec: str) -> LoadedMo
         mean=tuple(image_processor.image_mean),  # type: ignore[attr-defined]
         std=tuple(image_processor.image_std),  # type: ignore[attr-defined]
         count_tokens=lambda text: len(tokenizer(text)["input_ids"]),  # type: ignore[operator]
-        max_tokens=getattr(getattr(model.config, "text_config", None), "max_position_embeddings", None),
+        max_tokens=getattr(
+            getattr(getattr(model, "config", None), "text_config", None),
+            "max_position_embeddings",
+            getattr(processor, "context_length", None),  # ShapesProcessor (the ResNet ShapesCLIP)
+        ),
     )
 
 
@@ -184,7 +188,7 @@ def _load_shapes(rest: str, spec: str) -> LoadedModel:
 
     try:
         model, processor = load_shapes_clip(rest or "vit")
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ImportError) as error:
         raise CLIError(f"{spec}: {_first_line(error)}") from None
     return _hf_loaded(model, processor, spec)
 

@@ -24,7 +24,7 @@ from captum.attr import LayerAttribution
 from PIL import Image
 from tqdm import tqdm
 
-from captum_gradeclip.cli import ArgumentParser, load_model
+from captum_gradeclip.cli import ArgumentParser, CLIError, load_model
 from captum_gradeclip.explain import explain
 from captum_gradeclip.viz import ReportEntry, explanation_figure, figure_png, save_html
 from captum_gradeclip.zoo import shapes
@@ -70,7 +70,9 @@ def demo_image() -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
-def run(out: Path, scenes: tuple[tuple[int, int], ...] = DEMO_SCENES, mode: str = "native") -> list[dict]:
+def run(
+    out: Path, scenes: tuple[tuple[int, int], ...] = DEMO_SCENES, mode: str = "native", model: str = "shapes"
+) -> list[dict]:
     """Explains the demo scenes with ShapesCLIP; writes ``scene_K.png`` and ``index.html`` to ``out``.
 
     For each object, the map explains its prompt's zero-shot probability among all colour x shape
@@ -81,12 +83,16 @@ def run(out: Path, scenes: tuple[tuple[int, int], ...] = DEMO_SCENES, mode: str 
         out (Path): the directory to write to.
         scenes (tuple, optional): ``(seed, n_objects)`` of each scene. Default: :data:`DEMO_SCENES`.
         mode (str, optional): Grad-ECLIP's mode. Default: ``"native"``.
+        model (str, optional): ``"shapes"`` (the ViT ShapesCLIP) or ``"shapes:resnet"`` (the ResNet one).
+            Default: ``"shapes"``.
 
     Returns:
         *list[dict]*, one per scene: ``caption``, ``texts``, ``scores``, ``words``, ``hits`` (per
         object, whether its prompt's map peaks on it) and ``png``.
     """
-    loaded = load_model("shapes")
+    if model.partition(":")[0] != "shapes":
+        raise CLIError(f"the demo runs on ShapesCLIP: --model shapes or shapes:resnet; got {model!r}")
+    loaded = load_model(model)
     prompts = shapes.all_prompts()
     out.mkdir(parents=True, exist_ok=True)
     results, entries = [], []
@@ -100,7 +106,8 @@ def run(out: Path, scenes: tuple[tuple[int, int], ...] = DEMO_SCENES, mode: str 
         words = [prompt_words[i] for i in picked] + caption_words
         scores = [float(probs[i]) for i in picked] + [float(cosine[0])]
         names = ["p"] * len(picked) + ["cosine"]
-        peaks = LayerAttribution.interpolate(maps[None], seen.shape[:2], "bilinear")[0].flatten(1).argmax(-1)
+        size = scene.masks.shape[-2:]  # the scene's pixels (the ResNet model sees them resized)
+        peaks = LayerAttribution.interpolate(maps[None], size, "bilinear")[0].flatten(1).argmax(-1)
         masks = scene.masks.reshape(len(scene.objects), -1)
         hits = [bool(masks[i, int(peaks[i])]) for i in range(len(scene.objects))]
         fig = explanation_figure(
@@ -122,8 +129,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="captum-gradeclip demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("gradeclip_demo"), help="directory for the report")
     parser.add_argument("--mode", choices=["native", "paper"], default="native", help="Grad-ECLIP mode")
+    parser.add_argument(
+        "--model", default="shapes", help="shapes (the ViT ShapesCLIP, default) or shapes:resnet (its ResNet backbone)"
+    )
     args = parser.parse_args(argv)
-    results = run(args.out, mode=args.mode)
+    results = run(args.out, mode=args.mode, model=args.model)
     for k, result in enumerate(results):
         print(f"scene {k}: {result['caption']}")
         for j, text in enumerate(result["texts"]):

@@ -1,13 +1,21 @@
 """The embedded ShapesCLIP model and the shapes world it was trained on.
 
 - :mod:`~captum_gradeclip.zoo.shapes`: the seeded scene generator (images, captions, masks, boxes);
-- :func:`load_shapes_clip`: the trained model and its processor, offline;
+- :func:`load_shapes_clip`: the trained model and its processor, offline (``"vit"``: an HF
+  ``CLIPModel``; ``"resnet"``: an open_clip ``CLIP`` with a ``ModifiedResNet`` and a
+  :class:`ShapesProcessor`);
 - :mod:`~captum_gradeclip.zoo.train_shapes`: the training script
   (``python -m captum_gradeclip.zoo.train_shapes``);
 - :mod:`~captum_gradeclip.zoo.quality`: held-out zero-shot, retrieval, binding and pointing game.
 """
 
 from captum_gradeclip.zoo import shapes
-from captum_gradeclip.zoo.shapes_clip import BACKBONES, load_shapes_clip, shapes_clip_path, training_info
+from captum_gradeclip.zoo.shapes_clip import (
+    BACKBONES,
+    ShapesProcessor,
+    load_shapes_clip,
+    shapes_clip_path,
+    training_info,
+)
 
-__all__ = ["BACKBONES", "load_shapes_clip", "shapes", "shapes_clip_path", "training_info"]
+__all__ = ["BACKBONES", "ShapesProcessor", "load_shapes_clip", "shapes", "shapes_clip_path", "training_info"]

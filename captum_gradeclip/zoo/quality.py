@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from captum.attr import LayerAttribution
 
 from captum_gradeclip.zoo import shapes
+from captum_gradeclip.zoo.shapes_clip import encode_images, encode_texts
 
 SINGLE_SEED = 1_000_000
 PAIR_SEED = 2_000_000
@@ -22,16 +23,11 @@ def _pixels(processor: object, scenes: list[shapes.Scene]) -> torch.Tensor:
     return processor(images=[s.image for s in scenes], return_tensors="pt")["pixel_values"]  # type: ignore[operator]
 
 
-def _pooled(out: object) -> torch.Tensor:
-    return out if isinstance(out, torch.Tensor) else out.pooler_output  # type: ignore[attr-defined]
-
-
 @torch.no_grad()
 def _embed(model: torch.nn.Module, processor: object, scenes: list[shapes.Scene], texts: list[str]) -> tuple:
-    images = F.normalize(_pooled(model.get_image_features(pixel_values=_pixels(processor, scenes))), dim=-1)
+    images = F.normalize(encode_images(model, _pixels(processor, scenes)), dim=-1)
     batch = processor(text=texts, padding=True, return_tensors="pt")  # type: ignore[operator]
-    text = model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    return images, F.normalize(_pooled(text), dim=-1)
+    return images, F.normalize(encode_texts(model, batch), dim=-1)
 
 
 def pointing_game(
@@ -41,7 +37,7 @@ def pointing_game(
     mode: str = "native",
     score: str = "cosine",
 ) -> dict[str, float]:
-    """Where the argmax of Grad-ECLIP's map for each object's prompt falls, upsampled to the image.
+    """Where the argmax of Grad-ECLIP's map for each object's prompt falls, upsampled to the scene's size.
 
     Each map explains one object's prompt ("a red circle") against the image, with the wrapper's
     ``score`` over all colour x shape prompts: ``"cosine"`` (the prompt's similarity) or
@@ -66,7 +62,7 @@ def pointing_game(
     sim = ImageTextSimilarity(model, prompts, processor=processor, score=score)
     explainer = GradECLIP(sim, mode=mode)
     hits = {"named": 0, "other": 0, "background": 0}
-    size = tuple(pixels.shape[-2:])
+    size = tuple(scenes[0].masks.shape[-2:])  # the scene's own pixels (the model's input may be resized)
     depth = max(len(s.objects) for s in scenes)
     for k in range(depth):
         rows = [i for i, s in enumerate(scenes) if len(s.objects) > k]
@@ -91,7 +87,8 @@ def evaluate(
     """Measures a shapes-world CLIP on held-out scenes.
 
     Args:
-        model, processor: a ``CLIPModel`` and its processor (as :func:`load_shapes_clip` returns them).
+        model, processor: a ShapesCLIP and its processor (as :func:`load_shapes_clip` returns them:
+            an HF ``CLIPModel`` or an open_clip ``CLIP``).
         n_single (int, optional): single-object scenes for zero-shot. Default: 240.
         n_pair (int, optional): 2-object scenes, a multiple of 100. Default: 200.
         pointing (bool, optional): also run the Grad-ECLIP pointing game. Default: True.

@@ -1,8 +1,14 @@
-"""ShapesCLIP: a small CLIP trained by this project on the shapes world, shipped inside the package.
+"""ShapesCLIP: small CLIPs trained by this project on the shapes world, shipped inside the package.
 
-It loads fully offline through transformers' own classes: the package holds a
-``from_pretrained`` directory (``config.json``, ``model.safetensors``, the processor with its
-word-level tokenizer, and ``training.json`` with the training settings and measured quality).
+Two backbones, both loaded fully offline from package data (safetensors and json only):
+
+- ``"vit"``: an HF ``CLIPModel`` in a ``from_pretrained`` directory (``config.json``,
+  ``model.safetensors``, the ``CLIPProcessor`` with its word-level tokenizer);
+- ``"resnet"``: an open_clip ``CLIP`` whose image tower is open_clip's ``ModifiedResNet`` (the
+  attention pool), built from ``open_clip_config.json`` and loaded from ``model.safetensors``,
+  with a :class:`ShapesProcessor` (needs the ``open_clip`` extra).
+
+Each directory also holds ``training.json``: the training settings, time and measured quality.
 """
 
 from __future__ import annotations
@@ -11,14 +17,19 @@ import json
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 #: Backbones and the package directory that holds each one's weights.
-BACKBONES: dict[str, str] = {"vit": "shapes_clip_vit"}
+BACKBONES: dict[str, str] = {"vit": "shapes_clip_vit", "resnet": "shapes_clip_resnet"}
+
+#: The open_clip model's config file in the ResNet directory (``open_clip.model.CLIP`` keyword arguments).
+OPEN_CLIP_CONFIG = "open_clip_config.json"
 
 
 def shapes_clip_path(backbone: str = "vit") -> Path:
-    """The directory of the shipped ``backbone``, loadable with ``CLIPModel.from_pretrained``.
+    """The directory of the shipped ``backbone`` (for ``"vit"``, loadable with ``CLIPModel.from_pretrained``).
 
     Raises:
         ValueError: if ``backbone`` is unknown.
@@ -44,28 +55,202 @@ def load_shapes_clip(backbone: str = "vit", device: str | torch.device = "cpu") 
     """Loads the embedded ShapesCLIP, offline.
 
     Args:
-        backbone (str, optional): ``"vit"``, an HF ``CLIPModel`` (ViT, 64x64 input, patch 8).
+        backbone (str, optional): ``"vit"``, an HF ``CLIPModel`` (ViT, 64x64 input, patch 8), or
+            ``"resnet"``, an open_clip ``CLIP`` with a ``ModifiedResNet`` image tower (the 64x64
+            scenes resized to 128x128: a 4x4 grid at stride 32; needs the ``open_clip`` extra).
             Default: ``"vit"``.
         device (str or torch.device, optional): where to put the model. Default: ``"cpu"``.
 
     Returns:
-        *tuple*: ``(model, processor)``: a ``transformers.CLIPModel`` in eval mode and its
-        ``transformers.CLIPProcessor``, which turns images into normalised ``pixel_values`` and
-        texts into ``input_ids`` / ``attention_mask``.
+        *tuple*: ``(model, processor)`` with the model in eval mode. For ``"vit"``: a
+        ``transformers.CLIPModel`` and its ``transformers.CLIPProcessor``; for ``"resnet"``: an
+        ``open_clip.model.CLIP`` and a :class:`ShapesProcessor`. Both processors turn images into
+        normalised ``pixel_values`` and texts into ``input_ids`` / ``attention_mask``.
+
+    Raises:
+        ImportError: for ``"resnet"`` when open_clip is not installed.
 
     Examples::
 
         >>> import captum_gradeclip as cg
         >>> from captum_gradeclip.zoo import shapes
-        >>> model, processor = cg.zoo.load_shapes_clip()
+        >>> model, processor = cg.zoo.load_shapes_clip()  # or load_shapes_clip("resnet"): a (1, 2, 4, 4) map
         >>> scene = shapes.make_scene(0, n_objects=2)
         >>> pixels = processor(images=scene.image, return_tensors="pt")["pixel_values"]
         >>> sim = cg.ImageTextSimilarity(model, scene.prompts, processor=processor)
         >>> maps = cg.GradECLIP(sim).attribute(pixels)  # (1, 2, 8, 8): one map per object
     """
+    if backbone == "resnet":
+        _import_open_clip()  # the extra first: a clear ImportError
+        path = shapes_clip_path(backbone)
+        model = load_open_clip_model(path)
+        return model.to(device).eval(), ShapesProcessor.from_pretrained(path)
+
     from transformers import CLIPModel, CLIPProcessor
 
     path = shapes_clip_path(backbone)
     model = CLIPModel.from_pretrained(path, local_files_only=True)
     processor = CLIPProcessor.from_pretrained(path, local_files_only=True)
     return model.to(device).eval(), processor
+
+
+def _import_open_clip() -> object:
+    try:
+        import open_clip
+    except ImportError as error:
+        raise ImportError(
+            "the ResNet ShapesCLIP is an open_clip model: install the `open_clip` extra "
+            "(pip install 'captum-gradeclip[open_clip]')"
+        ) from error
+    return open_clip
+
+
+def build_open_clip_model(config: dict) -> torch.nn.Module:
+    """An ``open_clip.model.CLIP`` from its keyword arguments (``embed_dim``, ``vision_cfg``, ``text_cfg``)."""
+    _import_open_clip()
+    from open_clip.model import CLIP
+
+    return CLIP(**config)
+
+
+def load_open_clip_model(path: str | Path) -> torch.nn.Module:
+    """The open_clip model saved in ``path`` (``open_clip_config.json`` and ``model.safetensors``), in eval mode.
+
+    The weights are stored in float16 (half the size) and loaded into the float32 model.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    model = build_open_clip_model(json.loads((path / OPEN_CLIP_CONFIG).read_text()))
+    model.load_state_dict(load_file(path / "model.safetensors"), strict=True)  # float16 storage -> float32
+    return model.eval()
+
+
+def encode_images(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Unnormalised image embeddings of an HF ``CLIPModel`` or an open_clip ``CLIP``."""
+    if hasattr(model, "get_image_features"):
+        out = model.get_image_features(pixel_values=pixel_values)
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+    return model.encode_image(pixel_values)
+
+
+def encode_texts(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Unnormalised text embeddings of a tokenised batch (``input_ids``, ``attention_mask``), for either model."""
+    if hasattr(model, "get_text_features"):
+        out = model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+    return model.encode_text(batch["input_ids"])  # causal tower, pooled at the end-of-text token (highest id)
+
+
+class ShapesProcessor:
+    """The ResNet ShapesCLIP's processor, called like a ``CLIPProcessor``.
+
+    ``processor(images=..., return_tensors="pt")["pixel_values"]`` gives ``(N, 3, S, S)``: the RGB
+    images scaled to [0, 1], normalised by ``image_mean`` / ``image_std`` and resized (bilinear,
+    antialiased) to ``image_size`` ``S``. ``processor(text=[...], padding=True, return_tensors="pt")``
+    gives ``input_ids`` and ``attention_mask`` of length ``context_length`` (open_clip's text
+    tower adds a fixed-length position embedding): ``<s> words </s>`` then ``<pad>`` (id 0).
+    The tokenizer is a word-level ``transformers.PreTrainedTokenizerFast`` (``processor.tokenizer``)
+    whose end-of-text token has the highest id, where open_clip's ``argmax`` pooling looks for it.
+
+    Args:
+        tokenizer: the ``PreTrainedTokenizerFast``.
+        image_size (int): the model's input side.
+        image_mean, image_std (sequence of 3 floats): the per-channel normalisation.
+        context_length (int): the text length, padded or truncated to.
+    """
+
+    def __init__(
+        self,
+        tokenizer: object,
+        image_size: int,
+        image_mean: tuple[float, ...],
+        image_std: tuple[float, ...],
+        context_length: int,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.image_size = int(image_size)
+        self.image_mean = tuple(float(m) for m in image_mean)
+        self.image_std = tuple(float(s) for s in image_std)
+        self.context_length = int(context_length)
+
+    def __repr__(self) -> str:
+        return (
+            f"ShapesProcessor(image_size={self.image_size}, image_mean={self.image_mean}, "
+            f"image_std={self.image_std}, context_length={self.context_length})"
+        )
+
+    def pixels(self, arrays: np.ndarray) -> torch.Tensor:
+        """``(N, H, W, 3)`` uint8 arrays of one size -> ``(N, 3, S, S)`` normalised, resized pixel values."""
+        x = torch.from_numpy(np.ascontiguousarray(arrays)).permute(0, 3, 1, 2).float() / 255.0
+        x = (x - torch.tensor(self.image_mean).view(1, 3, 1, 1)) / torch.tensor(self.image_std).view(1, 3, 1, 1)
+        if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    def __call__(
+        self, text: object = None, images: object = None, return_tensors: str | None = "pt", **kwargs: object
+    ) -> dict:
+        """Tokenises ``text`` and/or prepares ``images``; returns a ``transformers.BatchEncoding``.
+
+        ``padding``, ``truncation`` and ``max_length`` are accepted for compatibility with
+        ``CLIPProcessor`` calls; texts are always padded and truncated to ``context_length``.
+        """
+        from transformers import BatchEncoding
+
+        if text is None and images is None:
+            raise ValueError("give `text`, `images` or both")
+        if return_tensors not in ("pt", None):
+            raise ValueError(f"ShapesProcessor returns PyTorch tensors (return_tensors='pt'); got {return_tensors!r}")
+        data: dict = {}
+        if text is not None:
+            texts = [text] if isinstance(text, str) else list(text)  # type: ignore[call-overload]
+            batch = self.tokenizer(  # type: ignore[operator]
+                texts, padding="max_length", truncation=True, max_length=self.context_length, return_tensors="pt"
+            )
+            data.update(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        if images is not None:
+            items = images if isinstance(images, list | tuple) else [images]
+            data["pixel_values"] = torch.cat([self.pixels(_rgb(item)[None]) for item in items])
+        return BatchEncoding(data)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Writes ``processor_config.json`` and the tokenizer files to ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(path)  # type: ignore[attr-defined]
+        config = {
+            "processor_class": type(self).__name__,
+            "image_size": self.image_size,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+            "context_length": self.context_length,
+        }
+        (path / "processor_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> ShapesProcessor:
+        """The processor saved in ``path`` by :meth:`save_pretrained` (local files only)."""
+        from transformers import PreTrainedTokenizerFast
+
+        path = Path(path)
+        config = json.loads((path / "processor_config.json").read_text())
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+        return cls(
+            tokenizer,
+            image_size=config["image_size"],
+            image_mean=config["image_mean"],
+            image_std=config["image_std"],
+            context_length=config["context_length"],
+        )
+
+
+def _rgb(image: object) -> np.ndarray:
+    """A PIL image, or an ``(H, W, 3)`` uint8 array, as an ``(H, W, 3)`` uint8 array."""
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image arrays must be (H, W, 3) uint8; got {image.shape} {image.dtype}")
+        return image
+    if not hasattr(image, "convert"):
+        raise TypeError(f"images must be PIL images or (H, W, 3) uint8 arrays; got {type(image).__name__}")
+    return np.array(image.convert("RGB"))  # type: ignore[attr-defined]  # a writable copy

@@ -1,9 +1,16 @@
-"""Trains ShapesCLIP, the embedded HF ``CLIPModel``, on the shapes world.
+"""Trains ShapesCLIP, the embedded CLIPs, on the shapes world.
 
-Run ``python -m captum_gradeclip.zoo.train_shapes --out DIR`` (see ``--help``). The run is
-seeded: the same seed, steps and thread count give the same weights. It writes a
-``from_pretrained`` directory: ``config.json``, ``model.safetensors`` and the processor (a
-``CLIPImageProcessor`` with the pixel normalisation and the word-level tokenizer).
+Run ``python -m captum_gradeclip.zoo.train_shapes --out DIR [--backbone vit|resnet]`` (see
+``--help``). The run is seeded: the same seed, steps and thread count give the same weights.
+
+- ``--backbone vit`` (default) writes a ``from_pretrained`` directory of an HF ``CLIPModel``:
+  ``config.json``, ``model.safetensors`` and the processor (a ``CLIPImageProcessor`` with the
+  pixel normalisation and the word-level tokenizer).
+- ``--backbone resnet`` trains an open_clip ``CLIP`` with a ``ModifiedResNet`` image tower (the
+  attention pool; the 64x64 scenes resized to 128x128, a 4x4 grid) and writes
+  ``open_clip_config.json``, ``model.safetensors`` and a
+  :class:`~captum_gradeclip.zoo.shapes_clip.ShapesProcessor` (its tokenizer gives the
+  end-of-text token the highest id, where open_clip's text tower pools). Needs open_clip.
 
 Training for binding (which colour goes with which shape), on top of CLIP's symmetric
 contrastive loss:
@@ -35,12 +42,26 @@ import transformers
 from tqdm import tqdm
 
 from captum_gradeclip.zoo import shapes
+from captum_gradeclip.zoo.shapes_clip import (
+    OPEN_CLIP_CONFIG,
+    ShapesProcessor,
+    build_open_clip_model,
+    encode_images,
+    encode_texts,
+)
 
 #: Pixel normalisation, measured on the shapes world (per channel, all channels alike).
 PIXEL_MEAN = (0.43, 0.43, 0.43)
 PIXEL_STD = (0.15, 0.15, 0.15)
 SPECIAL_TOKENS = ("<s>", "<pad>", "<unk>", "</s>")
 MAX_TEXT_LENGTH = 32
+#: The ResNet model's token order: padding is 0 and the end-of-text token comes last, with the highest id
+#: (open_clip's causal text tower pools at the argmax of the ids).
+RESNET_TOKENS = ("<pad>", "<unk>", "<s>", *shapes.VOCABULARY, "</s>")
+#: The ResNet model's text length (the longest caption, 3 objects, is 13 tokens).
+RESNET_CONTEXT_LENGTH = 16
+#: ``--backbone resnet``'s defaults, applied before ``--set``.
+RESNET_DEFAULTS: dict = {"backbone": "resnet", "steps": 1000}
 
 
 @dataclass
@@ -63,14 +84,26 @@ class TrainConfig:
     projection_dim: int = 64
     object_weights: tuple[float, float, float] = (0.3, 0.5, 0.2)
     prompt_loss_weight: float = 1.0
+    #: ``"vit"`` (an HF ``CLIPModel``) or ``"resnet"`` (an open_clip ``CLIP`` with a ``ModifiedResNet``).
+    backbone: str = "vit"
+    #: ResNet only: blocks per stage, stem width (the last stage has 32x as many channels) and input side.
+    resnet_layers: tuple[int, int, int, int] = (1, 1, 1, 1)
+    resnet_width: int = 16
+    resnet_image_size: int = 128
+    resnet_head_width: int = 32
 
 
-def build_tokenizer() -> object:
-    """A word-level ``PreTrainedTokenizerFast`` over :data:`shapes.VOCABULARY` (lower-cased, ``<s> ... </s>``)."""
+def build_tokenizer(backbone: str = "vit") -> object:
+    """A word-level ``PreTrainedTokenizerFast`` over :data:`shapes.VOCABULARY` (lower-cased, ``<s> ... </s>``).
+
+    For ``backbone="resnet"`` the ids follow :data:`RESNET_TOKENS` (``</s>`` highest, ``<pad>`` 0) and
+    the length is :data:`RESNET_CONTEXT_LENGTH`.
+    """
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    ids = {w: i for i, w in enumerate((*SPECIAL_TOKENS, *shapes.VOCABULARY))}
+    order = RESNET_TOKENS if backbone == "resnet" else (*SPECIAL_TOKENS, *shapes.VOCABULARY)
+    ids = {w: i for i, w in enumerate(order)}
     tok = Tokenizer(models.WordLevel(ids, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -83,12 +116,17 @@ def build_tokenizer() -> object:
         eos_token="</s>",
         pad_token="<pad>",
         unk_token="<unk>",
-        model_max_length=MAX_TEXT_LENGTH,
+        model_max_length=RESNET_CONTEXT_LENGTH if backbone == "resnet" else MAX_TEXT_LENGTH,
     )
 
 
-def build_processor(image_size: int = shapes.IMAGE_SIZE) -> object:
-    """A ``CLIPProcessor``: the shapes-world pixel normalisation and :func:`build_tokenizer`."""
+def build_processor(image_size: int = shapes.IMAGE_SIZE, backbone: str = "vit") -> object:
+    """A ``CLIPProcessor`` (``"vit"``) or a ``ShapesProcessor`` (``"resnet"``, resizing to ``image_size``):
+    the shapes-world pixel normalisation and :func:`build_tokenizer`."""
+    if backbone == "resnet":
+        return ShapesProcessor(
+            build_tokenizer("resnet"), image_size, PIXEL_MEAN, PIXEL_STD, context_length=RESNET_CONTEXT_LENGTH
+        )
     from transformers import CLIPImageProcessor, CLIPProcessor
 
     image_processor = CLIPImageProcessor(
@@ -100,8 +138,37 @@ def build_processor(image_size: int = shapes.IMAGE_SIZE) -> object:
     return CLIPProcessor(image_processor=image_processor, tokenizer=build_tokenizer())
 
 
+def open_clip_config(config: TrainConfig) -> dict:
+    """The ``open_clip.model.CLIP`` keyword arguments of the ResNet model (saved as ``open_clip_config.json``)."""
+    return {
+        "embed_dim": config.projection_dim,
+        "vision_cfg": {
+            "layers": list(config.resnet_layers),
+            "width": config.resnet_width,
+            "head_width": config.resnet_head_width,
+            "image_size": config.resnet_image_size,
+        },
+        "text_cfg": {
+            "context_length": RESNET_CONTEXT_LENGTH,
+            "vocab_size": len(RESNET_TOKENS),
+            "width": config.width,
+            "heads": config.heads,
+            "layers": config.text_layers,
+            "pad_id": RESNET_TOKENS.index("<pad>"),
+        },
+    }
+
+
 def build_model(config: TrainConfig) -> torch.nn.Module:
-    """A randomly initialised HF ``CLIPModel`` of the configured size (seeded by ``config.seed``)."""
+    """A randomly initialised model of the configured size (seeded by ``config.seed``).
+
+    An HF ``CLIPModel`` for ``backbone="vit"``, an open_clip ``CLIP`` with a ``ModifiedResNet`` for ``"resnet"``.
+    """
+    if config.backbone == "resnet":
+        torch.manual_seed(config.seed)
+        return build_open_clip_model(open_clip_config(config))
+    if config.backbone != "vit":
+        raise ValueError(f"`backbone` must be 'vit' or 'resnet'; got {config.backbone!r}")
     from transformers import CLIPConfig, CLIPModel
 
     vocab = len(SPECIAL_TOKENS) + len(shapes.VOCABULARY)
@@ -160,9 +227,15 @@ def hard_negative(objects: list[shapes.ShapeObject], rng: np.random.Generator) -
 
 
 def sample_batch(
-    rng: np.random.Generator, config: TrainConfig, prompt_index: dict[str, int]
+    rng: np.random.Generator,
+    config: TrainConfig,
+    prompt_index: dict[str, int],
+    pixels: Callable[[np.ndarray], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, list[str], list[str], torch.Tensor]:
-    """Images ``(B, 3, H, W)`` normalised, captions, hard negatives and ``(B, P)`` prompt targets."""
+    """Images ``(B, 3, H, W)`` normalised, captions, hard negatives and ``(B, P)`` prompt targets.
+
+    ``pixels`` turns the ``(B, H, W, 3)`` uint8 scenes into pixel values (default :func:`normalise`).
+    """
     counts = rng.choice(3, size=config.batch_size, p=config.object_weights) + 1
     images, captions, negatives = [], [], []
     targets = torch.zeros(config.batch_size, len(prompt_index))
@@ -173,7 +246,7 @@ def sample_batch(
         negatives.append(hard_negative(objects, rng))
         for o in objects:
             targets[b, prompt_index[o.prompt]] = 1.0 / len(objects)
-    return normalise(np.stack(images)), captions, negatives, targets
+    return (pixels or normalise)(np.stack(images)), captions, negatives, targets
 
 
 def normalise(images: np.ndarray) -> torch.Tensor:
@@ -184,15 +257,13 @@ def normalise(images: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
-def _embed_texts(model: torch.nn.Module, tokenizer: object, texts: list[str]) -> torch.Tensor:
-    batch = tokenizer(texts, padding=True, return_tensors="pt")  # type: ignore[operator]
-    out = model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    return F.normalize(out if isinstance(out, torch.Tensor) else out.pooler_output, dim=-1)
+def _embed_texts(model: torch.nn.Module, processor: object, texts: list[str]) -> torch.Tensor:
+    batch = processor(text=texts, padding=True, return_tensors="pt")  # type: ignore[operator]
+    return F.normalize(encode_texts(model, batch), dim=-1)
 
 
 def _embed_images(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    out = model.get_image_features(pixel_values=pixels)
-    return F.normalize(out if isinstance(out, torch.Tensor) else out.pooler_output, dim=-1)
+    return F.normalize(encode_images(model, pixels), dim=-1)
 
 
 def train(
@@ -207,10 +278,12 @@ def train(
             every step (the model is in train mode; a callback that evaluates must restore it).
 
     Returns:
-        *tuple*: the trained ``CLIPModel`` (in eval mode), its ``CLIPProcessor``, and the loss of every step.
+        *tuple*: the trained model (in eval mode: a ``CLIPModel``, or an open_clip ``CLIP`` for
+        ``backbone="resnet"``), its processor, and the loss of every step.
     """
-    processor = build_processor(config.image_size)
-    tokenizer = processor.tokenizer  # type: ignore[attr-defined]
+    resnet = config.backbone == "resnet"
+    processor = build_processor(config.resnet_image_size if resnet else config.image_size, config.backbone)
+    to_pixels = processor.pixels if resnet else None  # type: ignore[attr-defined]
     model = build_model(config).train()
     prompts = shapes.all_prompts()
     prompt_index = {p: i for i, p in enumerate(prompts)}
@@ -230,10 +303,10 @@ def train(
     losses: list[float] = []
     bar = tqdm(range(config.steps), desc="training ShapesCLIP", disable=not progress)
     for step in bar:
-        pixels, captions, negatives, targets = sample_batch(rng, config, prompt_index)
+        pixels, captions, negatives, targets = sample_batch(rng, config, prompt_index, to_pixels)
         b = len(captions)
         image_embeds = _embed_images(model, pixels)
-        text_embeds = _embed_texts(model, tokenizer, captions + negatives + prompts)
+        text_embeds = _embed_texts(model, processor, captions + negatives + prompts)
         scale = model.logit_scale.exp().clamp(max=100.0)
         labels = torch.arange(b)
         image_to_text = F.cross_entropy(scale * image_embeds @ text_embeds[: 2 * b].T, labels)
@@ -253,21 +326,52 @@ def train(
     return model.eval(), processor, losses
 
 
-def save(model: torch.nn.Module, processor: object, out: Path, info: dict | None = None) -> None:
-    """Writes ``model`` (safetensors) and ``processor`` as one ``from_pretrained`` directory."""
+def save(
+    model: torch.nn.Module, processor: object, out: Path, info: dict | None = None, config: TrainConfig | None = None
+) -> None:
+    """Writes ``model`` (safetensors) and ``processor`` to one directory.
+
+    An HF model is saved with ``save_pretrained``; an open_clip model (``config.backbone == "resnet"``) as
+    ``open_clip_config.json`` and ``model.safetensors`` (its state dict, floats in float16: call
+    :func:`to_storage_precision` first so that the saved model is the one in memory).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)  # type: ignore[attr-defined]
+    if config is not None and config.backbone == "resnet":
+        from safetensors.torch import save_file
+
+        (out / OPEN_CLIP_CONFIG).write_text(json.dumps(open_clip_config(config), indent=2) + "\n")
+        state = {
+            k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous()
+            for k, v in model.state_dict().items()
+        }
+        save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    else:
+        model.save_pretrained(out, safe_serialization=True)  # type: ignore[attr-defined]
     processor.save_pretrained(out)  # type: ignore[attr-defined]
     if info is not None:
         (out / "training.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def to_storage_precision(model: torch.nn.Module) -> torch.nn.Module:
+    """Rounds every float parameter and buffer to float16 and back, in place: the ResNet model as it is stored."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    return model
 
 
 def main(argv: list[str] | None = None) -> None:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog="python -m captum_gradeclip.zoo.train_shapes", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="directory to write the model and processor to")
+    parser.add_argument(
+        "--backbone", choices=("vit", "resnet"), default="vit",
+        help="vit: HF CLIPModel (default); resnet: open_clip CLIP with a ModifiedResNet (defaults: "
+        + ", ".join(f"{k}={v}" for k, v in RESNET_DEFAULTS.items() if k != "backbone") + ")",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--steps", type=int, default=None, help=f"default {defaults.steps} (vit)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument(
         "--threads", type=int, default=1,
@@ -279,10 +383,14 @@ def main(argv: list[str] | None = None) -> None:
         "--set", action="append", default=[], metavar="FIELD=VALUE", help="override a TrainConfig field (repeatable)"
     )
     args = parser.parse_args(argv)
+    base = dict(RESNET_DEFAULTS) if args.backbone == "resnet" else {}
+    if args.steps is None:
+        args.steps = base.get("steps", defaults.steps)
+    base.pop("steps", None)
     if args.steps < 1 or args.batch_size < 2:
         parser.error("--steps must be >= 1 and --batch-size >= 2")
     torch.set_num_threads(args.threads)
-    overrides = {}
+    overrides = dict(base)
     types = {f.name: f.type for f in fields(TrainConfig)}
     for item in args.set:
         key, _, value = item.partition("=")
@@ -297,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.eval_every and step % args.eval_every == 0 and step < config.steps:
             from captum_gradeclip.zoo.quality import evaluate
 
-            quick = evaluate(model, processor, n_single=120, n_pair=100)
+            quick = evaluate(model, processor, n_single=120, n_pair=100, pointing=False)
             tqdm.write(f"step {step}: " + ", ".join(f"{k}={v:.3f}" for k, v in quick.items()))
 
     load_before = os.getloadavg()
@@ -315,11 +423,17 @@ def main(argv: list[str] | None = None) -> None:
         "transformers": transformers.__version__,
         "final_loss": round(losses[-1], 4),
     }
+    if config.backbone == "resnet":
+        import open_clip
+
+        info["open_clip"] = open_clip.__version__
+        info["storage_dtype"] = "float16"
+        to_storage_precision(model)  # the quality below is that of the saved weights
     if not args.no_eval:
         from captum_gradeclip.zoo.quality import evaluate
 
         info["quality"] = evaluate(model, processor)
-    save(model, processor, args.out, info)
+    save(model, processor, args.out, info, config)
     print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2))
     print(f"wrote {args.out}")
 

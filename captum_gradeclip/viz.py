@@ -214,6 +214,13 @@ class ReportEntry:
         texts (list[str]): the explained texts.
         words (list[list[tuple[str, float]]]): per text, word importances.
         scores (list[float]): per text, the similarity score.
+
+    Examples::
+
+        >>> fig = explanation_figure(image, texts, GradECLIP(sim).attribute(pixel_values)[0])
+        >>> entry = ReportEntry("scene 7", figure_png(fig), texts, [[("a", 0.1)]] * len(texts), [0.3] * len(texts))
+        >>> save_html(tmp_path / "report.html", [entry]).exists()
+        True
     """
 
     title: str

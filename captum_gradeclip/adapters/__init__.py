@@ -33,6 +33,15 @@ def get_adapter(model: object) -> Adapter:
 
     Raises:
         TypeError: if no adapter knows the model; the message lists the supported loaders.
+
+    Examples::
+
+        >>> type(get_adapter(model)).__name__  # ShapesCLIP is a transformers CLIPModel
+        'HFCLIPAdapter'
+        >>> get_adapter(torch.nn.Linear(2, 2))
+        Traceback (most recent call last):
+        ...
+        TypeError: `model` must be an image-text model of a supported loader (...); got torch.nn.modules.linear.Linear
     """
     for adapter_cls in ADAPTERS:
         if adapter_cls.matches(model):

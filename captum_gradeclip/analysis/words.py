@@ -143,6 +143,16 @@ class ImportanceTable:
         by_word (dict): ``word -> {"tag", "count", "mean", "std", "total"}`` (the word's most common tag).
         by_tag (dict): ``tag -> {"count", "mean", "std", "total"}``.
         records (list): the per-caption ``(word, importance, tag)`` triples it was built from.
+
+    Examples::
+
+        >>> table = aggregate([[("a", 0.1), ("red", 0.5), ("circle", 0.4)], [("a", 0.3), ("red", 0.7)]])
+        >>> table.by_word["red"]["count"], table.by_word["red"]["mean"]
+        (2, 0.6)
+        >>> table.rows()[0]["level"], table.rows()[0]["key"]
+        ('tag', 'colour')
+        >>> table.to_csv(tmp_path / "words.csv").read_text().splitlines()[0]
+        'level,key,tag,count,mean,std,total'
     """
 
     by_word: dict[str, dict] = field(default_factory=dict)

@@ -90,6 +90,15 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
         layers (int, optional): number of consecutive blocks, ending at
             ``layer``, to explain. Default: :attr:`default_layers` for the
             wrapper's modality, capped at the depth.
+
+    Examples::
+
+        >>> from captum.attr import GradientAttribution, LayerAttribution
+        >>> explainer = GradECLIP(sim)  # the one method built on this base
+        >>> isinstance(explainer, (cg.AttentionAttribution, LayerAttribution, GradientAttribution))
+        True
+        >>> len(GradECLIP(sim, layers=2).blocks)  # the explained blocks, ending at the last one
+        2
     """
 
     #: Use the adapter's pooled tail when one image block is explained (same result, less work).

@@ -47,6 +47,11 @@ def pooling_weights(maps: Tensor, eps: float = 1e-8) -> Tensor:
 
     Returns:
         *Tensor* ``(N, K, h * w)``.
+
+    Examples::
+
+        >>> pooling_weights(torch.tensor([[[[-1.0, 0.0], [1.0, 1.0]]]]))
+        tensor([[[0.0000, 0.2000, 0.4000, 0.4000]]])
     """
     flat = maps.flatten(2)
     low, high = flat.amin(-1, keepdim=True), flat.amax(-1, keepdim=True)
@@ -120,7 +125,16 @@ def region_phrase_loss(
 
 
 def clip_loss(image_embeds: Tensor, text_embeds: Tensor, scale: Tensor | float) -> Tensor:
-    """The symmetric CLIP loss of matched ``(B, E)`` image and text embeddings."""
+    """The symmetric CLIP loss of matched ``(B, E)`` image and text embeddings.
+
+    Examples::
+
+        >>> embeds = torch.eye(3)  # three matched pairs, orthogonal to each other
+        >>> round(float(clip_loss(embeds, embeds, scale=20.0)), 6)
+        0.0
+        >>> round(float(clip_loss(embeds, embeds.roll(1, 0), scale=20.0)), 1)  # every pair mismatched
+        20.0
+    """
     logits = scale * F.normalize(image_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).T
     labels = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
@@ -135,6 +149,12 @@ def mask_weights(masks: Tensor, grid: tuple[int, int]) -> Tensor:
 
     Returns:
         *Tensor* ``(N, K, h * w)``.
+
+    Examples::
+
+        >>> weights = mask_weights(torch.from_numpy(scene.masks)[None], (8, 8))  # (1, K, 64)
+        >>> weights.shape, weights.sum(-1)
+        (torch.Size([1, 3, 64]), tensor([[1., 1., 1.]]))
     """
     cover = F.adaptive_avg_pool2d(masks.float().flatten(0, 1)[:, None], grid)[:, 0]
     cover = cover.reshape(*masks.shape[:2], -1)

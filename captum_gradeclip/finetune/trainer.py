@@ -31,6 +31,13 @@ class StepResult:
         clip: the symmetric image-caption CLIP loss.
         region: the peak-weighted region-phrase contrastive loss.
         phrases: how many (image, phrase) pairs the step used.
+
+    Examples::
+
+        >>> tuner = RegionPhraseFinetuner(model, processor)
+        >>> result = tuner.step(pixel_values.repeat(2, 1, 1, 1), [scene.caption] * 2)
+        >>> result.phrases, abs(result.loss - (result.clip + result.region)) < 1e-5  # region_weight 1
+        (6, True)
     """
 
     loss: float

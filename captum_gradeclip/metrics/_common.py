@@ -26,6 +26,14 @@ class PerturbationCurve:
         scores: ``(N, S)`` the measure after each step: the target's score, or 1/0 for a
             correct/incorrect zero-shot top-k prediction.
         auc: ``(N,)`` trapezoid area under ``scores`` over ``fractions``.
+
+    Examples::
+
+        >>> curve = cg.metrics.image_deletion(sim, pixel_values, maps, target=0, steps=4)
+        >>> curve.fractions
+        tensor([0.0000, 0.2500, 0.5000, 0.7500, 1.0000])
+        >>> curve.scores.shape, curve.auc.shape
+        (torch.Size([1, 5]), torch.Size([1]))
     """
 
     fractions: Tensor

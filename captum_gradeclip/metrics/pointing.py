@@ -19,6 +19,13 @@ def boxes_to_masks(boxes: Tensor | Sequence[Tensor], size: tuple[int, int]) -> T
         size (tuple[int, int]): ``(H, W)`` of the image.
 
     A pixel belongs to a box when its centre does.
+
+    Examples::
+
+        >>> boxes_to_masks(torch.tensor([[1, 0, 3, 2]]), size=(3, 4)).int()
+        tensor([[[0, 1, 1, 0],
+                 [0, 1, 1, 0],
+                 [0, 0, 0, 0]]], dtype=torch.int32)
     """
     per_image = list(boxes) if not isinstance(boxes, Tensor) else [b.reshape(-1, 4) for b in boxes]
     h, w = size

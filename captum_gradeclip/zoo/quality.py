@@ -54,6 +54,13 @@ def pointing_game(
         *dict* with the fractions of (scene, object) pairs whose argmax is on the named object
         (``"named"``), on another object (``"other"``) or on the background (``"background"``;
         an all-zero map counts as background).
+
+    Examples::
+
+        >>> from captum_gradeclip.zoo import quality
+        >>> hits = quality.pointing_game(model, processor, shapes.make_scenes(range(10), n_objects=2), score="softmax")
+        >>> sorted(hits), hits["named"] > hits["background"] > hits["other"]
+        (['background', 'named', 'other'], True)
     """
     from captum_gradeclip import GradECLIP, ImageTextSimilarity
 
@@ -102,6 +109,15 @@ def evaluate(
         ``pointing_named`` / ``pointing_other`` / ``pointing_background`` (with ``pointing``): see
         :func:`pointing_game`, explaining each prompt's cosine similarity; ``softmax_pointing_*``: the same
         for each prompt's zero-shot probability among all prompts.
+
+    Examples::
+
+        >>> from captum_gradeclip.zoo import quality
+        >>> result = quality.evaluate(model, processor, n_single=24, n_pair=100, pointing=False)
+        >>> sorted(result)
+        ['pair_recall_at_5', 'pair_top2_both_present', 'zero_shot_top1']
+        >>> result["zero_shot_top1"] > 0.9
+        True
     """
     if n_pair % 100 or n_pair < 100:
         raise ValueError(f"`n_pair` must be a positive multiple of 100; got {n_pair}")

@@ -73,6 +73,16 @@ class Scene:
         objects (tuple[ShapeObject, ...]): the objects, in caption order.
         caption (str): e.g. ``"a red circle and a blue square"``.
         words (tuple[str, ...]): the caption's words, as a word-level tokenizer splits them.
+
+    Examples::
+
+        >>> scene = shapes.make_scene(7)
+        >>> scene.objects[0].colour, scene.objects[0].shape, scene.objects[0].box
+        ('green', 'triangle', (37, 38, 62, 63))
+        >>> scene.prompts
+        ['a green triangle', 'a yellow square', 'a red square']
+        >>> scene.array.shape, scene.masks.shape, len(scene.absent_prompts)
+        ((64, 64, 3), (3, 64, 64), 21)
     """
 
     image: Image.Image
@@ -159,6 +169,14 @@ def swapped_caption(scene: Scene, seed: int | np.random.Generator = 0) -> str | 
     Returns:
         *str* naming the same colours and shapes but bound wrongly, or None if no swap changes
         the scene (fewer than two objects, or the objects share a colour or a shape).
+
+    Examples::
+
+        >>> scene = shapes.make_scene(7)
+        >>> scene.caption
+        'a green triangle , a yellow square and a red square'
+        >>> shapes.swapped_caption(scene)
+        'a red triangle , a yellow square and a green square'
     """
     rng = np.random.default_rng(seed)
     pairs = [(o.colour, o.shape) for o in scene.objects]

@@ -60,6 +60,14 @@ def baseline_images(
             space [0, 1] and are normalised the same way. Default: inputs are pixels in [0, 1].
         blur_sigma (float, optional): Default: ``max(H, W) / 45`` (5 pixels at 224).
         generator (torch.Generator, optional): for ``"random"``.
+
+    Examples::
+
+        >>> baseline_images(pixel_values, "blur").shape
+        torch.Size([1, 3, 64, 64])
+        >>> black = baseline_images(pixel_values, "black", normalization=([0.5] * 3, [0.25] * 3))
+        >>> black[0, :, 0, 0]  # (0 - mean) / std
+        tensor([-2., -2., -2.])
     """
     _, c, h, w = inputs.shape
     if isinstance(baseline, Tensor) or (isinstance(baseline, (int, float)) and not isinstance(baseline, bool)):

@@ -34,6 +34,15 @@ def shapes_clip_path(backbone: str = "vit") -> Path:
     Raises:
         ValueError: if ``backbone`` is unknown.
         FileNotFoundError: if the package was installed without its weights.
+
+    Examples::
+
+        >>> from transformers import CLIPModel
+        >>> path = cg.zoo.shapes_clip_path()
+        >>> (path / "model.safetensors").is_file()
+        True
+        >>> type(CLIPModel.from_pretrained(path)).__name__  # what load_shapes_clip() does, plus its processor
+        'CLIPModel'
     """
     if backbone not in BACKBONES:
         raise ValueError(f"`backbone` must be one of {sorted(BACKBONES)}; got {backbone!r}")
@@ -47,7 +56,14 @@ def shapes_clip_path(backbone: str = "vit") -> Path:
 
 
 def training_info(backbone: str = "vit") -> dict:
-    """The settings, training time and held-out quality recorded when the shipped weights were trained."""
+    """The settings, training time and held-out quality recorded when the shipped weights were trained.
+
+    Examples::
+
+        >>> info = cg.zoo.training_info()
+        >>> "quality" in info and "config" in info
+        True
+    """
     return json.loads((shapes_clip_path(backbone) / "training.json").read_text())
 
 

@@ -12,3 +12,4 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 html_theme = "alabaster"
 suppress_warnings = ["myst.header"]
+myst_heading_anchors = 2  # GitHub-style #anchors to ## headings, as the README uses

@@ -70,6 +70,13 @@ def _half_precision_hint(x: Tensor, model: nn.Module) -> Iterator[None]:
                 f"an operation does not support {sorted(map(str, low))} on {x.device.type}: "
                 f"use float32 there (model.float() and float32 inputs). Original error: {error}"
             ) from error
+        if low and "mixed dtype" in str(error):
+            raise RuntimeError(
+                f"the model mixes {sorted(map(str, low))} and float32 in one operation on {x.device.type}. "
+                "Convert it the loader's own way (OpenAI clip keeps its LayerNorms in float32: "
+                "clip.model.convert_weights(model) for float16), or use float32 "
+                f"(model.float() and float32 inputs). Original error: {error}"
+            ) from error
         raise
 
 
@@ -175,7 +182,8 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
             run = self._run_tail if tail is not None else self._run_probed
             records, weights, ctx = run(tail, inputs_t, extra, target)  # type: ignore[operator]
             layer_maps = [self._layer_map(r, w, ctx) for r, w in zip(records, weights, strict=True)]
-            maps = self._combine(layer_maps).detach().transpose(0, 1)  # (N, K, T)
+            dtype = records[0].v.dtype  # the model's: the maps' arithmetic may have been upcast
+            maps = self._combine(layer_maps).detach().transpose(0, 1).to(dtype)  # (N, K, T)
         out = _shape_output(maps, ctx)
         if ctx.grid is None and target is not None:
             out = out[:, 0]  # per-token scores (N, L) for one target per example

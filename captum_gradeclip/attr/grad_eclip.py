@@ -166,6 +166,9 @@ class GradECLIP(AttentionAttribution):
         if self.qk_source == "out_proj":
             out_proj = self.similarity.adapter.out_projection(record.block)  # type: ignore[arg-type]
             q, k = out_proj(q), out_proj(k)
+        # fp16/bf16 models: the map's own arithmetic runs in float32 (the min-max of close cosines
+        # would otherwise amplify rounding); the result is cast back to the model's dtype
+        q, k, v, w = (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in (q, k, v, w))
         n, t, c = v.shape
         # w^h . v^h_i for every target k, example n, token i and head h
         wv = torch.einsum("knhd,nthd->knth", w.reshape(-1, n, heads, c // heads), v.reshape(n, t, heads, c // heads))

@@ -16,7 +16,14 @@ from captum_gradeclip._compat import (
     _is_tuple,
 )
 from captum_gradeclip.adapters import Adapter, AttentionRecord
-from captum_gradeclip.attr._base import TargetType, _block_index, _shape_output, _target_columns, preserved_model
+from captum_gradeclip.attr._base import (
+    TargetType,
+    _block_index,
+    _half_precision_hint,
+    _shape_output,
+    _target_columns,
+    preserved_model,
+)
 from captum_gradeclip.wrappers import ExplainContext, _Similarity
 
 
@@ -89,7 +96,7 @@ class WrapperAttribution(Attribution, ABC):
         extra = tuple(a.detach() if isinstance(a, Tensor) else a for a in extra)
         sim = self.similarity
         columns = _target_columns(target, x.shape[0], sim.num_references).to(x.device)
-        with preserved_model(sim):
+        with preserved_model(sim), _half_precision_hint(x, sim):
             sim(x[:1], *(a[:1] if isinstance(a, Tensor) else a for a in extra))  # checks the inputs early
             ctx = sim.explain_context((x,), extra)
             maps = self._maps(x, extra, columns, ctx).detach()

@@ -93,17 +93,18 @@ class M2IB(WrapperAttribution):
         generator = torch.Generator(device=r.device).manual_seed(self.seed)
         maps = []
         for col in columns:
-            alpha = torch.full_like(r, self.init).requires_grad_()
+            # the bottleneck is optimised in float32 whatever the model's dtype (Adam's eps vanishes in fp16)
+            alpha = torch.full(r.shape, self.init, device=r.device, dtype=torch.float32, requires_grad=True)
             optimizer = torch.optim.Adam([alpha], lr=self.lr)
             for _ in range(self.steps):
-                lam = torch.sigmoid(alpha)
+                lam = torch.sigmoid(alpha).to(r.dtype)
                 noise = torch.randn(r.shape, generator=generator, device=r.device, dtype=r.dtype)
                 z = torch.where(keep, mu + sigma * (lam * standardized + (1 - lam) * noise), r)
                 with self._probe_layer(self.block, lambda _x, z=z: z):
                     score = sim(inputs, *extra)[rows, col]
-                information = (capacity(alpha, standardized) * m).sum((1, 2)) / per_element
-                loss = (self.beta * information - score).sum()
+                information = (capacity(alpha, standardized.float()) * m).sum((1, 2)) / per_element
+                loss = (self.beta * information - score.float()).sum()
                 (alpha.grad,) = torch.autograd.grad(loss, alpha)
                 optimizer.step()
-            maps.append((capacity(alpha.detach(), standardized) * m).sum(-1))
+            maps.append((capacity(alpha.detach(), standardized.float()) * m).sum(-1).to(r.dtype))
         return torch.stack(maps, dim=1)

@@ -174,6 +174,18 @@ class ShapesProcessor:
         image_size (int): the model's input side.
         image_mean, image_std (sequence of 3 floats): the per-channel normalisation.
         context_length (int): the text length, padded or truncated to.
+
+    Examples::
+
+        >>> from captum_gradeclip.zoo import ShapesProcessor
+        >>> resnet_processor = ShapesProcessor(
+        ...     processor.tokenizer, image_size=96, image_mean=(0.5,) * 3, image_std=(0.25,) * 3, context_length=12
+        ... )
+        >>> batch = resnet_processor(text=["a red circle"], images=scene.image)
+        >>> batch["pixel_values"].shape, batch["input_ids"].shape  # resized; padded to context_length
+        (torch.Size([1, 3, 96, 96]), torch.Size([1, 12]))
+        >>> batch["attention_mask"][0].tolist()  # <s> a red circle </s>, then padding
+        [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
     """
 
     def __init__(

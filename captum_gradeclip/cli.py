@@ -13,7 +13,7 @@ import os
 import socket
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,8 @@ from PIL import Image, UnidentifiedImageError
 
 MODEL_SPECS = "shapes | hf:NAME_OR_PATH | open_clip:ARCH[:PRETRAINED] | openai:NAME"
 HUB_HINT = "use --model shapes (the embedded model) or a local path"
+#: ``--dtype`` choices.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class CLIError(Exception):
@@ -64,7 +66,7 @@ class LoadedModel:
         """``(1, C, H, W)`` normalised pixels -> ``(H, W, 3)`` in [0, 1], what the model saw."""
         mean = torch.tensor(self.mean).view(-1, 1, 1)
         std = torch.tensor(self.std).view(-1, 1, 1)
-        return (pixel_values[0].detach().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+        return (pixel_values[0].detach().cpu().float() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 @contextlib.contextmanager
@@ -128,13 +130,15 @@ def read_image(path: str | Path) -> Image.Image:
         raise CLIError(f"cannot read image {path}: not an image or corrupt ({_first_line(error)})") from None
 
 
-def load_model(spec: str) -> LoadedModel:
+def load_model(spec: str, dtype: str = "float32") -> LoadedModel:
     """Loads the model named by ``spec``.
 
     Args:
         spec (str): ``shapes`` (the embedded ShapesCLIP; ``shapes:resnet``: its ResNet backbone),
             ``hf:NAME_OR_PATH`` (a transformers ``from_pretrained`` name or directory), ``open_clip:ARCH[:PRETRAINED]``
             (``open_clip.create_model_and_transforms``) or ``openai:NAME`` (``clip.load``).
+        dtype (str, optional): ``"float32"``, ``"bfloat16"`` or ``"float16"``: the model's
+            parameters and the pixels it is given (see :func:`with_dtype`). Default: ``"float32"``.
 
     Returns:
         *LoadedModel*.
@@ -155,7 +159,34 @@ def load_model(spec: str) -> LoadedModel:
         get_adapter(loaded.model)
     except TypeError as error:
         raise CLIError(f"{spec}: {_first_line(error)}") from None
-    return loaded
+    return with_dtype(loaded, dtype)
+
+
+def with_dtype(loaded: LoadedModel, dtype: str) -> LoadedModel:
+    """``loaded`` with its model converted to ``dtype`` and its pixels cast to it.
+
+    The conversion is the loader's own where it has one: OpenAI ``clip`` keeps its
+    LayerNorms in float32 and converts the rest with ``clip.model.convert_weights``
+    (float16 only); every other model is cast whole.
+
+    Raises:
+        CLIError: for an unknown ``dtype``, or bfloat16 with an OpenAI ``clip`` model.
+    """
+    if dtype not in DTYPES:
+        raise CLIError(f"`--dtype` must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    target = DTYPES[dtype]
+    if target is torch.float32:
+        return loaded
+    if type(loaded.model).__module__ == "clip.model":
+        if target is not torch.float16:
+            raise CLIError(f"{loaded.name}: OpenAI clip converts to float16 only; use --dtype float16 or float32")
+        from clip.model import convert_weights
+
+        convert_weights(loaded.model)
+    else:
+        loaded.model.to(target)
+    pixels = loaded.pixels
+    return replace(loaded, pixels=lambda image: pixels(image).to(target))
 
 
 def _hf_loaded(model: torch.nn.Module, processor: object, spec: str) -> LoadedModel:

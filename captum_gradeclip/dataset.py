@@ -31,7 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import captum_gradeclip as cg
-from captum_gradeclip.cli import MODEL_SPECS, LoadedModel, load_model
+from captum_gradeclip.cli import DTYPES, MODEL_SPECS, LoadedModel, load_model
 from captum_gradeclip.results import MANIFEST, SHARDS, atomic_write_json, chunk_complete, write_chunk
 
 FORMAT_VERSION = 1
@@ -144,6 +144,7 @@ class DatasetExplainer:
             for k, v in self._explain_batch(good[start : start + self.batch_size]).items():
                 parts.setdefault(k, []).append(v)
         tensors = {k: _cat_padded(v) for k, v in parts.items()}
+        tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}  # float32 on disk
         if not good:
             tensors = {"item": torch.zeros(0, dtype=torch.long)}
         return tensors, errors
@@ -284,17 +285,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--chunk-size", type=int, default=256)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="the model's precision")
     args = parser.parse_args(argv)
     try:
         if args.batch_size < 1 or args.chunk_size < 1:
             raise ValueError("`--batch-size` and `--chunk-size` must be positive")
         items = read_pairs(args.pairs)
-        loaded = load_model(args.model)  # a CLIError becomes one line and exit code 2 in __main__
+        loaded = load_model(args.model, args.dtype)  # a CLIError becomes one line and exit code 2 in __main__
         loaded.model.to(args.device)
         classes = sorted({i.label for i in items if i.label}) if items[0].label is not None else None
         explainer = DatasetExplainer(loaded, args.images, args.mode, args.batch_size, classes, args.templates)
         config = {"model": args.model, "mode": args.mode, "pairs": str(args.pairs), "templates": args.templates,
-                  "chunk_size": args.chunk_size, "batch_size": args.batch_size}  # fmt: skip
+                  "chunk_size": args.chunk_size, "batch_size": args.batch_size, "dtype": args.dtype}  # fmt: skip
         rank, world_size = _init_distributed(args.device)
     except (ValueError, FileNotFoundError, TypeError) as error:
         print(f"captum-gradeclip explain-dataset: error: {error}", file=sys.stderr)

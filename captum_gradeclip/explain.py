@@ -13,7 +13,15 @@ import torch
 from tqdm import tqdm
 
 import captum_gradeclip as cg
-from captum_gradeclip.cli import MODEL_SPECS, ArgumentParser, CLIError, LoadedModel, load_model, read_image
+from captum_gradeclip.cli import (
+    DTYPES,
+    MODEL_SPECS,
+    ArgumentParser,
+    CLIError,
+    LoadedModel,
+    load_model,
+    read_image,
+)
 from captum_gradeclip.viz import ReportEntry, explanation_figure, figure_png, save_html
 
 UNKNOWN_TOKENS = ("<unk>", "[UNK]")
@@ -51,7 +59,7 @@ def explain(
     for ids, mask, row in zip(input_ids, attention_mask, token_scores, strict=True):
         keep = mask.bool()
         words.append(cg.words(loaded.tokens(ids[keep]), row[keep]))
-    return loaded.display_image(pixels), scores, maps, words
+    return loaded.display_image(pixels), scores.float(), maps.float(), words
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,12 +73,13 @@ def main(argv: list[str] | None = None) -> None:
         help="the explained image score; softmax: each text's probability among the given texts",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("gradeclip_explain"), help="directory for the figures")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="the model's precision")
     args = parser.parse_args(argv)
     texts = [t.strip() for t in args.texts]
     if not all(texts):
         raise CLIError("captum-gradeclip explain: every TEXT must be non-empty")
     image = read_image(args.image)
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, args.dtype)
     ids, mask = loaded.tokenize(texts)
     unknown = sum(
         t in UNKNOWN_TOKENS for row, keep in zip(ids, mask, strict=True) for t in loaded.tokens(row[keep.bool()])

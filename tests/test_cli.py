@@ -10,7 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from captum_gradeclip.cli import ArgumentParser, CLIError, hub_reachable, load_model, read_image
+from captum_gradeclip.cli import (
+    ArgumentParser,
+    CLIError,
+    LoadedModel,
+    hub_reachable,
+    load_model,
+    read_image,
+    with_dtype,
+)
 from captum_gradeclip.zoo import shapes
 from captum_gradeclip.zoo.train_shapes import TrainConfig, build_model, build_processor
 
@@ -100,3 +108,31 @@ def test_shapes_spec_loads_the_embedded_model():
     loaded = load_model("shapes")
     assert type(loaded.model).__name__ == "CLIPModel" and not loaded.model.training
     assert loaded.pixels(shapes.make_scene(1).image).dtype == torch.float32
+
+
+def test_with_dtype_casts_the_model_and_its_pixels():
+    image = shapes.make_scene(3).image
+    ref = load_model("shapes")
+    low = load_model("shapes", "bfloat16")
+    assert next(low.model.parameters()).dtype == torch.bfloat16
+    pixels = low.pixels(image)
+    assert pixels.dtype == torch.bfloat16
+    torch.testing.assert_close(pixels.float(), ref.pixels(image), rtol=0, atol=0.02)
+    assert low.display_image(pixels).dtype == np.float32
+    with pytest.raises(CLIError, match="--dtype"):
+        load_model("shapes", "float64")
+
+
+def test_with_dtype_converts_openai_clip_its_own_way():
+    pytest.importorskip("clip")
+    from tests.adapters.conftest import make_openai_clip
+
+    model = make_openai_clip(0)
+    loaded = LoadedModel(model, "openai:tiny", lambda _image: torch.zeros(1, 3, 32, 32), None, None, (0.5,) * 3,
+                         (0.5,) * 3, len, None)  # fmt: skip
+    with pytest.raises(CLIError, match="float16 only"):
+        with_dtype(loaded, "bfloat16")
+    half = with_dtype(loaded, "float16")
+    assert model.visual.conv1.weight.dtype == torch.float16
+    assert model.visual.ln_post.weight.dtype == torch.float32  # clip.model.convert_weights keeps LayerNorms
+    assert half.pixels(None).dtype == torch.float16

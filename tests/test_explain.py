@@ -32,6 +32,7 @@ def runs(tmp_path_factory):
     commands = {
         "ok": ["explain", "scene.png", *texts, "--out", "out"],
         "paper": ["explain", "scene.png", texts[0], "--mode", "paper", "--out", "out_paper"],
+        "bf16": ["explain", "scene.png", *texts, "--dtype", "bfloat16", "--out", "out_bf16"],
         "unknown": ["explain", "scene.png", "a red dragon", "--out", "out_unknown"],
         "missing": ["explain", "missing.png", "a red circle"],
         "corrupt": ["explain", "corrupt.png", "a red circle"],
@@ -99,3 +100,18 @@ def test_explain_errors_are_one_line_with_exit_code_2(runs, name, message):
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith("captum-gradeclip: error: ")
+
+
+def test_explain_in_bfloat16_ranks_the_texts_as_float32_does(runs):
+    root, _, texts, results = runs
+    (out, err, code), (ref, _, _) = results["bf16"], results["ok"]
+    assert code == 0, err
+
+    def scores(printed: str) -> list[float]:
+        lines = [line for line in printed.splitlines() if line[:1] in "* "]
+        return [float(line.lstrip("* ").split()[0]) for line in lines]
+
+    low, full = scores(out), scores(ref)
+    assert len(low) == len(texts) and max(abs(a - b) for a, b in zip(low, full, strict=True)) < 0.02
+    assert low.index(max(low)) == full.index(max(full))
+    assert (root / "out_bf16" / "text_0.png").read_bytes()[:4] == b"\x89PNG"

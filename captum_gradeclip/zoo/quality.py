@@ -53,14 +53,17 @@ def pointing_game(
     Returns:
         *dict* with the fractions of (scene, object) pairs whose argmax is on the named object
         (``"named"``), on another object (``"other"``) or on the background (``"background"``;
-        an all-zero map counts as background).
+        an all-zero map counts as background), and (``"named_cell"``) those whose map's argmax *cell*
+        (of the model's grid, before upsampling) overlaps the named object's mask: on a coarse grid
+        (the ResNet's 4x4) the upsampled argmax sits at a cell's centre and can miss an object that
+        the cell covers in part.
 
     Examples::
 
         >>> from captum_gradeclip.zoo import quality
         >>> hits = quality.pointing_game(model, processor, shapes.make_scenes(range(10), n_objects=2), score="softmax")
         >>> sorted(hits), hits["named"] > hits["background"] > hits["other"]
-        (['background', 'named', 'other'], True)
+        (['background', 'named', 'named_cell', 'other'], True)
     """
     from captum_gradeclip import GradECLIP, ImageTextSimilarity
 
@@ -69,13 +72,20 @@ def pointing_game(
     sim = ImageTextSimilarity(model, prompts, processor=processor, score=score)
     explainer = GradECLIP(sim, mode=mode)
     hits = {"named": 0, "other": 0, "background": 0}
+    cells = 0
     size = tuple(scenes[0].masks.shape[-2:])  # the scene's own pixels (the model's input may be resized)
     depth = max(len(s.objects) for s in scenes)
     for k in range(depth):
         rows = [i for i, s in enumerate(scenes) if len(s.objects) > k]
         target = [prompts.index(scenes[i].objects[k].prompt) for i in rows]
-        maps = LayerAttribution.interpolate(explainer.attribute(pixels[rows], target=target), size, "bilinear")
-        for i, grid in zip(rows, maps[:, 0], strict=True):
+        raw = explainer.attribute(pixels[rows], target=target)
+        gh, gw = raw.shape[-2:]
+        maps = LayerAttribution.interpolate(raw, size, "bilinear")
+        for i, grid, coarse in zip(rows, maps[:, 0], raw[:, 0], strict=True):
+            cy, cx = np.unravel_index(int(coarse.argmax()), (gh, gw))
+            ys = slice(cy * size[0] // gh, (cy + 1) * size[0] // gh)
+            xs = slice(cx * size[1] // gw, (cx + 1) * size[1] // gw)
+            cells += bool(scenes[i].masks[k, ys, xs].any())
             y, x = np.unravel_index(int(grid.argmax()), size)
             masks = scenes[i].masks
             if masks[k, y, x]:
@@ -85,7 +95,7 @@ def pointing_game(
             else:
                 hits["background"] += 1
     total = sum(hits.values())
-    return {key: value / total for key, value in hits.items()}
+    return {**{key: value / total for key, value in hits.items()}, "named_cell": cells / total}
 
 
 def evaluate(
@@ -107,8 +117,8 @@ def evaluate(
         (averaged over groups of 100);
         ``pair_top2_both_present``: 2-object scenes whose two best prompts are both present objects;
         ``pointing_named`` / ``pointing_other`` / ``pointing_background`` (with ``pointing``): see
-        :func:`pointing_game`, explaining each prompt's cosine similarity; ``softmax_pointing_*``: the same
-        for each prompt's zero-shot probability among all prompts.
+        :func:`pointing_game`, explaining each prompt's cosine similarity (and ``pointing_named_cell``);
+        ``softmax_pointing_*``: the same for each prompt's zero-shot probability among all prompts.
 
     Examples::
 

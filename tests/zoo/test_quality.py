@@ -32,7 +32,7 @@ def test_pointing_game_counts_every_object_of_every_scene(untrained):
     model, processor = untrained
     scenes = shapes.make_scenes(range(3), n_objects=3)
     result = quality.pointing_game(model, processor, scenes)
-    assert set(result) == {"named", "other", "background"}
+    assert set(result) == {"named", "other", "background", "named_cell"}
     assert all(abs(v * 9 - round(v * 9)) < 1e-9 for v in result.values()), "fractions of 9 (scene, object) pairs"
 
 

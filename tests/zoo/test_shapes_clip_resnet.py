@@ -104,6 +104,7 @@ def test_quality_floors_on_held_out_scenes(shipped):
     assert result["pair_top2_both_present"] >= 0.80
     assert result["softmax_pointing_named"] >= POINTING_FLOOR
     assert result["softmax_pointing_named"] > 10 * result["softmax_pointing_other"]
+    assert result["softmax_pointing_named_cell"] >= 0.9, "the argmax cell overlaps the named object"
     recorded = training_info("resnet")["quality"]
     for key, value in result.items():
         assert abs(recorded[key] - value) < 1e-6, f"training.json is up to date ({key})"

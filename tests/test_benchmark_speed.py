@@ -18,9 +18,15 @@ def test_speed_benchmark_smoke(tmp_path, capsys):
     rows = [line for line in printed.splitlines() if line.startswith("| ") and "---" not in line][1:]
     methods = {(r.split("|")[1].strip().split(" ")[0], r.split("|")[2].strip()) for r in rows}
     assert ("1", "naive per-pair autograd") in methods and ("peak", "Grad-ECLIP native") in methods
-    assert ("deletion", "metrics") in methods
-    assert len(rows) == 10
+    assert ("deletion", "metrics") in methods and ("1", "GAME (last block)") in methods
+    assert len(rows) == 11
     for r in rows:
         ratio = float(r.split("|")[5])
         assert math.isfinite(ratio) and ratio > 0
     assert out.read_text().startswith("# Speed benchmark") and rows[0] in out.read_text()
+    # a second configuration gets its own section; rewriting one replaces it
+    module["write_section"](out, "other", "| a table |", "--model other")
+    module["write_section"](out, "other", "| a new table |", "--model other")
+    page = out.read_text()
+    assert page.count("\n## ") == 2 and "## `tiny` on cpu, fp32" in page and rows[0] in page
+    assert "| a new table |" in page and "| a table |" not in page

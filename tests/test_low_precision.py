@@ -17,6 +17,7 @@ from captum_gradeclip import baselines, metrics
 from captum_gradeclip.adapters import get_adapter
 from captum_gradeclip.attr.grad_eclip import GradECLIP
 from tests.adapters.conftest import EMBED, make_blip, make_open_clip, make_openai_clip, make_siglip, openai_texts
+from tests.baselines.conftest import IDS, METHODS
 from tests.conftest import make_clip, random_texts, rel_err
 
 pytest.importorskip("open_clip")
@@ -114,20 +115,8 @@ def test_unsupported_low_precision_op_says_use_float32(monkeypatch):
         explainer.attribute(torch.randn(1, 3, 32, 32, dtype=torch.float16), target=0)
 
 
-BASELINES = [
-    (baselines.RawAttention, {}),
-    (baselines.AttentionRollout, {}),
-    (baselines.GAME, {}),
-    (baselines.TokenGradCAM, {}),
-    (baselines.MaskCLIP, {}),
-    (baselines.CLIPSurgery, {}),
-    (baselines.RISE, {"n_masks": 8}),
-    (baselines.M2IB, {"steps": 2}),
-]
-
-
 @pytest.mark.parametrize(("dtype", "tol"), DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize(("method", "kwargs"), BASELINES, ids=[m.__name__ for m, _ in BASELINES])
+@pytest.mark.parametrize(("method", "kwargs"), METHODS, ids=IDS)
 def test_every_baseline_matches_float32(method, kwargs, dtype, tol):
     model = make_clip(2)
     torch.manual_seed(3)

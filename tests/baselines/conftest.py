@@ -5,7 +5,30 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from captum_gradeclip.baselines import (
+    GAME,
+    M2IB,
+    RISE,
+    AttentionRollout,
+    CLIPSurgery,
+    MaskCLIP,
+    RawAttention,
+    TokenGradCAM,
+)
 from tests.conftest import EOS
+
+#: Every baseline, with arguments that keep the tests small.
+METHODS = [
+    (RawAttention, {}),
+    (AttentionRollout, {}),
+    (GAME, {}),
+    (TokenGradCAM, {}),
+    (MaskCLIP, {}),
+    (CLIPSurgery, {}),
+    (RISE, {"n_masks": 8}),
+    (M2IB, {"steps": 2}),
+]
+IDS = [m.__name__ for m, _ in METHODS]
 
 
 def vision_outputs(model, x):

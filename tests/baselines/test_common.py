@@ -16,19 +16,8 @@ from captum_gradeclip.baselines import (
     RawAttention,
     TokenGradCAM,
 )
+from tests.baselines.conftest import IDS, METHODS
 from tests.conftest import assert_unchanged, make_clip, model_snapshot, random_texts
-
-METHODS = [
-    (RawAttention, {}),
-    (AttentionRollout, {}),
-    (GAME, {}),
-    (TokenGradCAM, {}),
-    (MaskCLIP, {}),
-    (CLIPSurgery, {}),
-    (RISE, {"n_masks": 8}),
-    (M2IB, {"steps": 1}),
-]
-IDS = [m.__name__ for m, _ in METHODS]
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,9 @@ import torch.nn.functional as F
 import captum_gradeclip as cg
 from captum_gradeclip.baselines import (
     GAME,
-    M2IB,
     RISE,
     AttentionRollout,
-    CLIPSurgery,
     MaskCLIP,
-    RawAttention,
     TokenGradCAM,
 )
 from tests.adapters.conftest import (
@@ -26,22 +23,12 @@ from tests.adapters.conftest import (
     openai_texts,
     openai_to_hf,
 )
+from tests.baselines.conftest import IDS, METHODS
 from tests.conftest import assert_unchanged, model_snapshot
 
 pytest.importorskip("open_clip")
 pytest.importorskip("clip")
 
-METHODS = [
-    (RawAttention, {}),
-    (AttentionRollout, {}),
-    (GAME, {}),
-    (TokenGradCAM, {}),
-    (MaskCLIP, {}),
-    (CLIPSurgery, {}),
-    (RISE, {"n_masks": 6}),
-    (M2IB, {"steps": 2}),
-]
-IDS = [m.__name__ for m, _ in METHODS]
 #: The methods that read token-to-token attention, which an attention pool does not have.
 NEEDS_SELF_ATTENTION = (AttentionRollout, GAME)
 

@@ -19,7 +19,8 @@ def test_finetune_benchmark_reports_before_and_after(tmp_path, capsys):
     ts.save(ts.build_model(config).eval(), ts.build_processor(), tmp_path / "model")
     main = runpy.run_path(str(FINETUNE))["main"]
     argv = ["--model-dir", str(tmp_path / "model"), "--steps", "2", "--batch-size", "4"]
-    report = main([*argv, "--eval-scenes", "12", "--eval-pairs", "100", "--json", str(tmp_path / "r.json")])
+    report = main([*argv, "--eval-scenes", "12", "--eval-pairs", "100", "--json", str(tmp_path / "r.json"),
+                   "--write", str(tmp_path / "page.md")])  # fmt: skip
     assert json.loads((tmp_path / "r.json").read_text()) == report
     keys = {"region_acc_mask", "region_acc_box", "recall_at_5", "recall_at_1", "zero_shot_top1"}
     assert set(report["before"]) == set(report["after"]) == keys
@@ -29,3 +30,6 @@ def test_finetune_benchmark_reports_before_and_after(tmp_path, capsys):
     assert report["before"] != report["after"], "the copy was trained"
     out = capsys.readouterr().out
     assert "region_acc_mask" in out and "target met" in out
+    page = (tmp_path / "page.md").read_text()
+    assert page.startswith("# Region-phrase fine-tuning") and f"{100 * report['after']['recall_at_5']:.1f}" in page
+    assert ("**met**" if report["target_met"] else "**not met**") in page

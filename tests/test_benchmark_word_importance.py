@@ -19,7 +19,8 @@ def test_word_importance_benchmark_writes_tables_plot_and_summary(tmp_path, caps
     config = ts.TrainConfig(width=32, vision_layers=2, text_layers=1, heads=2, projection_dim=16)
     ts.save(ts.build_model(config).eval(), ts.build_processor(), tmp_path / "model")
     script = runpy.run_path(str(SCRIPT))
-    report = script["main"](["--model-dir", str(tmp_path / "model"), "--scenes", "12", "--out", str(tmp_path / "o")])
+    argv = ["--model-dir", str(tmp_path / "model"), "--scenes", "12", "--out", str(tmp_path / "o")]
+    report = script["main"]([*argv, "--write", str(tmp_path / "page.md")])
     for name in ("words.csv", "absent.csv", "words.png", "summary.json"):
         assert (tmp_path / "o" / name).stat().st_size > 0
     with (tmp_path / "o" / "absent.csv").open() as handle:
@@ -27,6 +28,9 @@ def test_word_importance_benchmark_writes_tables_plot_and_summary(tmp_path, caps
     assert {"present", "absent", "determiner", "separator"} <= tags
     assert {"colour", "shape", "determiner"} <= set(report["mean_share_by_tag"])
     assert "present object words" in capsys.readouterr().out
+    page = (tmp_path / "page.md").read_text()
+    colour = report["mean_share_by_tag"]["colour"]
+    assert page.startswith("# Word importance") and f"| colour | {colour:.3f} |" in page
 
 
 def test_presence_tags_mark_the_replaced_object():

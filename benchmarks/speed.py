@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     row(case, "captum LayerGradCam", naive * args.prompts / pairs, forward, None, f"scaled from {pairs} targets")
     if not hasattr(model.visual if hasattr(model, "visual") else model, "attnpool"):  # GAME needs self-attention
         game = GAME(prompts, layers=1)
-        naive = median_time(lambda: game.attribute(one, target=list(range(pairs))), 1, args.device)
+        naive = median_time(lambda: [game.attribute(one, target=j) for j in range(pairs)], 1, args.device)
         row(case, "GAME (last block)", naive * args.prompts / pairs, forward, None, f"scaled from {pairs} targets")
 
     # 2. a batch of images, one text each

@@ -13,7 +13,7 @@ def test_speed_benchmark_smoke(tmp_path, capsys):
     out = tmp_path / "speed.md"
     module = runpy.run_path(str(SPEED))
     module["main"](["--model", "tiny", "--prompts", "6", "--captions", "6", "--images", "2", "--repeats", "1",
-                    "--naive-pairs", "1", "--metric-images", "2", "--steps", "4", "--write", str(out)])  # fmt: skip
+                    "--naive-pairs", "2", "--metric-images", "2", "--steps", "4", "--write", str(out)])  # fmt: skip
     printed = capsys.readouterr().out
     rows = [line for line in printed.splitlines() if line.startswith("| ") and "---" not in line][1:]
     methods = {(r.split("|")[1].strip().split(" ")[0], r.split("|")[2].strip()) for r in rows}

@@ -216,3 +216,21 @@ def test_low_precision_store_is_float32_and_close_to_the_float32_store(dataset, 
         assert low[key].dtype == torch.float32, key
         assert rel_err(low[key], ref[key]) <= bound, key
     assert cg.results.open(tmp_path / "low").manifest["config"]["dtype"] == dtype
+
+
+def test_the_resnet_shapes_clip_explains_a_dataset(tmp_path):
+    pytest.importorskip("open_clip")
+    from captum_gradeclip.zoo import shapes
+
+    images = tmp_path / "images"
+    images.mkdir()
+    scenes = [shapes.make_scene(900_000 + i) for i in range(3)]
+    for i, scene in enumerate(scenes):
+        scene.image.save(images / f"{i}.png")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("image,text\n" + "".join(f"{i}.png,{s.caption}\n" for i, s in enumerate(scenes)))
+    main(["--images", str(images), "--pairs", str(pairs), "--out", str(tmp_path / "out"), "--model", "shapes:resnet"])
+    loaded = cg.results.open(tmp_path / "out").load()
+    assert loaded["map"].shape == (3, 4, 4) and loaded["errors"] == []  # the ResNet's 4x4 attention-pool grid
+    assert (loaded["map"] >= 0).all() and (loaded["map"].flatten(1).amax(1) > 0).all()
+    assert loaded["token_scores"].shape == (3, 16)  # open_clip pads every text to the context length

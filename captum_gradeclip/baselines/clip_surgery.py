@@ -124,14 +124,12 @@ class CLIPSurgery(WrapperAttribution):
                 first = stack.enter_context(self._probe_layer(self.blocks[0]))
                 last = stack.enter_context(self._probe_layer(sim.explained_blocks()[-1]))
                 sim(inputs, *extra)
-            pool = is_pool(records[-1])  # an attention pool has no residual around it (and is the only block)
-            x = torch.zeros_like(first.x[..., :1]) if pool else first.x
-            for record in records:
-                x = x + adapter.out_projection(record.block)(vv_attention(record.v, record.num_heads))
-            tokens = self._project(x, sim.modality)
-            if pool:
+            vv = sum(adapter.out_projection(r.block)(vv_attention(r.v, r.num_heads)) for r in records)
+            if is_pool(records[-1]):  # an attention pool (the only block) has no residual around it
+                tokens = self._project(vv, sim.modality)
                 pooled = self._project(adapter.out_projection(records[-1].block)(records[-1].o), sim.modality)[:, 0]
             else:
+                tokens = self._project(first.x + vv, sim.modality)
                 pooled = self._project(last.y[:, :1], sim.modality)[:, 0]
             texts = sim.reference_embeds.to(tokens.dtype)
             redundant = self.redundant

@@ -165,9 +165,7 @@ def load_model(spec: str, dtype: str = "float32") -> LoadedModel:
 def with_dtype(loaded: LoadedModel, dtype: str) -> LoadedModel:
     """``loaded`` with its model converted to ``dtype`` and its pixels cast to it.
 
-    The conversion is the loader's own where it has one: OpenAI ``clip`` keeps its
-    LayerNorms in float32 and converts the rest with ``clip.model.convert_weights``
-    (float16 only); every other model is cast whole.
+    The conversion is the loader's own where it has one (see :func:`convert_model`).
 
     Raises:
         CLIError: for an unknown ``dtype``, or bfloat16 with an OpenAI ``clip`` model.
@@ -177,16 +175,31 @@ def with_dtype(loaded: LoadedModel, dtype: str) -> LoadedModel:
     target = DTYPES[dtype]
     if target is torch.float32:
         return loaded
-    if type(loaded.model).__module__ == "clip.model":
-        if target is not torch.float16:
-            raise CLIError(f"{loaded.name}: OpenAI clip converts to float16 only; use --dtype float16 or float32")
-        from clip.model import convert_weights
-
-        convert_weights(loaded.model)
-    else:
-        loaded.model.to(target)
+    try:
+        convert_model(loaded.model, target)
+    except ValueError as error:
+        raise CLIError(f"{loaded.name}: {error}; use --dtype float16 or float32") from None
     pixels = loaded.pixels
     return replace(loaded, pixels=lambda image: pixels(image).to(target))
+
+
+def convert_model(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Converts ``model`` in place to ``dtype`` the loader's way, and returns it.
+
+    OpenAI ``clip`` keeps its LayerNorms in float32 and converts the rest with
+    ``clip.model.convert_weights`` (float16 only); every other model is cast whole.
+
+    Raises:
+        ValueError: for an OpenAI ``clip`` model and a dtype other than float16 or float32.
+    """
+    if type(model).__module__ != "clip.model" or dtype is torch.float32:
+        return model.to(dtype)
+    if dtype is not torch.float16:
+        raise ValueError("OpenAI clip converts to float16 only")
+    from clip.model import convert_weights
+
+    convert_weights(model)
+    return model
 
 
 def _hf_loaded(model: torch.nn.Module, processor: object, spec: str) -> LoadedModel:

@@ -16,6 +16,7 @@ import captum_gradeclip as cg
 from captum_gradeclip import baselines, metrics
 from captum_gradeclip.adapters import get_adapter
 from captum_gradeclip.attr.grad_eclip import GradECLIP
+from captum_gradeclip.cli import convert_model
 from tests.adapters.conftest import EMBED, make_blip, make_open_clip, make_openai_clip, make_siglip, openai_texts
 from tests.baselines.conftest import IDS, METHODS
 from tests.conftest import make_clip, random_texts, rel_err
@@ -25,13 +26,7 @@ DTYPE_IDS = ["bf16", "fp16"]
 
 
 def _lowered(model, dtype):
-    low = copy.deepcopy(model)
-    if type(model).__module__ == "clip.model":  # OpenAI keeps its LayerNorms in float32: its own conversion
-        from clip.model import convert_weights
-
-        convert_weights(low)
-        return low
-    return low.to(dtype)
+    return convert_model(copy.deepcopy(model), dtype)  # OpenAI clip: float16 through clip.model.convert_weights
 
 
 #: name -> (model, image side, embedding size, texts: n -> (ids, mask or None))

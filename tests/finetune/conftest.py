@@ -1,37 +1,26 @@
-"""The trained ShapesCLIP for the application tests: the shipped weights, or a development copy.
-
-Until the shipped weights are in the package, point ``CAPTUM_GRADECLIP_SHAPES_DIR`` at a trained
-``from_pretrained`` directory; without either, the tests fail with that message (they never skip).
-"""
+"""The shipped ShapesCLIP for the application tests, and held-out scenes with their object masks."""
 
 from __future__ import annotations
 
-import os
-
+import numpy as np
 import pytest
-from transformers.utils import logging as hf_logging
+import torch
 
 import captum_gradeclip as cg
-
-ENV = "CAPTUM_GRADECLIP_SHAPES_DIR"
-
-
-def load_trained_shapes_clip() -> tuple:
-    try:
-        cg.zoo.shapes_clip_path()
-    except FileNotFoundError:
-        path = os.environ.get(ENV)
-        if not path:
-            raise RuntimeError(
-                f"no shipped ShapesCLIP weights; set {ENV} to a trained from_pretrained directory"
-            ) from None
-        from transformers import CLIPModel, CLIPProcessor
-
-        hf_logging.set_verbosity_error()
-        return CLIPModel.from_pretrained(path).eval(), CLIPProcessor.from_pretrained(path)
-    return cg.zoo.load_shapes_clip()
+from captum_gradeclip.zoo import shapes
 
 
 @pytest.fixture(scope="session")
 def shapes_clip() -> tuple:
-    return load_trained_shapes_clip()
+    return cg.zoo.load_shapes_clip()
+
+
+def object_regions(processor: object, first_seed: int, n: int, n_objects: int) -> tuple:
+    """``n`` scenes from ``first_seed``: pixel values, object masks ``(n, 3, 64, 64)`` and each object's prompt
+    index among all colour x shape prompts ``(n, n_objects)``."""
+    prompts = shapes.all_prompts()
+    scenes = [shapes.make_scene(first_seed + i, n_objects=n_objects) for i in range(n)]
+    x = processor(images=[s.image for s in scenes], return_tensors="pt")["pixel_values"]  # type: ignore[operator]
+    masks = torch.from_numpy(np.stack([s.masks for s in scenes]))
+    labels = torch.tensor([[prompts.index(p) for p in s.prompts] for s in scenes])
+    return x, masks, labels

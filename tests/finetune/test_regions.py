@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,6 +19,7 @@ from captum_gradeclip.finetune import (
 )
 from captum_gradeclip.zoo import shapes
 from tests.conftest import make_clip
+from tests.finetune.conftest import object_regions
 
 
 def test_phrase_maps_are_the_signed_grad_eclip_maps_of_each_pair():
@@ -96,12 +96,8 @@ def test_value_path_tokens_carry_gradients():
 
 def test_region_zero_shot_on_shapes_clip_beats_chance_and_masks_matter(shapes_clip):
     model, processor = shapes_clip
-    prompts = shapes.all_prompts()
-    scenes = [shapes.make_scene(7_000 + i, n_objects=1) for i in range(48)]
-    x = processor(images=[s.image for s in scenes], return_tensors="pt")["pixel_values"]
-    masks = torch.from_numpy(np.stack([s.masks for s in scenes]))
-    labels = torch.tensor([[prompts.index(s.prompts[0])] for s in scenes])
-    sim = cg.ImageTextSimilarity(model, prompts, processor=processor)
+    x, masks, labels = object_regions(processor, 7_000, 48, n_objects=1)
+    sim = cg.ImageTextSimilarity(model, shapes.all_prompts(), processor=processor)
     on_object = region_zero_shot(sim, x, masks, labels).float().mean()
     off_object = region_zero_shot(sim, x, ~masks, labels).float().mean()
     # measured with the development copy: 0.23 on the object, 0.06 on the background (chance 1/24)

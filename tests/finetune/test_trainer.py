@@ -12,6 +12,7 @@ from captum_gradeclip.baselines.maskclip import value_path_tokens
 from captum_gradeclip.finetune import RegionPhraseFinetuner, mask_weights, region_embeddings, region_zero_shot
 from captum_gradeclip.zoo import shapes
 from captum_gradeclip.zoo import train_shapes as ts
+from tests.finetune.conftest import object_regions
 
 
 def scene_batch(seed: int, n: int) -> tuple[torch.Tensor, list[str]]:
@@ -83,10 +84,7 @@ def test_bad_arguments_are_named(tiny):
 def test_a_few_steps_improve_region_level_alignment_on_shapes_clip(shapes_clip):
     model, processor = shapes_clip
     prompts = shapes.all_prompts()
-    scenes = [shapes.make_scene(8_000 + i, n_objects=2) for i in range(60)]
-    x = processor(images=[s.image for s in scenes], return_tensors="pt")["pixel_values"]
-    masks = torch.from_numpy(np.stack([s.masks for s in scenes]))
-    labels = torch.tensor([[prompts.index(p) for p in s.prompts] for s in scenes])
+    x, masks, labels = object_regions(processor, 8_000, 60, n_objects=2)
 
     def measure(m: torch.nn.Module) -> tuple[float, float]:
         """Region zero-shot accuracy and the cross-entropy of the right prompt, over the 120 object masks."""

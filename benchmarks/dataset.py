@@ -54,16 +54,6 @@ def run_command(cmd: list[str], threads: int) -> float:
     return seconds
 
 
-def same_store(a: Path, b: Path) -> bool:
-    chunks_a, chunks_b = list(cg.results.open(a).chunks()), list(cg.results.open(b).chunks())
-    if len(chunks_a) != len(chunks_b):
-        return False
-    for (ta, _), (tb, _) in zip(chunks_a, chunks_b, strict=True):
-        if ta.keys() != tb.keys() or not all(torch.equal(ta[k], tb[k]) for k in ta):
-            return False
-    return True
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=1024)
@@ -94,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = []
         for name, cmd, threads, out in cases:
             seconds = run_command([*cmd, *common, "--out", str(out)], threads)
-            rows.append((name, seconds, args.items / seconds, same_store(root / "one", out)))
+            same = not cg.results.open(root / "one").differences(cg.results.open(out))
+            rows.append((name, seconds, args.items / seconds, same))
             print(f"{name}: {seconds:.1f} s", flush=True)
 
     base = rows[0][2]

@@ -149,6 +149,49 @@ class ResultStore:
     def __len__(self) -> int:
         return sum(len(record["items"]) for _, record in self.chunks())
 
+    def differences(self, other: ResultStore) -> list[str]:
+        """Where this store's results differ from ``other``'s; empty when they are bit-identical.
+
+        Compares the complete chunks in order: their item ranges, their error rows and every tensor exactly.
+        Use it to check that a ``torchrun`` run, a resumed run or a run on other hardware gave the same
+        results as a reference run.
+
+        Args:
+            other (ResultStore): the store to compare with.
+
+        Returns:
+            *list[str]*: one line per difference, naming the chunk and the key.
+
+        Examples::
+
+            >>> from captum_gradeclip import dataset
+            >>> scene.image.save(tmp_path / "scene.png")
+            >>> _ = (tmp_path / "pairs.csv").write_text("image,text\\nscene.png,a red square\\n")
+            >>> for out in ("a", "b"):
+            ...     dataset.main(["--images", str(tmp_path), "--pairs", str(tmp_path / "pairs.csv"),
+            ...                   "--out", str(tmp_path / out)])
+            explained 1 items into ...
+            explained 1 items into ...
+            >>> cg.results.open(tmp_path / "a").differences(cg.results.open(tmp_path / "b"))
+            []
+        """
+        if not isinstance(other, ResultStore):
+            raise TypeError(f"`other` must be a ResultStore (from cg.results.open); got {type(other).__name__}")
+        mine, theirs = list(self.chunks()), list(other.chunks())
+        if len(mine) != len(theirs):
+            return [f"{len(mine)} complete chunks against {len(theirs)}"]
+        found = []
+        for (tensors_a, rec_a), (tensors_b, rec_b) in zip(mine, theirs, strict=True):
+            chunk = rec_a["chunk"]
+            for field in ("items", "errors"):
+                if rec_a[field] != rec_b[field]:
+                    found.append(f"chunk {chunk}: {field} differ")
+            if tensors_a.keys() != tensors_b.keys():
+                found.append(f"chunk {chunk}: keys {sorted(tensors_a)} against {sorted(tensors_b)}")
+                continue
+            found += [f"chunk {chunk}: {k} differs" for k in tensors_a if not torch.equal(tensors_a[k], tensors_b[k])]
+        return found
+
 
 def open(root: str | Path) -> ResultStore:
     """Opens a result store written by ``captum-gradeclip explain-dataset``.

@@ -139,13 +139,9 @@ def test_bad_arguments_exit_2_with_one_line(dataset, tmp_path):
 
 
 def _same_store(a: Path, b: Path) -> None:
-    ta, tb = list(cg.results.open(a).chunks()), list(cg.results.open(b).chunks())
-    assert len(ta) == len(tb) == cg.results.open(a).manifest["chunks"]
-    for (tensors_a, rec_a), (tensors_b, rec_b) in zip(ta, tb, strict=True):
-        assert rec_a["items"] == rec_b["items"] and rec_a["errors"] == rec_b["errors"]
-        assert tensors_a.keys() == tensors_b.keys()
-        for key in tensors_a:
-            assert torch.equal(tensors_a[key], tensors_b[key]), (rec_a["chunk"], key)
+    reference, other = cg.results.open(a), cg.results.open(b)
+    assert reference.complete and other.complete
+    assert reference.differences(other) == []
 
 
 def test_torchrun_two_processes_equals_single_process(dataset, tmp_path):
@@ -190,6 +186,23 @@ def test_sigkill_at_random_points_then_resume(dataset, tmp_path):
     assert items == list(range(len(dataset["rows"])))  # every item exactly once
     assert not list((out / "shards").glob(".*.tmp-*"))
     _same_store(clean, out)
+
+
+def test_differences_names_the_chunk_and_key_that_differ(dataset, tmp_path):
+    reference, changed = tmp_path / "reference", tmp_path / "changed"
+    main(_args(dataset, reference))
+    rows = list(dataset["rows"])
+    rows[4] = (rows[4][0], next(w for w in WORDS if w != rows[4][1]))  # item 4: chunk 1 of 3-item chunks
+    pairs = tmp_path / "pairs.csv"
+    with pairs.open("w", newline="") as f:
+        csv.writer(f).writerows([("image", "text"), *rows])
+    main([*_args(dataset, changed), "--pairs", str(pairs)])
+    found = cg.results.open(reference).differences(cg.results.open(changed))
+    assert found and all(line.startswith("chunk 1: ") for line in found)
+    assert "chunk 1: map differs" in found and "chunk 1: items differ" not in found
+    assert cg.results.open(changed).differences(cg.results.open(changed)) == []
+    with pytest.raises(TypeError, match="`other` must be a ResultStore"):
+        cg.results.open(reference).differences(str(changed))
 
 
 def test_a_different_command_on_the_same_store_is_refused(dataset, tmp_path):

@@ -34,6 +34,8 @@ from captum_gradeclip.finetune import RegionPhraseFinetuner, region_zero_shot
 from captum_gradeclip.zoo import quality, shapes
 from captum_gradeclip.zoo import train_shapes as ts
 
+from _pages import without_options
+
 EVAL_SEED = 3_000_000  # held out: training draws from one seeded stream, quality.py from 1e6 and 2e6
 
 
@@ -156,7 +158,7 @@ def markdown(report: dict, argv: list[str]) -> str:
         "zero_shot_top1": "single-object zero-shot top-1",
     }
     settings = ", ".join(f"{k}={v}" for k, v in report["settings"].items())
-    shown = [a for i, a in enumerate(argv) if a != "--json" and (i == 0 or argv[i - 1] != "--json")]
+    shown = without_options(argv, "--json")  # where the raw numbers went is no part of the result
     lines = [
         "# Region-phrase fine-tuning of ShapesCLIP",
         "",

@@ -17,7 +17,7 @@ from captum_gradeclip import baselines, metrics
 from captum_gradeclip.adapters import get_adapter
 from captum_gradeclip.attr.grad_eclip import GradECLIP
 from captum_gradeclip.cli import convert_model
-from tests.adapters.conftest import EMBED, make_blip, make_open_clip, make_openai_clip, make_siglip, openai_texts
+from tests.adapters.conftest import EMBED, LOADERS, Loader, make_openai_clip
 from tests.baselines.conftest import IDS, METHODS
 from tests.conftest import make_clip, random_texts, rel_err
 
@@ -29,32 +29,25 @@ def _lowered(model, dtype):
     return convert_model(copy.deepcopy(model), dtype)  # OpenAI clip: float16 through clip.model.convert_weights
 
 
-#: name -> (model, image side, embedding size, texts: n -> (ids, mask or None))
-LOADERS = {
-    "hf": (lambda: make_clip(0), 32, 16, lambda n: random_texts(n, 7)),
-    "openai-vit": (lambda: make_openai_clip(0), 32, EMBED, lambda n: (openai_texts(n), None)),
-    "openai-resnet": (lambda: make_openai_clip(0, resnet=True), 96, EMBED, lambda n: (openai_texts(n), None)),
-    "open_clip-vit": (lambda: make_open_clip(0), 32, EMBED, lambda n: (openai_texts(n), None)),
-    "open_clip-resnet": (lambda: make_open_clip(0, resnet=True), 96, EMBED, lambda n: (openai_texts(n), None)),
-    "siglip": (lambda: make_siglip(0), 32, 32, lambda n: (torch.randint(2, 50, (n, 8)), None)),
-    "blip": (lambda: make_blip(0), 32, EMBED, lambda n: (torch.randint(4, 50, (n, 8)), torch.ones(n, 8).long())),
-}
+#: the loaders in both token layouts and the ResNet attention pool, and the HF-only towers
+NAMES = ["hf", "openai-vit", "openai-resnet", "open_clip-vit", "open_clip-resnet", "siglip", "blip"]
 
 
-@pytest.fixture(scope="module", params=list(LOADERS))
-def loader(request):
-    build, side, embed, texts = LOADERS[request.param]
+@pytest.fixture(scope="module", params=NAMES)
+def loader(request) -> tuple[str, Loader, torch.nn.Module]:
+    spec = LOADERS[request.param]
     try:
-        model = build()
+        model = spec.build(0)
     except ImportError as error:  # open_clip and clip are extras: the HF loaders run without them
         pytest.skip(f"{request.param} needs a loader extra: {error}")
-    return request.param, model, side, embed, texts
+    return request.param, spec, model
 
 
 @pytest.mark.parametrize(("dtype", "tol"), DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("mode", ["native", "paper"])
 def test_grad_eclip_on_every_loader_matches_float32(loader, dtype, tol, mode):
-    name, model, side, embed, texts = loader
+    name, spec, model = loader
+    side, embed = spec.side, spec.embed
     if name.startswith("openai") and dtype is torch.bfloat16:
         pytest.skip("OpenAI clip converts to float16 only (clip.model.convert_weights); see the error test")
     low = _lowered(model, dtype)
@@ -71,8 +64,8 @@ def test_grad_eclip_on_every_loader_matches_float32(loader, dtype, tol, mode):
         )
     assert rel_err(got.float(), ref) <= max(tol, 3 * forward_err)
 
-    ids, mask = texts(2)
-    extra = None if mask is None else (mask,)
+    ids, mask = spec.texts(2, 0)
+    extra = (mask,)
     images = torch.randn(2, embed)
     ref_t = cg.GradECLIP(cg.TextImageSimilarity(model, image_embeds=images)).attribute(
         ids, target=1, additional_forward_args=extra
@@ -82,10 +75,14 @@ def test_grad_eclip_on_every_loader_matches_float32(loader, dtype, tol, mode):
     )
     assert got_t.dtype == dtype and torch.isfinite(got_t).all()
     # text maps sum signed layer maps before the ReLU, so rounding shows most where they cancel: the
-    # per-text direction of the scores is what must survive (measured: cosine >= 0.987 in bf16, 0.9999 in fp16)
+    # per-text direction of the scores is what must survive (measured: cosine >= 0.987 in bf16, 0.9999 in fp16),
+    # again up to what the model's own forward loses (bf16 SigLIP: 19% of a text's embedding that ends early)
+    with torch.no_grad():
+        low_t, ref_e = get_adapter(low).embed_texts(ids, mask).float(), get_adapter(model).embed_texts(ids, mask)
+    forward_err_t = (low_t - ref_e).abs().amax(-1) / ref_e.abs().amax(-1)  # rel_err per text
     cosine = torch.nn.functional.cosine_similarity(got_t.float(), ref_t, dim=-1)
     silent = ref_t.abs().amax(-1) == 0  # every layer sum clamped by the ReLU: nothing to point at
-    assert (cosine[~silent] >= 1 - 5 * tol / 6).all(), cosine
+    assert (1 - cosine[~silent] <= forward_err_t[~silent].clamp(min=5 * tol / 6)).all(), (cosine, forward_err_t)
     assert (got_t[silent].float().abs() <= 5 * tol * ref_t.abs().max()).all()
 
 

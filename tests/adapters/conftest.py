@@ -7,11 +7,15 @@ them: in native mode, Grad-ECLIP's ``w^h . v^h_i`` equals ``dS/da^h_{0,i}``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.conftest import head_cos
+from tests.conftest import head_cos, make_clip, random_texts
 
 VOCAB = 50
 SOT, EOT = VOCAB - 2, VOCAB - 1  # OpenAI format: the end-of-text token has the highest id
@@ -250,6 +254,65 @@ def make_vit_classifier(seed: int = 0, labels: int = 5):
     model = ViTForImageClassification._from_config(cfg, attn_implementation="eager")
     _sharpen_hf(model)
     return model.eval()
+
+
+def openai_texts_and_mask(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`openai_texts` with the attention mask of its non-padding tokens."""
+    ids = openai_texts(n, seed)
+    return ids, (ids != 0).long()
+
+
+def siglip_texts(n: int, seed: int = 0, length: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """SigLIP's layout: words, no BOS; the first text ends early in EOS, which is also the padding id."""
+    ids = torch.randint(2, VOCAB, (n, length), generator=torch.Generator().manual_seed(seed))
+    ids[0, length - 3 :] = 1
+    return ids, torch.ones_like(ids)
+
+
+def blip_texts(n: int, seed: int = 0, length: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
+    """BLIP's layout ([CLS] words [SEP], then padding) for :func:`make_blip`'s ids."""
+    cls, sep, pad = 2, 3, 0
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.full((n, length), pad, dtype=torch.long)
+    for i in range(n):
+        words = int(torch.randint(1, length - 1, (1,), generator=g))
+        ids[i, 0] = cls
+        ids[i, 1 : words + 1] = torch.randint(4, VOCAB, (words,), generator=g)
+        ids[i, words + 1] = sep
+    return ids, (ids != pad).long()
+
+
+@dataclass(frozen=True)
+class Loader:
+    """One loader's tiny random model and what a test feeds it."""
+
+    build: Callable[[int], nn.Module]  #: seed -> the model (eval mode)
+    side: int  #: the image side the model takes
+    grid: tuple[int, int]  #: the token grid of an image of that side
+    embed: int  #: the joint embedding size
+    texts: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]  #: (n, seed) -> (input ids, attention mask)
+    causal: bool = True  #: whether the text tower masks attention causally
+    pad: int = 0  #: the padding id
+
+
+_BIDIRECTIONAL = dict(custom_text=True, no_causal_mask=True, pool_type="last", pad_id=0)
+
+#: Every CLIP-like loader the package adapts, tiny. The test files choose the ones they need by name.
+LOADERS = {
+    "hf": Loader(make_clip, 32, (4, 4), 16, lambda n, seed: random_texts(n, 7, seed), pad=1),
+    "openai-vit": Loader(make_openai_clip, 32, (4, 4), EMBED, openai_texts_and_mask),
+    "openai-resnet": Loader(partial(make_openai_clip, resnet=True), 96, (3, 3), EMBED, openai_texts_and_mask),
+    "open_clip-vit": Loader(make_open_clip, 32, (4, 4), EMBED, openai_texts_and_mask),
+    "open_clip-vit-seq-first": Loader(
+        partial(make_open_clip, batch_first=False), 32, (4, 4), EMBED, openai_texts_and_mask
+    ),
+    "open_clip-resnet": Loader(partial(make_open_clip, resnet=True), 96, (3, 3), EMBED, openai_texts_and_mask),
+    "open_clip-bidirectional": Loader(
+        partial(make_open_clip, **_BIDIRECTIONAL), 32, (4, 4), EMBED, openai_texts_and_mask, causal=False
+    ),
+    "siglip": Loader(make_siglip, 32, (4, 4), 32, siglip_texts, causal=False, pad=1),
+    "blip": Loader(make_blip, 32, (4, 4), EMBED, blip_texts, causal=False),
+}
 
 
 def _sharpen_hf(model: nn.Module, factor: float = 4.0) -> None:

@@ -11,6 +11,7 @@ from tests.adapters.conftest import (
     EMBED,
     assert_every_target_equals_per_pair,
     assert_fast_equals_general,
+    blip_texts,
     cosine_scores,
     loosened_map,
     make_blip,
@@ -18,18 +19,7 @@ from tests.adapters.conftest import (
 from tests.conftest import rel_err
 
 TOL = 1e-4
-CLS, SEP, PAD = 2, 3, 0  # the tiny config's ids
-
-
-def blip_texts(n: int, length: int = 9, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.full((n, length), PAD, dtype=torch.long)
-    for i in range(n):
-        words = int(torch.randint(1, length - 1, (1,), generator=g))
-        ids[i, 0] = CLS
-        ids[i, 1 : words + 1] = torch.randint(4, 50, (words,), generator=g)
-        ids[i, words + 1] = SEP
-    return ids, (ids != PAD).long()
+SEP, PAD = 3, 0  # the tiny config's ids (blip_texts)
 
 
 def blip_image_oracle(model, x, refs, cols):

@@ -9,15 +9,7 @@ from torch import nn
 import captum_gradeclip as cg
 from captum_gradeclip.adapters import ADAPTERS
 from captum_gradeclip.attr.grad_eclip import GradECLIP
-from tests.adapters.conftest import (
-    EMBED,
-    make_blip,
-    make_open_clip,
-    make_openai_clip,
-    make_siglip,
-    make_vit_classifier,
-    openai_texts,
-)
+from tests.adapters.conftest import LOADERS, make_vit_classifier
 from tests.conftest import assert_unchanged, model_snapshot
 
 
@@ -32,34 +24,22 @@ def test_unknown_model_lists_every_supported_loader():
     assert len(ADAPTERS) == 6
 
 
-def _blip_text():
-    ids = torch.tensor([[2, 7, 8, 3, 0], [2, 9, 3, 0, 0]])
-    return ids, (ids != 0).long()
-
-
-LOADERS = {
-    "openai_vit": (lambda: make_openai_clip(0), 32, lambda: (openai_texts(2), None), EMBED),
-    "openai_resnet": (lambda: make_openai_clip(0, resnet=True), 96, lambda: (openai_texts(2), None), EMBED),
-    "open_clip_vit": (lambda: make_open_clip(0, batch_first=False), 32, lambda: (openai_texts(2), None), EMBED),
-    "open_clip_resnet": (lambda: make_open_clip(0, resnet=True), 96, None, EMBED),
-    "siglip": (lambda: make_siglip(0), 32, lambda: (torch.randint(2, 50, (2, 6)), None), 32),
-    "blip": (lambda: make_blip(0), 32, _blip_text, EMBED),
-    "vit_classifier": (lambda: make_vit_classifier(0), 32, None, None),
-}
-
-
-@pytest.mark.parametrize("loader", list(LOADERS))
+@pytest.mark.parametrize(
+    "loader",
+    ["openai-vit", "openai-resnet", "open_clip-vit-seq-first", "open_clip-resnet", "siglip", "blip", "vit_classifier"],
+)
 def test_models_are_left_unchanged_also_after_an_exception(loader, monkeypatch):
-    build, size, texts, embed = LOADERS[loader]
-    model = build()
+    spec = LOADERS.get(loader)  # None: the image classifier, which has no text tower
+    model = make_vit_classifier(0) if spec is None else spec.build(0)
+    size = 32 if spec is None else spec.side
     params = list(model.parameters())
     params[0].requires_grad_(False)  # mixed flags: a restore to "all on" would be caught
     params[-1].requires_grad_(False)
     before = model_snapshot(model)
-    if embed is None:
+    if spec is None:
         sim = cg.ImageClassification(model)
     else:
-        sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, embed))
+        sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, spec.embed))
     x = torch.randn(1, 3, size, size)
     for mode, qk_source in (("native", "raw"), ("paper", "raw"), ("paper", "out_proj")):
         explainer = GradECLIP(sim, mode=mode, qk_source=qk_source)
@@ -69,9 +49,9 @@ def test_models_are_left_unchanged_also_after_an_exception(loader, monkeypatch):
         assert fast.shape == general.shape == (1, 1, *sim.adapter.patch_grid(x))
         assert torch.isfinite(general).all() and (general >= 0).all() and general.abs().max() > 0
         assert torch.allclose(fast, general, rtol=1e-4, atol=1e-4 * float(general.abs().max()))
-    if texts is not None:
-        ids, mask = texts()
-        tsim = cg.TextImageSimilarity(model, image_embeds=torch.randn(2, embed))
+    if spec is not None:
+        ids, mask = spec.texts(2, 0)
+        tsim = cg.TextImageSimilarity(model, image_embeds=torch.randn(2, spec.embed))
         GradECLIP(tsim).attribute(ids, target=1, additional_forward_args=(mask,))
     assert_unchanged(model, before)
 

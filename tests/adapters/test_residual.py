@@ -11,62 +11,30 @@ import torch
 
 import captum_gradeclip as cg
 from captum_gradeclip.adapters import get_adapter
-from tests.adapters.conftest import make_blip, make_open_clip, make_openai_clip, make_siglip, openai_texts
-from tests.adapters.test_hf_blip import blip_texts
-from tests.conftest import make_clip, random_texts
+from tests.adapters.conftest import LOADERS, Loader, make_openai_clip, make_vit_classifier
+from tests.conftest import make_clip
 
 pytest.importorskip("open_clip")
 pytest.importorskip("clip")
 
 
-def _siglip_texts(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.randint(2, 50, (n, 8), generator=torch.Generator().manual_seed(2))
-    ids[0, 5:] = 1  # end-of-text, then padding
-    return ids, torch.ones_like(ids)
-
-
-def _openai(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = openai_texts(n, seed=4)
-    return ids, (ids != 0).long()
-
-
-#: name -> (model builder, image side, texts builder, causal text, padding id)
-LOADERS = {
-    "hf": (lambda: make_clip(3), 32, lambda n: random_texts(n, 7, seed=1), True, 1),
-    "openai-vit": (lambda: make_openai_clip(3), 32, _openai, True, 0),
-    "openai-resnet": (lambda: make_openai_clip(3, resnet=True), 96, _openai, True, 0),
-    "open_clip-vit": (lambda: make_open_clip(3), 32, _openai, True, 0),
-    "open_clip-vit-seq-first": (lambda: make_open_clip(3, batch_first=False), 32, _openai, True, 0),
-    "open_clip-resnet": (lambda: make_open_clip(3, resnet=True), 96, _openai, True, 0),
-    "open_clip-bidirectional": (
-        lambda: make_open_clip(3, custom_text=True, no_causal_mask=True, pool_type="last", pad_id=0),
-        32,
-        _openai,
-        False,
-        0,
-    ),
-    "siglip": (lambda: make_siglip(3), 32, _siglip_texts, False, 1),
-    "blip": (lambda: make_blip(3), 32, lambda n: blip_texts(n, seed=1), False, 0),
-}
-
-
 @pytest.fixture(scope="module", params=list(LOADERS))
-def loader(request):
-    build, side, texts, causal, pad = LOADERS[request.param]
-    return build(), side, texts, causal, pad
+def loader(request) -> tuple[Loader, torch.nn.Module]:
+    spec = LOADERS[request.param]
+    return spec, spec.build(3)
 
 
 def test_flags(loader):
-    model, _, _, causal, pad = loader
+    spec, model = loader
     adapter = get_adapter(model)
-    assert adapter.causal_text is causal
-    assert adapter.pad_token_id() == pad
+    assert adapter.causal_text is spec.causal
+    assert adapter.pad_token_id() == spec.pad
 
 
 def test_projected_pooled_image_token_is_the_embedding(loader):
-    model, side, *_ = loader
+    spec, model = loader
     adapter = get_adapter(model)
-    x = torch.randn(2, 3, side, side)
+    x = torch.randn(2, 3, spec.side, spec.side)
     block = adapter.attention_blocks("image")[-1]
     with torch.no_grad():
         with adapter.probe(block, lambda _r, o: o) as record, adapter.probe_layer(block) as layer:
@@ -82,9 +50,9 @@ def test_projected_pooled_image_token_is_the_embedding(loader):
 
 
 def test_projected_pooled_text_token_is_the_embedding(loader):
-    model, _, texts, *_ = loader
+    spec, model = loader
     adapter = get_adapter(model)
-    ids, mask = texts(3)
+    ids, mask = spec.texts(3, 1)
     block = adapter.attention_blocks("text")[-1]
     with torch.no_grad(), adapter.probe_layer(block) as layer:
         embeds = adapter.embed_texts(ids, mask)
@@ -96,17 +64,17 @@ def test_projected_pooled_text_token_is_the_embedding(loader):
 
 @pytest.mark.parametrize("modality", ["image", "text"])
 def test_substitutes_replace_the_tokens_in_every_layout(loader, modality):
-    model, side, texts, *_ = loader
+    spec, model = loader
     adapter = get_adapter(model)
     blocks = adapter.attention_blocks(modality)
     block = blocks[0]
     if modality == "image":
-        x = torch.randn(2, 3, side, side)
+        x = torch.randn(2, 3, spec.side, spec.side)
 
         def embed():
             return adapter.embed_images(x, True)
     else:
-        ids, mask = texts(2)
+        ids, mask = spec.texts(2, 1)
 
         def embed():
             return adapter.embed_texts(ids, mask)
@@ -144,8 +112,6 @@ def test_unsupported_blocks_and_loaders_raise_a_clear_error():
     adapter = get_adapter(model)
     with pytest.raises(TypeError, match="probe_layer"):
         adapter.probe_layer(torch.nn.Linear(2, 2))
-    from tests.adapters.conftest import make_vit_classifier
-
     classifier = get_adapter(make_vit_classifier(0))
     with pytest.raises(TypeError, match="project_tokens"):
         classifier.project_tokens(torch.randn(1, 2, 3), "image")

@@ -16,6 +16,7 @@ from captum_gradeclip.baselines import (
 )
 from tests.adapters.conftest import (
     EMBED,
+    LOADERS,
     make_blip,
     make_open_clip,
     make_openai_clip,
@@ -120,21 +121,13 @@ def test_resnet_maskclip_is_each_positions_value_through_the_pools_out_projectio
     torch.testing.assert_close(maps, oracle, rtol=1e-4, atol=1e-6)
 
 
-#: name -> (model, image side, map grid, embedding size)
-LOADERS = {
-    "openai-resnet": (lambda: make_openai_clip(7, resnet=True), 96, (3, 3), EMBED),
-    "open_clip-resnet": (lambda: make_open_clip(7, resnet=True), 96, (3, 3), EMBED),
-    "siglip": (lambda: make_siglip(7), 32, (4, 4), 32),
-    "blip": (lambda: make_blip(7), 32, (4, 4), EMBED),
-}
-
-
-@pytest.mark.parametrize("name", list(LOADERS))
+@pytest.mark.parametrize("name", ["openai-resnet", "open_clip-resnet", "siglip", "blip"])
 def test_every_method_on_pools_and_bidirectional_towers(name):
-    build, side, grid, embed = LOADERS[name]
-    model = build()
+    spec = LOADERS[name]
+    side, grid = spec.side, spec.grid
+    model = spec.build(7)
     before = model_snapshot(model)
-    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, embed))
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, spec.embed))
     x = torch.randn(2, 3, side, side)
     pooled = name != "blip"
     for method, kwargs in METHODS:

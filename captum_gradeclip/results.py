@@ -110,13 +110,18 @@ class ResultStore:
     def chunks(self) -> Iterator[tuple[dict[str, Tensor], dict]]:
         """Complete chunks in order, as ``(tensors, record)``; a damaged chunk raises ValueError."""
         for chunk in range(self.manifest["chunks"]):
-            record_path = self.root / SHARDS / f"{chunk_name(chunk)}.json"
-            if not record_path.exists():
-                continue
-            if not chunk_complete(self.root, chunk):
-                raise ValueError(f"chunk {chunk} of {self.root} is damaged: its sha256 does not match")
-            tensors = load_file(str(self.root / SHARDS / f"{chunk_name(chunk)}.safetensors"))
-            yield tensors, json.loads(record_path.read_text())
+            loaded = self._chunk(chunk)
+            if loaded is not None:
+                yield loaded
+
+    def _chunk(self, chunk: int) -> tuple[dict[str, Tensor], dict] | None:
+        record_path = self.root / SHARDS / f"{chunk_name(chunk)}.json"
+        if not record_path.exists():
+            return None
+        if not chunk_complete(self.root, chunk):
+            raise ValueError(f"chunk {chunk} of {self.root} is damaged: its sha256 does not match")
+        tensors = load_file(str(self.root / SHARDS / f"{chunk_name(chunk)}.safetensors"))
+        return tensors, json.loads(record_path.read_text())
 
     def __iter__(self) -> Iterator[dict]:
         for tensors, record in self.chunks():
@@ -152,9 +157,9 @@ class ResultStore:
     def differences(self, other: ResultStore) -> list[str]:
         """Where this store's results differ from ``other``'s; empty when they are bit-identical.
 
-        Compares the complete chunks in order: their item ranges, their error rows and every tensor exactly.
-        Use it to check that a ``torchrun`` run, a resumed run or a run on other hardware gave the same
-        results as a reference run.
+        Compares chunk by chunk (one pair in memory at a time): which chunks are complete, their item ranges,
+        their error rows and every tensor exactly. Use it to check that a ``torchrun`` run, a resumed run or a
+        run on other hardware gave the same results as a reference run.
 
         Args:
             other (ResultStore): the store to compare with.
@@ -177,12 +182,14 @@ class ResultStore:
         """
         if not isinstance(other, ResultStore):
             raise TypeError(f"`other` must be a ResultStore (from cg.results.open); got {type(other).__name__}")
-        mine, theirs = list(self.chunks()), list(other.chunks())
-        if len(mine) != len(theirs):
-            return [f"{len(mine)} complete chunks against {len(theirs)}"]
         found = []
-        for (tensors_a, rec_a), (tensors_b, rec_b) in zip(mine, theirs, strict=True):
-            chunk = rec_a["chunk"]
+        for chunk in range(max(self.manifest["chunks"], other.manifest["chunks"])):
+            mine, theirs = self._chunk(chunk), other._chunk(chunk)
+            if mine is None or theirs is None:
+                if mine is not theirs:
+                    found.append(f"chunk {chunk}: complete in only one store")
+                continue
+            (tensors_a, rec_a), (tensors_b, rec_b) = mine, theirs
             for field in ("items", "errors"):
                 if rec_a[field] != rec_b[field]:
                     found.append(f"chunk {chunk}: {field} differ")

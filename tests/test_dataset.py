@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -201,6 +202,10 @@ def test_differences_names_the_chunk_and_key_that_differ(dataset, tmp_path):
     assert found and all(line.startswith("chunk 1: ") for line in found)
     assert "chunk 1: map differs" in found and "chunk 1: items differ" not in found
     assert cg.results.open(changed).differences(cg.results.open(changed)) == []
+    partial = tmp_path / "partial"
+    shutil.copytree(reference, partial)
+    (partial / "shards" / "chunk-000002.json").unlink()  # as if killed before chunk 2 finished
+    assert cg.results.open(reference).differences(cg.results.open(partial)) == ["chunk 2: complete in only one store"]
     with pytest.raises(TypeError, match="`other` must be a ResultStore"):
         cg.results.open(reference).differences(str(changed))
 

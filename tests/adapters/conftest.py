@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -293,6 +294,13 @@ class Loader:
     texts: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]  #: (n, seed) -> (input ids, attention mask)
     causal: bool = True  #: whether the text tower masks attention causally
     pad: int = 0  #: the padding id
+
+    def load(self, seed: int) -> nn.Module:
+        """The model; the test is skipped where the loader is an extra that is not installed (open_clip, clip)."""
+        try:
+            return self.build(seed)
+        except ImportError as error:
+            pytest.skip(f"needs a loader extra: {error}")
 
 
 _BIDIRECTIONAL = dict(custom_text=True, no_causal_mask=True, pool_type="last", pad_id=0)

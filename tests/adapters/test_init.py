@@ -30,7 +30,7 @@ def test_unknown_model_lists_every_supported_loader():
 )
 def test_models_are_left_unchanged_also_after_an_exception(loader, monkeypatch):
     spec = LOADERS.get(loader)  # None: the image classifier, which has no text tower
-    model = make_vit_classifier(0) if spec is None else spec.build(0)
+    model = make_vit_classifier(0) if spec is None else spec.load(0)
     size = 32 if spec is None else spec.side
     params = list(model.parameters())
     params[0].requires_grad_(False)  # mixed flags: a restore to "all on" would be caught

@@ -24,6 +24,8 @@ from tests.adapters.conftest import (
 )
 from tests.conftest import count_hooks, rel_err
 
+pytest.importorskip("open_clip")  # the `open_clip` extra
+
 TOL = 1e-4
 
 
@@ -68,6 +70,7 @@ def test_resnet_attention_pool_matches_probability_oracle(mode):
 
 @pytest.mark.parametrize("resnet", [False, True])
 def test_same_weights_as_openai_clip_give_the_same_maps(resnet):
+    pytest.importorskip("clip")  # the `openai` extra
     openai = make_openai_clip(3, resnet=resnet)
     model = make_open_clip(99, resnet=resnet)
     model.load_state_dict(openai.state_dict())

@@ -21,6 +21,8 @@ from tests.adapters.conftest import (
 )
 from tests.conftest import count_hooks, rel_err
 
+pytest.importorskip("clip")  # the `openai` extra
+
 TOL = 1e-4
 
 

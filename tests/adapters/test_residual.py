@@ -21,7 +21,7 @@ pytest.importorskip("clip")
 @pytest.fixture(scope="module", params=list(LOADERS))
 def loader(request) -> tuple[Loader, torch.nn.Module]:
     spec = LOADERS[request.param]
-    return spec, spec.build(3)
+    return spec, spec.load(3)
 
 
 def test_flags(loader):

@@ -125,7 +125,7 @@ def test_resnet_maskclip_is_each_positions_value_through_the_pools_out_projectio
 def test_every_method_on_pools_and_bidirectional_towers(name):
     spec = LOADERS[name]
     side, grid = spec.side, spec.grid
-    model = spec.build(7)
+    model = spec.load(7)
     before = model_snapshot(model)
     sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, spec.embed))
     x = torch.randn(2, 3, side, side)

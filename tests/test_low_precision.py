@@ -71,8 +71,9 @@ def test_grad_eclip_on_every_loader_matches_float32(loader, dtype, tol, mode):
     )
     assert got_t.dtype == dtype and torch.isfinite(got_t).all()
     # text maps sum signed layer maps before the ReLU, so rounding shows most where they cancel: the
-    # per-text direction of the scores is what must survive (measured: cosine >= 0.987 in bf16, 0.9999 in fp16),
-    # again up to what the model's own forward loses (bf16 SigLIP: 19% of a text's embedding that ends early)
+    # per-text direction of the scores is what must survive, up to what the model's own forward loses (measured:
+    # cosine >= 0.991 in bf16 but 0.942 for SigLIP's text that ends early, whose bf16 embedding is 19% off; >= 0.996
+    # in fp16)
     with torch.no_grad():
         low_t, ref_e = get_adapter(low).embed_texts(ids, mask).float(), get_adapter(model).embed_texts(ids, mask)
     forward_err_t = (low_t - ref_e).abs().amax(-1) / ref_e.abs().amax(-1)  # rel_err per text

@@ -14,9 +14,6 @@ from captum_gradeclip.adapters import get_adapter
 from tests.adapters.conftest import LOADERS, Loader, make_openai_clip, make_vit_classifier
 from tests.conftest import make_clip
 
-pytest.importorskip("open_clip")
-pytest.importorskip("clip")
-
 
 @pytest.fixture(scope="module", params=list(LOADERS))
 def loader(request) -> tuple[Loader, torch.nn.Module]:
@@ -91,6 +88,7 @@ def test_substitutes_replace_the_tokens_in_every_layout(loader, modality):
 
 
 def test_the_pool_recomputes_its_mean_token():
+    pytest.importorskip("clip")  # the `openai` extra
     model = make_openai_clip(5, resnet=True)
     adapter = get_adapter(model)
     pool = adapter.attention_blocks("image")[0]

@@ -19,7 +19,6 @@ from tests.adapters.conftest import (
     LOADERS,
     make_blip,
     make_open_clip,
-    make_openai_clip,
     make_siglip,
     openai_texts,
     openai_to_hf,
@@ -27,16 +26,13 @@ from tests.adapters.conftest import (
 from tests.baselines.conftest import IDS, METHODS
 from tests.conftest import assert_unchanged, model_snapshot
 
-pytest.importorskip("open_clip")
-pytest.importorskip("clip")
-
 #: The methods that read token-to-token attention, which an attention pool does not have.
 NEEDS_SELF_ATTENTION = (AttentionRollout, GAME)
 
 
 @pytest.mark.parametrize(("method", "kwargs"), METHODS, ids=IDS)
 def test_openai_clip_and_its_hf_twin_give_the_same_maps(method, kwargs):
-    model = make_openai_clip(3)
+    model = LOADERS["openai-vit"].load(3)
     refs, x = torch.randn(3, EMBED), torch.randn(2, 3, 32, 32)
     twin = openai_to_hf(model)
     ours = method(cg.ImageTextSimilarity(model, text_embeds=refs), **kwargs).attribute(x, target=[1, 2])
@@ -55,6 +51,7 @@ def test_openai_clip_and_its_hf_twin_give_the_same_maps(method, kwargs):
 
 @pytest.mark.parametrize(("method", "kwargs"), METHODS, ids=IDS)
 def test_open_clip_batch_first_and_sequence_first_give_the_same_maps(method, kwargs):
+    pytest.importorskip("open_clip")  # the `open_clip` extra
     refs, x = torch.randn(2, EMBED), torch.randn(2, 3, 32, 32)
     maps = [
         method(cg.ImageTextSimilarity(make_open_clip(4, batch_first=bf), text_embeds=refs), **kwargs).attribute(x)
@@ -88,9 +85,9 @@ def _pool_features(model, x):
     return emb, seen["f"]
 
 
-@pytest.mark.parametrize("make", [make_openai_clip, make_open_clip], ids=["openai", "open_clip"])
-def test_resnet_grad_cam_is_classic_grad_cam_on_the_last_stage(make):
-    model = make(5, resnet=True)
+@pytest.mark.parametrize("loader", ["openai-resnet", "open_clip-resnet"])
+def test_resnet_grad_cam_is_classic_grad_cam_on_the_last_stage(loader):
+    model = LOADERS[loader].load(5)
     refs, x = torch.randn(3, EMBED), torch.randn(2, 3, 96, 96)
     maps = TokenGradCAM(cg.ImageTextSimilarity(model, text_embeds=refs)).attribute(x)
     emb, f = _pool_features(model, x)
@@ -106,9 +103,9 @@ def test_resnet_grad_cam_is_classic_grad_cam_on_the_last_stage(make):
     assert (maps > 0).any()
 
 
-@pytest.mark.parametrize("make", [make_openai_clip, make_open_clip], ids=["openai", "open_clip"])
-def test_resnet_maskclip_is_each_positions_value_through_the_pools_out_projection(make):
-    model = make(6, resnet=True)
+@pytest.mark.parametrize("loader", ["openai-resnet", "open_clip-resnet"])
+def test_resnet_maskclip_is_each_positions_value_through_the_pools_out_projection(loader):
+    model = LOADERS[loader].load(6)
     refs, x = torch.randn(3, EMBED), torch.randn(2, 3, 96, 96)
     maps = MaskCLIP(cg.ImageTextSimilarity(model, text_embeds=refs)).attribute(x)
     pool = model.visual.attnpool

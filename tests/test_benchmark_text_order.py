@@ -47,3 +47,16 @@ def test_run_on_shapes_clip_writes_one_section_per_model(module, tmp_path, capsy
     assert text.startswith("# Which words come first") and "<!-- text_order.py: shapes -->" in text
     assert "| Rollout | 0.00 |" in text and "--scenes 6" in text
     assert "Rollout" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backbone", ["vit", "resnet"])
+def test_word_kinds_reads_both_shipped_tokenizers(module, backbone):
+    if backbone == "resnet":
+        pytest.importorskip("open_clip")  # the ResNet ShapesCLIP is an open_clip model
+    from captum_gradeclip.zoo import load_shapes_clip
+
+    _, processor = load_shapes_clip(backbone)
+    tokenizer = processor.tokenizer
+    ids = tokenizer(["a red circle and a cyan cross"], return_tensors="pt")["input_ids"]
+    kinds = module["word_kinds"](tokenizer, ids)[0].tolist()
+    assert kinds[1:-1] == [2, 0, 1, 2, 2, 0, 1]  # between the start and end tokens

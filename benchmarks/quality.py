@@ -158,6 +158,13 @@ def _fixed_length(processor: object) -> bool:
     return hasattr(processor, "context_length") and hasattr(processor, "tokenizer")
 
 
+def caption_tokens(task: Task) -> tuple[Callable[..., dict], Tensor, Tensor]:
+    """The text side's tokenizer, and the captions' ``input_ids`` and ``attention_mask``, padded."""
+    tokenizer = task.processor if _fixed_length(task.processor) else _tokenizer(task.processor)
+    batch = tokenizer(task.captions, padding=True, return_tensors="pt")  # type: ignore[operator]
+    return tokenizer, batch["input_ids"], batch["attention_mask"]  # type: ignore[return-value]
+
+
 def _load_hf(name: str) -> tuple[nn.Module, object]:
     from transformers import AutoModel, AutoProcessor
 
@@ -299,14 +306,10 @@ def run(
     model = task.model.to(device)
     pixels = task.pixels.to(device)
     target = task.image_target.to(device)
-    if _fixed_length(task.processor):
-        tokenizer = task.processor
-        sim = cg.ImageTextSimilarity(model, task.prompts, processor=tokenizer, score=score)
-    else:
-        tokenizer = _tokenizer(task.processor)
-        sim = cg.ImageTextSimilarity(model, task.prompts, tokenizer=tokenizer, score=score)
-    batch = tokenizer(task.captions, padding=True, return_tensors="pt")
-    ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    tokenizer, ids, mask = caption_tokens(task)
+    ids, mask = ids.to(device), mask.to(device)
+    text_source = "processor" if _fixed_length(task.processor) else "tokenizer"
+    sim = cg.ImageTextSimilarity(model, task.prompts, score=score, **{text_source: tokenizer})
     own = torch.arange(len(task.captions), device=device)
     tsim = cg.TextImageSimilarity(model, images=pixels, score=score)
     common = dict(steps=args.steps, batch_size=args.metric_batch_size, seed=args.seed)

@@ -89,9 +89,7 @@ def measure(scores: Tensor, words: Tensor, kinds: Tensor, curve: metrics.Perturb
 
 
 def run(task: quality.Task, score: str, steps: int, batch_size: int, seed: int) -> dict[str, dict[str, float]]:
-    tokenizer = task.processor if quality._fixed_length(task.processor) else quality._tokenizer(task.processor)
-    batch = tokenizer(task.captions, padding=True, return_tensors="pt")  # type: ignore[operator]
-    ids, mask = batch["input_ids"], batch["attention_mask"]
+    tokenizer, ids, mask = quality.caption_tokens(task)
     own = torch.arange(len(task.captions))
     tsim = cg.TextImageSimilarity(task.model, images=task.pixels, score=score)
     words = tsim.adapter.text_context(ids, mask)[2].bool()

@@ -90,9 +90,10 @@ class M2IB(WrapperAttribution):
         standardized = (r - mu) / sigma
         rows = torch.arange(r.shape[0], device=r.device)
         per_element = (m.sum((1, 2)) * r.shape[-1]).clamp_min(1)
-        generator = torch.Generator(device=r.device).manual_seed(self.seed)
         maps = []
         for col in columns:
+            # the same noise for every target: a target's map does not depend on which others are explained
+            generator = torch.Generator(device=r.device).manual_seed(self.seed)
             # the bottleneck is optimised in float32 whatever the model's dtype (Adam's eps vanishes in fp16)
             alpha = torch.full(r.shape, self.init, device=r.device, dtype=torch.float32, requires_grad=True)
             optimizer = torch.optim.Adam([alpha], lr=self.lr)

@@ -10,7 +10,7 @@ import torch
 import captum_gradeclip as cg
 from captum_gradeclip.baselines import M2IB
 from captum_gradeclip.baselines.m2ib import capacity
-from tests.baselines.conftest import grid, text_outputs, vision_outputs, word_mask
+from tests.baselines.conftest import grid, image_scores, text_outputs, vision_outputs, word_mask
 from tests.conftest import make_clip, random_texts
 
 
@@ -35,6 +35,58 @@ def test_no_steps_gives_the_capacity_of_the_initial_bottleneck():
     lam = 1 / (1 + math.exp(-1.0))
     oracle = (0.5 * ((1 - lam) ** 2 + (lam * standardized) ** 2 - 1) - math.log(1 - lam)).sum(-1)
     torch.testing.assert_close(maps, grid(oracle, x), rtol=1e-4, atol=1e-4)
+
+
+def _first_adam_step_oracle(model, x, text_embeds, cols, beta, lr, init, seed):
+    """M2IB after one Adam step, from its closed form: Adam's first step moves every alpha by
+    ``-lr * g / (|g| + eps)`` for the gradient ``g`` of ``beta * mean KL - S(z)`` (the score is maximised)."""
+    block = model.vision_model.encoder.layers[3]
+    with torch.no_grad():
+        r = vision_outputs(model, x).hidden_states[3]  # the input of block 3 of 4, CLS first
+    patches = r[:, 1:]
+    mu, sigma = patches.mean(1, keepdim=True), patches.std(1, keepdim=True)
+    standardized = (patches - mu) / sigma
+    noise = torch.randn(r.shape, generator=torch.Generator().manual_seed(seed))[:, 1:]
+    alpha = torch.full(patches.shape, init, requires_grad=True)
+    lam = torch.sigmoid(alpha)
+    z = torch.cat([r[:, :1], mu + sigma * (lam * standardized + (1 - lam) * noise)], 1)
+    handle = block.register_forward_pre_hook(lambda _m, args, kwargs: ((z, *args[1:]), kwargs), with_kwargs=True)
+    try:
+        score = image_scores(model, vision_outputs(model, x), text_embeds)[torch.arange(len(x)), cols]
+    finally:
+        handle.remove()
+    lam_kl = 0.5 * ((1 - lam) ** 2 + (lam * standardized) ** 2 - 1) - torch.log(1 - lam)
+    loss = (beta * lam_kl.mean((1, 2)) - score).sum()
+    (g,) = torch.autograd.grad(loss, alpha)
+    alpha1 = init - lr * g / (g.abs() + 1e-8)
+    lam1 = torch.sigmoid(alpha1)
+    return grid((0.5 * ((1 - lam1) ** 2 + (lam1 * standardized) ** 2 - 1) - torch.log(1 - lam1)).sum(-1), x)
+
+
+@pytest.mark.parametrize("target", [[0, 0], [1, 0]])
+def test_one_step_is_adams_first_step_towards_a_higher_score_of_the_target(target):
+    model = make_clip(14, vision_layers=4)
+    torch.manual_seed(2)
+    x, text_embeds = torch.randn(2, 3, 32, 32), torch.randn(2, 16)
+    sim = cg.ImageTextSimilarity(model, text_embeds=text_embeds)
+    maps = M2IB(sim, steps=1, beta=0.5, lr=0.3, init=1.0, seed=3).attribute(x, target=target)
+    oracle = _first_adam_step_oracle(model, x, text_embeds, torch.tensor(target), 0.5, 0.3, 1.0, 3)
+    torch.testing.assert_close(maps, oracle, rtol=1e-4, atol=1e-4)
+
+
+def test_different_targets_give_different_maps():
+    model = make_clip(14, vision_layers=4)
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 32, 32)
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, 16))
+    explainer = M2IB(sim, steps=3)
+    both = explainer.attribute(x, target=None)  # (2, 2, h, w): one run per target
+    zero, one = explainer.attribute(x, target=0), explainer.attribute(x, target=1)
+    torch.testing.assert_close(both[:, :1], zero)
+    torch.testing.assert_close(both[:, 1:], one)
+    # the maps share a large offset (the capacity of the open bottleneck); they differ by a good part of their spread
+    spread = zero.amax((1, 2, 3)) - zero.amin((1, 2, 3))
+    assert ((zero - one).abs().amax((1, 2, 3)) > 0.3 * spread).all()
 
 
 def test_a_heavy_information_penalty_closes_the_bottleneck():

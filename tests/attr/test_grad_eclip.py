@@ -182,6 +182,39 @@ def test_text_scores_match_per_layer_oracle(seed):
     assert rel_err(one, text_native_oracle(model, ids, mask, image_embeds, cols, layers=1)) <= TOL
 
 
+def test_a_masked_token_before_eos_scores_zero_and_leaves_the_others_normalised_without_it():
+    # text deletion's "pad" mode makes such holes: the masked token is neither a key of the min-max nor a word
+    model = make_clip(5, text_layers=2)
+    ids, mask = random_texts(3, 9, seed=7)
+    ids[:, 1:7] = torch.arange(10, 16)
+    ids[:, 7], ids[:, 8], mask[:] = EOS, 1, 1
+    mask[:, 8] = 0
+    holes = torch.tensor([2, 4, 5])
+    mask[torch.arange(3), holes] = 0
+    image_embeds = torch.randn(2, 16)
+    tsim = cg.TextImageSimilarity(model, image_embeds=image_embeds)
+    got = cg.GradECLIP(tsim).attribute(ids, target=1, additional_forward_args=(mask,))
+    assert (got[torch.arange(3), holes] == 0).all()
+    heads = model.config.text_config.num_attention_heads
+    out = model.text_model(input_ids=ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
+    emb = model.text_projection(out.pooler_output)
+    s = (F.normalize(emb, dim=-1) @ F.normalize(image_embeds, dim=-1).T)[:, 1].sum()
+    want = torch.zeros(ids.shape)
+    for i in range(3):
+        keys = mask[i, :8].nonzero()[:, 0]  # up to EOS (position 7), without the hole
+        for layer_idx in range(2):
+            grad_a = torch.autograd.grad(s, out.attentions[layer_idx], retain_graph=True)[0][i, :, 7, keys]
+            layer = model.text_model.encoder.layers[layer_idx]
+            h = layer.layer_norm1(out.hidden_states[layer_idx][i : i + 1])
+            q, k = layer.self_attn.q_proj(h), layer.self_attn.k_proj(h)
+            lam = minmax(head_cos(q[:, 7], k[:, keys], heads)[0], dim=-1)
+            want[i, keys] += (lam * grad_a).sum(0).detach()
+    want[:, 0] = want[:, 7] = 0
+    want = torch.relu(want)
+    assert want.abs().max() > 0
+    assert rel_err(got, want) <= TOL
+
+
 def test_text_every_target_and_paper_mode():
     model = make_clip(4)
     ids, mask = random_texts(3, 8, seed=4)

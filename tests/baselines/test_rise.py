@@ -7,7 +7,7 @@ import torch
 
 import captum_gradeclip as cg
 from captum_gradeclip.baselines import RISE
-from captum_gradeclip.baselines.rise import rise_masks
+from captum_gradeclip.baselines.rise import _DRAW, rise_masks
 from tests.conftest import make_clip
 
 
@@ -45,6 +45,24 @@ def test_batch_size_does_not_change_the_map_and_target_none_matches(sim):
     torch.testing.assert_close(big, small, rtol=1e-5, atol=1e-6)
     one = RISE(sim, n_masks=12, batch_size=7).attribute(x, target=[2, 0, 1])
     torch.testing.assert_close(one[:, 0], big[torch.arange(3), torch.tensor([2, 0, 1])], rtol=1e-5, atol=1e-6)
+
+
+def test_random_masks_over_several_draws_and_batches_match_the_formula_by_hand(sim):
+    # more masks than one draw of the generator, several mask blocks and several image batches: each
+    # mask must meet its own images, and the sum is divided by n * p (not by n, not by the masks' mean)
+    n_masks, p, seed = _DRAW + 6, 0.3, 4
+    x = torch.randn(3, 3, 32, 32)
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.cat([rise_masks(min(_DRAW, n_masks - s), (32, 32), 5, p, g) for s in range(0, n_masks, _DRAW)])
+    assert masks.shape[0] == n_masks and abs(float(masks.mean()) - p) > 1e-3
+    with torch.no_grad():
+        scores = torch.stack([sim(x * m + 0.25 * (1 - m))[:, [2, 0, 1]].diagonal() for m in masks], 1)  # (3, n)
+    expected = torch.einsum("in,nhw->ihw", scores, masks)[:, None] / (n_masks * p)
+    for batch_size in (2, 7, 500):  # images split over batches; 3, 2 or all masks per pass
+        got = RISE(sim, n_masks=n_masks, grid=5, p=p, seed=seed, baseline=0.25, batch_size=batch_size).attribute(
+            x, target=[2, 0, 1]
+        )
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_random_masks_are_seeded_in_range_and_keep_about_p():

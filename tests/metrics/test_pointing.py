@@ -34,6 +34,21 @@ def test_pointing_game_hits_misses_and_tolerance():
     assert pointing_game(maps, masks=masks.expand(2, 20, 20)).tolist() == [1.0, 0.0]
 
 
+def test_pointing_game_reads_the_peak_as_row_then_column():
+    # peaks and boxes that are not symmetric in y and x, on a non-square image: a peak read as (x, y)
+    # lands elsewhere
+    size = (20, 30)
+    box = torch.tensor([[13, 0, 18, 5]])  # x 13..17, y 0..4
+    assert pointing_game(_peak(2, 15, size), boxes=box, image_size=size).tolist() == [1.0]
+    assert pointing_game(_peak(15, 2, size), boxes=box, image_size=size).tolist() == [0.0]
+    # 4 rows below the box, right under its middle: a hit from 4 pixels on, whatever the orientation of the box
+    assert pointing_game(_peak(8, 15, size), boxes=box, image_size=size, tolerance=4).tolist() == [1.0]
+    assert pointing_game(_peak(8, 15, size), boxes=box, image_size=size, tolerance=3.9).tolist() == [0.0]
+    tall = boxes_to_masks(torch.tensor([[25, 3, 27, 19]]), size)  # a thin vertical bar at x 25..26
+    maps = torch.cat([_peak(17, 26, size), _peak(6, 17, size)])
+    assert pointing_game(maps, masks=tall.expand(2, *size)).tolist() == [1.0, 0.0]
+
+
 def test_pointing_game_upsamples_coarse_maps():
     coarse = torch.tensor([[[[0.0, 0.0], [0.0, 1.0]]]])
     mask = torch.zeros(1, 20, 20, dtype=torch.bool)

@@ -54,6 +54,20 @@ def test_infidelity_of_the_gradient_is_far_below_that_of_noise(model):
     assert (small < 0.05 * noise).all()
 
 
+def test_infidelity_without_normalisation_tells_the_gradient_from_its_negation(model):
+    # infidelity = E[(I . a - (f(x) - f(x - I)))^2]; for small noise f(x) - f(x - I) ~ I . grad, so the gradient
+    # scores near 0 and its negation near E[(2 I . grad)^2] = 4 E[(I . grad)^2]. Perturbing x + I instead swaps them.
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(3, 16))
+    x = torch.randn(2, 3, 32, 32)
+    grad = Saliency(sim).attribute(x.clone().requires_grad_(), target=1, abs=False)
+    kw = dict(noise_std=1e-2, n_perturb_samples=8, normalize=False)
+    true = infidelity(sim, x, 1, attributions=grad, **kw)
+    negated = infidelity(sim, x, 1, attributions=-grad, **kw)
+    zero = infidelity(sim, x, 1, attributions=torch.zeros_like(grad), **kw)  # E[(f(x) - f(x - I))^2]
+    assert (true < 0.01 * negated).all()
+    torch.testing.assert_close(negated, 4 * zero, rtol=0.05, atol=0)
+
+
 def test_infidelity_ignores_the_scale_of_maps_and_runs_on_text(model):
     sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(3, 16))
     x = torch.randn(2, 3, 32, 32)

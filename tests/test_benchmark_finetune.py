@@ -6,30 +6,61 @@ import json
 import runpy
 from pathlib import Path
 
+import pytest
 import torch
 
 from captum_gradeclip.zoo import train_shapes as ts
 
 FINETUNE = Path(__file__).parents[1] / "benchmarks" / "finetune.py"
+KEYS = {"region_acc_mask", "region_acc_box", "recall_at_5", "recall_at_1", "zero_shot_top1"}
 
 
-def test_finetune_benchmark_reports_before_and_after(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
     torch.manual_seed(0)
     config = ts.TrainConfig(width=32, vision_layers=2, text_layers=1, heads=2, projection_dim=16)
-    ts.save(ts.build_model(config).eval(), ts.build_processor(), tmp_path / "model")
+    path = tmp_path_factory.mktemp("finetune") / "model"
+    ts.save(ts.build_model(config).eval(), ts.build_processor(), path)
+    return path
+
+
+def small(model_dir: Path) -> list[str]:
+    return ["--model-dir", str(model_dir), "--steps", "2", "--batch-size", "4", "--eval-scenes", "12",
+            "--eval-pairs", "100", "--eval-singles", "12"]  # fmt: skip
+
+
+def test_finetune_benchmark_reports_mean_and_spread_over_seeds(model_dir, tmp_path, capsys):
     main = runpy.run_path(str(FINETUNE))["main"]
-    argv = ["--model-dir", str(tmp_path / "model"), "--steps", "2", "--batch-size", "4"]
-    report = main([*argv, "--eval-scenes", "12", "--eval-pairs", "100", "--json", str(tmp_path / "r.json"),
-                   "--write", str(tmp_path / "page.md")])  # fmt: skip
+    page = tmp_path / "page.md"
+    argv = [*small(model_dir), "--seeds", "0", "1", "--json", str(tmp_path / "r.json"), "--write", str(page)]
+    report = main(argv)
     assert json.loads((tmp_path / "r.json").read_text()) == report
-    keys = {"region_acc_mask", "region_acc_box", "recall_at_5", "recall_at_1", "zero_shot_top1"}
-    assert set(report["before"]) == set(report["after"]) == keys
-    assert all(0.0 <= v <= 1.0 for part in ("before", "after") for v in report[part].values())
-    gain = 100 * (report["after"]["region_acc_mask"] - report["before"]["region_acc_mask"])
-    assert abs(report["region_gain_points"] - round(gain, 2)) < 1e-9
-    assert report["before"] != report["after"], "the copy was trained"
-    out = capsys.readouterr().out
-    assert "region_acc_mask" in out and "target met" in out
-    page = (tmp_path / "page.md").read_text()
-    assert page.startswith("# Region-phrase fine-tuning") and f"{100 * report['after']['recall_at_5']:.1f}" in page
-    assert ("**met**" if report["target_met"] else "**not met**") in page
+    assert set(report["before"]) == KEYS and [r["seed"] for r in report["runs"]] == [0, 1]
+    assert all(set(r["after"]) == KEYS and not r["changes"] for r in report["runs"])
+    assert all(0.0 <= v <= 1.0 for r in report["runs"] for v in r["after"].values())
+    assert report["runs"][0]["after"] != report["runs"][1]["after"], "each seed trains on its own stream"
+    for key in KEYS:
+        changes = [100 * (r["after"][key] - report["before"][key]) for r in report["runs"]]
+        change = report["change"][key]
+        assert change["mean"] == pytest.approx(sum(changes) / 2, abs=0.01)
+        assert change["std"] == pytest.approx(abs(changes[0] - changes[1]) / 2**0.5, abs=0.01)  # ddof 1
+        assert change["min"] <= change["mean"] <= change["max"]
+    held = report["held"]
+    assert held["region_acc_mask"] == (report["change"]["region_acc_mask"]["mean"] >= 10)
+    assert held["recall_at_1"] == (report["change"]["recall_at_1"]["mean"] >= -1)
+    assert report["target_met"] == all(held.values())
+    assert "target met" in capsys.readouterr().out
+    text = page.read_text()
+    assert text.startswith("# Region-phrase fine-tuning") and "--json" not in text
+    assert "<!-- finetune: seeds -->" in text and "anchor_weight=10.0" in text
+    mean_r1 = report["change"]["recall_at_1"]["mean"]
+    assert f"{mean_r1:+.1f} +- {report['change']['recall_at_1']['std']:.1f}" in text
+    assert ("**met**" if report["target_met"] else "**not met**") in text
+
+    variants = main([*small(model_dir), "--seeds", "0", "--variants", "--write", str(page)])
+    labels = [r["label"] for r in variants["runs"]]
+    assert labels[0] == "the settings" and "without the anchor term" in labels
+    assert variants["runs"][0]["after"] == report["runs"][0]["after"], "the same seed, the same run"
+    text = page.read_text()
+    assert "<!-- finetune: seeds -->" in text and "<!-- finetune: variants -->" in text, "both sections kept"
+    assert "| without the anchor term |" in text

@@ -4,13 +4,14 @@
 - :func:`phrase_maps`: signed Grad-ECLIP maps per (image, phrase);
 - :func:`region_embeddings`, :func:`pooling_weights`, :func:`mask_weights`: map- or mask-weighted pooling of
   dense value-path features;
-- :func:`region_phrase_loss`, :func:`clip_loss`: the losses;
+- :func:`region_phrase_loss`, :func:`clip_loss`, :func:`anchor_distance`: the losses;
 - :class:`RegionPhraseFinetuner`: the training step, on a copy of the model, with an optional EMA teacher;
 - :func:`region_zero_shot`: region-level zero-shot classification, for evaluation.
 """
 
 from captum_gradeclip.finetune.phrases import PhraseParser, noun_phrases, shapes_noun_phrases
 from captum_gradeclip.finetune.regions import (
+    anchor_distance,
     clip_loss,
     mask_weights,
     phrase_maps,
@@ -25,6 +26,7 @@ __all__ = [
     "PhraseParser",
     "RegionPhraseFinetuner",
     "StepResult",
+    "anchor_distance",
     "clip_loss",
     "mask_weights",
     "noun_phrases",

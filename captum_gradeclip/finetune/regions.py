@@ -140,6 +140,34 @@ def clip_loss(image_embeds: Tensor, text_embeds: Tensor, scale: Tensor | float) 
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
+def anchor_distance(embeds: Tensor, frozen: Tensor) -> Tensor:
+    r"""The mean cosine distance :math:`1 - \cos(e_i, f_i)` of embeddings from their frozen counterparts.
+
+    Zero when every embedding points where its frozen one does; its gradient turns each
+    embedding back toward its frozen one.
+
+    Args:
+        embeds (Tensor): ``(N, E)`` embeddings being trained.
+        frozen (Tensor): ``(N, E)`` the frozen model's embeddings of the same inputs (detached).
+
+    Returns:
+        *Tensor*: a scalar in [0, 2].
+
+    Examples::
+
+        >>> frozen = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+        >>> float(anchor_distance(3 * frozen, frozen))  # the length does not count
+        0.0
+        >>> float(anchor_distance(torch.tensor([[0.0, 1.0], [0.0, 1.0]]), frozen))  # one turned by 90 degrees
+        0.5
+    """
+    if embeds.ndim != 2 or embeds.shape != frozen.shape:
+        raise ValueError(
+            f"`embeds` and `frozen` must both be (N, E) of one shape; got {tuple(embeds.shape)}, {tuple(frozen.shape)}"
+        )
+    return (1 - F.cosine_similarity(embeds, frozen.detach(), dim=-1)).mean()
+
+
 def mask_weights(masks: Tensor, grid: tuple[int, int]) -> Tensor:
     """Patch weights of object masks or boxes: the covered fraction of each patch, summing to 1.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +13,7 @@ from captum_gradeclip.adapters import get_adapter
 from captum_gradeclip.baselines.maskclip import value_path_tokens
 from captum_gradeclip.finetune.phrases import PhraseParser, noun_phrases
 from captum_gradeclip.finetune.regions import (
+    anchor_distance,
     clip_loss,
     phrase_maps,
     pooling_weights,
@@ -27,10 +28,12 @@ class StepResult:
     """The losses of one :meth:`RegionPhraseFinetuner.step` (floats, for logging).
 
     Attributes:
-        loss: the total, ``clip + region_weight * region``.
+        loss: the total, ``clip + region_weight * region + anchor_weight * anchor``.
         clip: the symmetric image-caption CLIP loss.
         region: the peak-weighted region-phrase contrastive loss.
         phrases: how many (image, phrase) pairs the step used.
+        anchor: the mean cosine distance of the student's global image and text embeddings from
+            the frozen model's (0 without an anchor).
 
     Examples::
 
@@ -44,6 +47,7 @@ class StepResult:
     clip: float
     region: float
     phrases: int
+    anchor: float = 0.0
 
 
 class RegionPhraseFinetuner:
@@ -76,6 +80,14 @@ class RegionPhraseFinetuner:
             Default: the shapes-world chunker.
         region_scale (float, optional): logit scale of the region-phrase loss. Default: 20.
         weight_decay (float, optional): AdamW weight decay. Default: 0.0.
+        anchor_weight (float, optional): weight of the anchor term, the mean cosine distance
+            :math:`1 - \cos` of the student's global image and text embeddings of the batch (images,
+            captions and phrases) from those of a frozen copy of the given model. It is 0 at the
+            start and pulls the global embeddings back as they drift; 0 trains without it.
+            Default: 0.0.
+        trainable (callable, optional): ``trainable(name) -> bool`` on the names of
+            ``model.named_parameters()``; the others are frozen (kept bit-identical and left out
+            of the optimiser). Default: every parameter trains.
 
     Examples::
 
@@ -99,6 +111,8 @@ class RegionPhraseFinetuner:
         parser: PhraseParser | None = None,
         region_scale: float = 20.0,
         weight_decay: float = 0.0,
+        anchor_weight: float = 0.0,
+        trainable: Callable[[str], bool] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be an nn.Module; got {type(model).__name__}")
@@ -110,6 +124,10 @@ class RegionPhraseFinetuner:
             raise ValueError(f"`region_weight` must be non-negative; got {region_weight}")
         if ema is not None and not 0.0 <= ema < 1.0:
             raise ValueError(f"`ema` must be in [0, 1) or None; got {ema}")
+        if not anchor_weight >= 0:
+            raise ValueError(f"`anchor_weight` must be non-negative; got {anchor_weight}")
+        if trainable is not None and not callable(trainable):
+            raise TypeError(f"`trainable` must be callable (parameter name -> bool); got {type(trainable).__name__}")
         get_adapter(model)  # a clear error for an unsupported model, before copying it
         self.model = copy.deepcopy(model).train()
         self.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor's own tokenizer
@@ -120,8 +138,18 @@ class RegionPhraseFinetuner:
         self.teacher: nn.Module | None = None
         if ema is not None:
             self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.anchor_weight = float(anchor_weight)
+        self.frozen: nn.Module | None = None
+        if anchor_weight > 0:
+            self.frozen = copy.deepcopy(self.model).eval().requires_grad_(False)
+        if trainable is not None:
+            for name, parameter in self.model.named_parameters():
+                parameter.requires_grad_(bool(trainable(name)))
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("`trainable` leaves no parameter to train")
         self.adapter = get_adapter(self.model)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
     def _embed_texts(self, model: nn.Module, texts: list[str]) -> Tensor:
         batch = self.tokenizer(texts, padding=True, return_tensors="pt")  # type: ignore[operator]
@@ -169,14 +197,24 @@ class RegionPhraseFinetuner:
             peaks = maps.flatten(2).amax(-1)[keep].clamp(min=0)
             weights = peaks / peaks.mean().clamp(min=1e-12)
             region_loss = region_phrase_loss(regions, phrase_embeds, targets[keep], weights, self.region_scale)
-        loss = global_loss + self.region_weight * region_loss
+        anchor_loss = torch.zeros((), device=global_loss.device)
+        if self.frozen is not None:
+            with torch.no_grad():
+                frozen_images = get_adapter(self.frozen).embed_images(pixel_values, False)
+                frozen_texts = self._embed_texts(self.frozen, list(captions) + unique)
+            anchor_loss = (anchor_distance(image_embeds, frozen_images) + anchor_distance(texts, frozen_texts)) / 2
+        loss = global_loss + self.region_weight * region_loss + self.anchor_weight * anchor_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         if self.teacher is not None:
             self._update_teacher()
         return StepResult(
-            float(loss.detach()), float(global_loss.detach()), float(region_loss.detach()), int(keep.sum())
+            float(loss.detach()),
+            float(global_loss.detach()),
+            float(region_loss.detach()),
+            int(keep.sum()),
+            float(anchor_loss.detach()),
         )
 
     @torch.no_grad()

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import captum_gradeclip as cg
 from captum_gradeclip.baselines.maskclip import value_path_tokens
 from captum_gradeclip.finetune import (
+    anchor_distance,
     clip_loss,
     mask_weights,
     phrase_maps,
@@ -75,6 +76,26 @@ def test_region_phrase_loss_prefers_matched_pairs_and_honours_weights():
 def test_clip_loss_is_low_for_matched_and_high_for_shuffled_pairs():
     e = torch.randn(4, 8)
     assert clip_loss(e, e, 50.0) < 0.05 < 1.0 < clip_loss(e, e.roll(1, 0), 50.0)
+
+
+def test_anchor_distance_is_zero_at_the_frozen_embedding_and_its_gradient_turns_back_toward_it():
+    frozen = torch.randn(5, 8)
+    assert float(anchor_distance(frozen.clone(), frozen)) == pytest.approx(0.0, abs=1e-6)
+    assert float(anchor_distance(2.5 * frozen, frozen)) == pytest.approx(0.0, abs=1e-6), "length does not count"
+    assert float(anchor_distance(-frozen, frozen)) == pytest.approx(2.0, abs=1e-6)
+    drifted = (frozen + 0.5 * torch.randn(5, 8)).requires_grad_(True)
+    loss = anchor_distance(drifted, frozen)
+    expected = (1 - F.cosine_similarity(drifted, frozen)).mean()
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), abs=1e-6)
+    (grad,) = torch.autograd.grad(loss, drifted)
+    stepped = drifted.detach() - 0.05 * grad
+    closer = F.cosine_similarity(stepped, frozen) > F.cosine_similarity(drifted.detach(), frozen)
+    assert closer.all(), "a gradient step turns every embedding toward its frozen one"
+    at_start = frozen.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(anchor_distance(at_start, frozen), at_start)
+    assert grad.abs().max() < 1e-6, "no pull at the start"
+    with pytest.raises(ValueError, match="`embeds` and `frozen`"):
+        anchor_distance(frozen, frozen[:3])
 
 
 def test_mask_weights_cover_fraction():

@@ -38,7 +38,7 @@ from _pages import write_section
 
 METHODS: dict[str, Callable[[cg.TextImageSimilarity], object]] = {
     "Grad-ECLIP (native)": lambda s: cg.GradECLIP(s),
-    "Grad-ECLIP (native, no ReLU)": lambda s: cg.GradECLIP(s, relu=False),
+    "Grad-ECLIP (native, no ReLU)": lambda s: cg.GradECLIP(s, relu_attributions=False),
     "Rollout": bl.AttentionRollout,
     "GAME": bl.GAME,
 }

@@ -13,24 +13,28 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from captum.attr import GradientAttribution, LayerAttribution
+from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_gradeclip._compat import (
-    _format_additional_forward_args,
-    _format_output,
-    _format_tensor_into_tuples,
-    _is_tuple,
-)
+from captum_gradeclip._compat import _format_output
 from captum_gradeclip.adapters import AttentionRecord, PooledTail, capture_input
+from captum_gradeclip.attr._contract import (
+    TargetType,
+    check_blocks,
+    check_layer_input,
+    format_inputs,
+    module_name,
+    resolve_wrapper,
+    run_device,
+    target_columns,
+)
 from captum_gradeclip.wrappers import ExplainContext, _Similarity
-
-TargetType = int | Sequence[int] | Tensor | None
 
 
 @contextlib.contextmanager
@@ -89,11 +93,14 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
     """Base class of explanations computed from attention blocks of a similarity wrapper.
 
     Args:
-        forward_func (ImageTextSimilarity or TextImageSimilarity): the wrapper to explain.
+        forward_func (ImageTextSimilarity or TextImageSimilarity): the wrapper to
+            explain, its bound ``forward``, or the wrapper inside ``nn.DataParallel``
+            (the explanation runs the wrapped module on the device it lives on).
         layer (nn.Module, optional): the last explained attention block, or a
             module that contains exactly one of the tower's attention blocks.
             Default: the last attention block of the explained tower.
-        device_ids (list[int], optional): accepted for Captum compatibility.
+        device_ids (list[int], optional): ``None``, or a ``DataParallel``'s own
+            ``device_ids``; the explanation never splits the batch over devices.
         layers (int, optional): number of consecutive blocks, ending at
             ``layer``, to explain. Default: :attr:`default_layers` for the
             wrapper's modality, capped at the depth.
@@ -122,27 +129,25 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
         *,
         layers: int | None = None,
     ) -> None:
-        if not isinstance(forward_func, _Similarity):
-            raise TypeError(
-                "`forward_func` must be a captum_gradeclip similarity wrapper "
-                "(ImageTextSimilarity or TextImageSimilarity); "
-                f"got {type(forward_func).__name__}"
-            )
-        blocks = forward_func.explained_blocks()
-        last = len(blocks) - 1 if layer is None else _block_index(blocks, layer)
+        wrapper = resolve_wrapper(forward_func, device_ids)
+        blocks = wrapper.explained_blocks()
+        last = len(blocks) - 1 if layer is None else _block_index(wrapper, blocks, layer)
         if layers is None:
-            layers = min(self.default_layers[forward_func.modality], last + 1)
+            layers = min(self.default_layers[wrapper.modality], last + 1)
         if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= last + 1:
             raise ValueError(
                 f"`layers` must be an int in [1, {last + 1}] (the blocks up to the explained layer); got {layers!r}"
             )
         self.blocks = blocks[last - layers + 1 : last + 1]
+        check_blocks(wrapper, self.blocks, self.get_name())
+        self._wrapper = wrapper
         LayerAttribution.__init__(self, forward_func, blocks[last], device_ids)
         GradientAttribution.__init__(self, forward_func)
 
     @property
     def similarity(self) -> _Similarity:
-        return self.forward_func  # type: ignore[return-value]
+        """The similarity wrapper that is explained (``forward_func`` itself, or the module behind it)."""
+        return self._wrapper
 
     # -- what a method defines ------------------------------------------------------------
     def _substitute(self, record: AttentionRecord, o: Tensor) -> Tensor:
@@ -162,20 +167,20 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
         """Merges the per-block maps ``(K, N, T)`` into one."""
 
     # -- the pipeline ---------------------------------------------------------------------------
+    @log_usage()
     def attribute(  # type: ignore[override]
         self,
         inputs: Tensor | tuple[Tensor, ...],
         target: TargetType = None,
         additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False,
     ) -> Tensor | tuple[Tensor, ...]:
-        is_tuple = _is_tuple(inputs)
-        inputs_t = _format_tensor_into_tuples(inputs)
-        if len(inputs_t) != 1 or not isinstance(inputs_t[0], Tensor):
-            raise TypeError(f"`inputs` must be one tensor or a 1-tuple of tensors; got {len(inputs_t)} items")
-        inputs_t = (inputs_t[0].detach(),)
-        extra = _format_additional_forward_args(additional_forward_args) or ()
-        extra = tuple(a.detach() if isinstance(a, Tensor) else a for a in extra)
+        check_layer_input(attribute_to_layer_input, self.get_name())
         sim = self.similarity
+        is_tuple, x, extra = format_inputs(sim, inputs, additional_forward_args)
+        device, home = run_device(self.forward_func, sim, x), x.device
+        inputs_t = (x.to(device),)
+        extra = tuple(a.to(device) if isinstance(a, Tensor) else a for a in extra)
 
         with preserved_model(sim), _half_precision_hint(inputs_t[0], sim):
             tail = sim.adapter.pooled_tail(self.blocks[0]) if self._fast_path_applies() else None
@@ -187,7 +192,7 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
         out = _shape_output(maps, ctx)
         if ctx.grid is None and target is not None:
             out = out[:, 0]  # per-token scores (N, L) for one target per example
-        return _format_output(is_tuple, (out.to(inputs_t[0].device),))
+        return _format_output(is_tuple, (out.to(home),))
 
     def _fast_path_applies(self) -> bool:
         return self.fast_path and len(self.blocks) == 1 and self.similarity.modality == "image"
@@ -200,7 +205,7 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
         with contextlib.ExitStack() as probes:
             records = [probes.enter_context(sim.adapter.probe(b, self._substitute)) for b in self.blocks]
             scores = sim(*inputs, *extra)
-        columns = _target_columns(target, scores.shape[0], scores.shape[1]).to(scores.device)
+        columns = target_columns(target, scores.shape[0], scores.shape[1]).to(scores.device)
         ctx = sim.explain_context(inputs, extra)
         rows = torch.arange(scores.shape[0], device=scores.device)
         outs = [r.o for r in records]
@@ -226,7 +231,7 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
 
         embeds, embed_vjp = torch.func.vjp(lambda o: tail.finish(x, o), o_row)
         scores, score_vjp = torch.func.vjp(sim.similarity, embeds)
-        columns = _target_columns(target, scores.shape[0], scores.shape[1]).to(scores.device)
+        columns = target_columns(target, scores.shape[0], scores.shape[1]).to(scores.device)
         cotangents = F.one_hot(columns, scores.shape[1]).to(scores.dtype)  # (K, N, M)
         (grad_embeds,) = torch.func.vmap(score_vjp)(cotangents)  # (K, N, E): cheap, no model in it
         n, e = embeds.shape
@@ -240,7 +245,7 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
         return [record], [weights.detach()], ctx
 
 
-def _block_index(blocks: list[nn.Module], layer: nn.Module) -> int:
+def _block_index(wrapper: _Similarity, blocks: list[nn.Module], layer: nn.Module) -> int:
     for i, block in enumerate(blocks):
         if block is layer:
             return i
@@ -249,30 +254,8 @@ def _block_index(blocks: list[nn.Module], layer: nn.Module) -> int:
         return inside[0]
     raise ValueError(
         "`layer` must be one attention block of the explained tower, or a module holding exactly one; "
-        f"got {type(layer).__name__} holding {len(inside)}"
+        f"got {type(layer).__name__} at `{module_name(wrapper.model, layer)}`, holding {len(inside)}"
     )
-
-
-def _target_columns(target: TargetType, n: int, m: int) -> Tensor:
-    """``(K, N)`` column indices: one row per requested target, every column for ``None``."""
-    if target is None:
-        return torch.arange(m)[:, None].expand(m, n)
-    if isinstance(target, Tensor):
-        if target.is_floating_point() or target.dim() > 1:
-            raise ValueError(f"`target` tensor must be an integer scalar or 1-D; got {tuple(target.shape)}")
-        target = target.tolist()
-    if isinstance(target, bool):
-        raise TypeError("`target` must be an int, a list of ints or None; got bool")
-    column = torch.full((n,), int(target), dtype=torch.long) if isinstance(target, int) else None
-    if column is None:
-        if not isinstance(target, Sequence) or not all(isinstance(t, int) for t in target):
-            raise TypeError(f"`target` must be an int, a list of ints or None; got {type(target).__name__}")
-        if len(target) != n:
-            raise ValueError(f"`target` list must have one entry per example ({n}); got {len(target)}")
-        column = torch.tensor(list(target), dtype=torch.long)
-    if ((column < 0) | (column >= m)).any():
-        raise ValueError(f"`target` must index the wrapper's {m} output columns (0..{m - 1}); got {target}")
-    return column[None]
 
 
 def _shape_output(maps: Tensor, ctx: ExplainContext) -> Tensor:

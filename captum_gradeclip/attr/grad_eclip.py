@@ -7,10 +7,12 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters import AttentionRecord, PooledTail, pooled_attention
-from captum_gradeclip.attr._base import AttentionAttribution, TargetType, _as_leaf
+from captum_gradeclip.attr._base import AttentionAttribution, _as_leaf
+from captum_gradeclip.attr._contract import TargetType, renamed_flag
 from captum_gradeclip.wrappers import ExplainContext, _Similarity
 
 MODES = ("native", "paper")
@@ -65,10 +67,12 @@ class GradECLIP(AttentionAttribution):
     summed after the ReLU; text token scores are summed over blocks before it.
 
     Args:
-        forward_func (ImageTextSimilarity or TextImageSimilarity): the wrapper to explain.
+        forward_func (ImageTextSimilarity or TextImageSimilarity): the wrapper to
+            explain, its bound ``forward``, or the wrapper inside ``nn.DataParallel``.
         layer (nn.Module, optional): the last explained attention block. Default:
             the last block of the wrapper's tower.
-        device_ids (list[int], optional): accepted for Captum compatibility.
+        device_ids (list[int], optional): ``None``, or a ``DataParallel``'s own
+            ``device_ids`` (the explanation runs on one device).
         mode (str, optional): ``"native"`` (default) explains the model as it is,
             with :math:`\lambda` per head. ``"paper"`` reproduces the official code:
             on the image side the explained blocks are recomputed with one head over
@@ -81,9 +85,12 @@ class GradECLIP(AttentionAttribution):
         qk_source (str, optional): in paper mode, compute :math:`\lambda` from the
             ``"raw"`` in-projected q/k (the notebooks, default) or from q/k passed
             through the ``"out_proj"`` (the evaluation scripts).
-        relu (bool, optional): apply the final ReLU. ``False`` returns the signed sum
-            :math:`\sum_h \lambda^h_i (w^h \cdot v^h_i)` (summed over blocks), as the
-            paper's region-phrase fine-tuning uses it. Default: True.
+        relu_attributions (bool, optional): apply the final ReLU (Captum's name for
+            the switch, as in ``LayerGradCam``; Grad-ECLIP's default is on). ``False``
+            returns the signed sum :math:`\sum_h \lambda^h_i (w^h \cdot v^h_i)`
+            (summed over blocks), as the paper's region-phrase fine-tuning uses it.
+            Default: True.
+        relu (bool, optional): deprecated alias of ``relu_attributions``.
 
     Examples::
 
@@ -91,6 +98,9 @@ class GradECLIP(AttentionAttribution):
         >>> explainer = GradECLIP(sim)
         >>> maps = explainer.attribute(pixel_values, target=0)   # (N, 1, h, w)
         >>> every = explainer.attribute(pixel_values)            # (N, M, h, w)
+        >>> from captum.attr import NoiseTunnel
+        >>> smooth = NoiseTunnel(explainer).attribute(pixel_values, nt_type="smoothgrad",
+        ...                                           nt_samples=8, stdevs=0.1, target=0)
     """
 
     default_layers: ClassVar[dict[str, int]] = {"image": 1, "text": 8}
@@ -105,7 +115,8 @@ class GradECLIP(AttentionAttribution):
         layers: int | None = None,
         loosened_attention: bool = True,
         qk_source: str = "raw",
-        relu: bool = True,
+        relu_attributions: bool | None = None,
+        relu: bool | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}; got {mode!r}")
@@ -117,18 +128,20 @@ class GradECLIP(AttentionAttribution):
         self.mode = mode
         self.use_loosened_attention = bool(loosened_attention)
         self.qk_source = qk_source
-        self.relu = bool(relu)
+        self.relu_attributions = renamed_flag(relu_attributions, relu, "relu_attributions", "relu", True)
         self._recompute = mode == "paper" and forward_func.modality == "image"
 
     @staticmethod
     def get_name() -> str:
         return "Grad-ECLIP"
 
+    @log_usage()
     def attribute(  # type: ignore[override]
         self,
         inputs: Tensor | tuple[Tensor, ...],
         target: TargetType = None,
         additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False,
     ) -> Tensor | tuple[Tensor, ...]:
         r"""Explains the wrapper's scores for ``inputs``.
 
@@ -136,10 +149,14 @@ class GradECLIP(AttentionAttribution):
             inputs (Tensor or tuple[Tensor]): ``pixel_values (N, C, H, W)`` for an
                 :class:`ImageTextSimilarity`, ``input_ids (N, L)`` for a
                 :class:`TextImageSimilarity`.
-            target (int, list[int], Tensor or None, optional): the output column to
-                explain, one for all examples or one per example. ``None`` explains
-                every column.
+            target (int, tuple, list, Tensor or None, optional): the output column to
+                explain, in Captum's forms: an int or a 1-tuple ``(column,)`` for every
+                example; a list of ints or 1-tuples, one per example; a tensor with one
+                element (broadcast) or one per example. ``None`` (this package's
+                extension) explains every column.
             additional_forward_args (optional): for text, ``(attention_mask,)``.
+            attribute_to_layer_input (bool, optional): Captum's layer switch; only
+                ``False`` applies, as Grad-ECLIP is defined inside the attention block.
 
         Returns:
             *Tensor* (or a 1-tuple, mirroring ``inputs``) of raw, unnormalised maps on
@@ -148,7 +165,7 @@ class GradECLIP(AttentionAttribution):
             with a target, ``(N, M, L)`` with ``target=None``. SOS, EOS and padding
             score 0.
         """
-        return super().attribute(inputs, target, additional_forward_args)
+        return super().attribute(inputs, target, additional_forward_args, attribute_to_layer_input)
 
     def _substitute(self, record: AttentionRecord, o: Tensor) -> Tensor:
         if self._recompute:
@@ -179,7 +196,7 @@ class GradECLIP(AttentionAttribution):
         return (lam * wv).sum(-1)
 
     def _combine(self, layer_maps: list[Tensor]) -> Tensor:
-        if not self.relu:
+        if not self.relu_attributions:
             return torch.stack(layer_maps).sum(0)
         if self.similarity.modality == "text":
             return torch.relu(torch.stack(layer_maps).sum(0))  # text: sum over blocks, then ReLU

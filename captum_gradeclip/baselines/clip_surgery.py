@@ -97,20 +97,20 @@ class CLIPSurgery(WrapperAttribution):
         temperature: float = 2.0,
     ) -> None:
         super().__init__(forward_func)
-        self.blocks = pick_blocks(forward_func, None, layers, 6)
+        sim = self.similarity
+        self.blocks = pick_blocks(sim, None, layers, 6, self.get_name())
         if redundant_embeds is not None and (
-            not isinstance(redundant_embeds, Tensor)
-            or redundant_embeds.numel() != forward_func.reference_embeds.shape[-1]
+            not isinstance(redundant_embeds, Tensor) or redundant_embeds.numel() != sim.reference_embeds.shape[-1]
         ):
             raise ValueError(
-                f"`redundant_embeds` must be one embedding of size {forward_func.reference_embeds.shape[-1]}; "
+                f"`redundant_embeds` must be one embedding of size {sim.reference_embeds.shape[-1]}; "
                 f"got {redundant_embeds!r}"
             )
         self.redundant = redundant_embeds
         self.temperature = float(temperature)
-        last = forward_func.explained_blocks()[-1]
-        self._probe_layer = capability(forward_func, "probe_layer", self.get_name(), (self.blocks[0], last))
-        self._project = capability(forward_func, "project_tokens", self.get_name())
+        last = pick_blocks(sim, None, 1, None, self.get_name())[0]
+        self._probe_layer = capability(sim, "probe_layer", self.get_name(), (self.blocks[0], last))
+        self._project = capability(sim, "project_tokens", self.get_name())
 
     @classmethod
     def get_name(cls) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from captum.attr import GradientAttribution
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters import AttentionRecord
@@ -39,7 +40,7 @@ def game_relevance(probs: list[Tensor], grads: list[Tensor]) -> Tensor:
     return relevance
 
 
-class GAME(WrapperAttribution):
+class GAME(WrapperAttribution, GradientAttribution):
     r"""Chefer et al.'s gradient-weighted attention relevancy, read at the pooled token.
 
     The attention probabilities of each explained block are recomputed from its q and
@@ -62,7 +63,7 @@ class GAME(WrapperAttribution):
 
     def __init__(self, forward_func: _Similarity, layer: nn.Module | None = None, *, layers: int | None = None) -> None:
         super().__init__(forward_func)
-        self.blocks = pick_blocks(forward_func, layer, layers, None)
+        self.blocks = pick_blocks(self.similarity, layer, layers, None, self.get_name())
 
     @classmethod
     def get_name(cls) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import torch
+from captum.attr import GradientAttribution
 from torch import Tensor, nn
 
 from captum_gradeclip.baselines._common import WrapperAttribution, capability, pick_blocks
 from captum_gradeclip.wrappers import ExplainContext, _Similarity
 
 
-class TokenGradCAM(WrapperAttribution):
+class TokenGradCAM(WrapperAttribution, GradientAttribution):
     r"""Grad-CAM over tokens: the input tokens :math:`x_i` of a block, weighted by the
     token-averaged gradient of the score.
 
@@ -26,16 +27,22 @@ class TokenGradCAM(WrapperAttribution):
         forward_func (ImageTextSimilarity or TextImageSimilarity): the wrapper to explain.
         layer (nn.Module, optional): the attention block whose layer input is used.
             Default: the last one.
+        relu_attributions (bool, optional): apply the ReLU (Captum's name, as in
+            ``LayerGradCam``; Grad-CAM's own default is on). ``False`` returns the
+            signed map. Default: True.
 
     Examples::
 
         >>> maps = TokenGradCAM(ImageTextSimilarity(model, text_embeds=T)).attribute(pixel_values, target=0)
     """
 
-    def __init__(self, forward_func: _Similarity, layer: nn.Module | None = None) -> None:
+    def __init__(
+        self, forward_func: _Similarity, layer: nn.Module | None = None, *, relu_attributions: bool = True
+    ) -> None:
         super().__init__(forward_func)
-        self.block = pick_blocks(forward_func, layer, 1, None)[0]
-        self._probe_layer = capability(forward_func, "probe_layer", self.get_name(), (self.block,))
+        self.block = pick_blocks(self.similarity, layer, 1, None, self.get_name())[0]
+        self._probe_layer = capability(self.similarity, "probe_layer", self.get_name(), (self.block,))
+        self.relu_attributions = bool(relu_attributions)
 
     @classmethod
     def get_name(cls) -> str:
@@ -52,5 +59,6 @@ class TokenGradCAM(WrapperAttribution):
         for i, col in enumerate(columns):
             (grad,) = torch.autograd.grad(scores[rows, col].sum(), x, retain_graph=i + 1 < len(columns))
             alpha = (grad * mask).sum(1) / mask.sum(1).clamp_min(1)  # (N, C)
-            maps.append(torch.relu((alpha[:, None] * x.detach()).sum(-1)))
+            cam = (alpha[:, None] * x.detach()).sum(-1)
+            maps.append(torch.relu(cam) if self.relu_attributions else cam)
         return torch.stack(maps, dim=1)

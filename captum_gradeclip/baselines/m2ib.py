@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from captum.attr import GradientAttribution
 from torch import Tensor, nn
 
 from captum_gradeclip.baselines._common import WrapperAttribution, capability, pick_blocks
@@ -22,7 +23,7 @@ def capacity(alpha: Tensor, standardized: Tensor) -> Tensor:
     return 0.5 * ((1 - lam) ** 2 + (lam * standardized) ** 2 - 1) - F.logsigmoid(-alpha)
 
 
-class M2IB(WrapperAttribution):
+class M2IB(WrapperAttribution, GradientAttribution):
     r"""An information bottleneck on the tokens entering one block, trained per example.
 
     The word or patch tokens :math:`R` entering the block are replaced by
@@ -42,7 +43,8 @@ class M2IB(WrapperAttribution):
         steps (int, optional): optimisation steps. Default: 10.
         lr (float, optional): Adam's learning rate. Default: 1.
         init (float, optional): initial :math:`\alpha` (:math:`\lambda \approx 0.993`). Default: 5.
-        seed (int, optional): seed of the noise. Default: 0.
+        seed (int, optional): seed of the noise; every example draws its own noise from
+            it, so a map does not depend on the rest of the batch. Default: 0.
 
     Examples::
 
@@ -62,15 +64,15 @@ class M2IB(WrapperAttribution):
     ) -> None:
         super().__init__(forward_func)
         if layer is None:
-            blocks = forward_func.explained_blocks()
+            blocks = self.similarity.explained_blocks()
             layer = blocks[(3 * len(blocks)) // 4]
-        self.block = pick_blocks(forward_func, layer, 1, None)[0]
+        self.block = pick_blocks(self.similarity, layer, 1, None, self.get_name())[0]
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(f"`steps` must be a non-negative int; got {steps!r}")
         if beta < 0 or lr <= 0:
             raise ValueError(f"`beta` must be >= 0 and `lr` > 0; got beta={beta!r}, lr={lr!r}")
         self.beta, self.steps, self.lr, self.init, self.seed = float(beta), steps, float(lr), float(init), seed
-        self._probe_layer = capability(forward_func, "probe_layer", self.get_name(), (self.block,))
+        self._probe_layer = capability(self.similarity, "probe_layer", self.get_name(), (self.block,))
 
     @classmethod
     def get_name(cls) -> str:
@@ -92,14 +94,17 @@ class M2IB(WrapperAttribution):
         per_element = (m.sum((1, 2)) * r.shape[-1]).clamp_min(1)
         maps = []
         for col in columns:
-            # the same noise for every target: a target's map does not depend on which others are explained
-            generator = torch.Generator(device=r.device).manual_seed(self.seed)
+            # every example and every target draw the same noise from their own generator: a map depends
+            # neither on the rest of the batch nor on the other requested targets
+            generators = [torch.Generator(device=r.device).manual_seed(self.seed) for _ in range(r.shape[0])]
             # the bottleneck is optimised in float32 whatever the model's dtype (Adam's eps vanishes in fp16)
             alpha = torch.full(r.shape, self.init, device=r.device, dtype=torch.float32, requires_grad=True)
             optimizer = torch.optim.Adam([alpha], lr=self.lr)
             for _ in range(self.steps):
                 lam = torch.sigmoid(alpha).to(r.dtype)
-                noise = torch.randn(r.shape, generator=generator, device=r.device, dtype=r.dtype)
+                noise = torch.stack(
+                    [torch.randn(r.shape[1:], generator=g, device=r.device, dtype=r.dtype) for g in generators]
+                )
                 z = torch.where(keep, mu + sigma * (lam * standardized + (1 - lam) * noise), r)
                 with self._probe_layer(self.block, lambda _x, z=z: z):
                     score = sim(inputs, *extra)[rows, col]

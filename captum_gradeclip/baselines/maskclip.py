@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from captum_gradeclip.adapters import AttentionRecord
-from captum_gradeclip.baselines._common import WrapperAttribution, capability, gather_columns, is_pool
+from captum_gradeclip.baselines._common import WrapperAttribution, capability, gather_columns, is_pool, pick_blocks
 from captum_gradeclip.wrappers import ExplainContext, _Similarity
 
 
@@ -67,9 +67,9 @@ class MaskCLIP(WrapperAttribution):
 
     def __init__(self, forward_func: _Similarity) -> None:
         super().__init__(forward_func)
-        self.block = forward_func.explained_blocks()[-1]
-        capability(forward_func, "probe_layer", self.get_name(), (self.block,))
-        capability(forward_func, "project_tokens", self.get_name())
+        self.block = pick_blocks(self.similarity, None, 1, None, self.get_name())[0]
+        capability(self.similarity, "probe_layer", self.get_name(), (self.block,))
+        capability(self.similarity, "project_tokens", self.get_name())
 
     @classmethod
     def get_name(cls) -> str:

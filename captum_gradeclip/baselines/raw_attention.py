@@ -34,7 +34,7 @@ class RawAttention(WrapperAttribution):
 
     def __init__(self, forward_func: _Similarity, layer: nn.Module | None = None) -> None:
         super().__init__(forward_func)
-        self.block = pick_blocks(forward_func, layer, 1, None)[0]
+        self.block = pick_blocks(self.similarity, layer, 1, None, self.get_name())[0]
 
     @classmethod
     def get_name(cls) -> str:

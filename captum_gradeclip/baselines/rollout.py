@@ -55,7 +55,7 @@ class AttentionRollout(WrapperAttribution):
 
     def __init__(self, forward_func: _Similarity, layer: nn.Module | None = None, *, layers: int | None = None) -> None:
         super().__init__(forward_func)
-        self.blocks = pick_blocks(forward_func, layer, layers, None)
+        self.blocks = pick_blocks(self.similarity, layer, layers, None, self.get_name())
 
     @classmethod
     def get_name(cls) -> str:

@@ -33,7 +33,8 @@ def phrase_maps(similarity: ImageTextSimilarity, pixel_values: Tensor, targets: 
     """
     if targets.ndim != 2 or targets.shape[0] != pixel_values.shape[0]:
         raise ValueError(f"`targets` must be (N, K) with N = {pixel_values.shape[0]}; got {tuple(targets.shape)}")
-    every = GradECLIP(similarity, relu=False).attribute(pixel_values)  # (N, M, h, w): cheap for all columns
+    # (N, M, h, w): cheap for all columns
+    every = GradECLIP(similarity, relu_attributions=False).attribute(pixel_values)
     index = targets.clamp(min=0)[:, :, None, None].expand(-1, -1, *every.shape[-2:])
     return (every.gather(1, index) * (targets >= 0)[:, :, None, None]).detach()
 

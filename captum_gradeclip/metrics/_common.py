@@ -10,7 +10,7 @@ import torch
 from captum.attr import LayerAttribution
 from torch import Tensor
 
-from captum_gradeclip.attr._base import TargetType, _target_columns
+from captum_gradeclip.attr._contract import TargetType, target_columns
 
 PROTOCOLS = ("uniform", "paper")
 MEASURES = ("score", "top1", "top5")
@@ -126,7 +126,7 @@ def target_column(target: TargetType, n: int, m: int) -> Tensor:
     """``(N,)`` one output column per example; ``target`` is required."""
     if target is None:
         raise ValueError("`target` is required: the output column (e.g. the explained text) of each example")
-    return _target_columns(target, n, m)[0]
+    return target_columns(target, n, m)[0]
 
 
 def measure_fn(measure: str) -> Callable[[Tensor, Tensor], Tensor]:

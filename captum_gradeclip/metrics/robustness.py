@@ -11,19 +11,21 @@ from captum.metrics import infidelity as captum_infidelity
 from captum.metrics import sensitivity_max
 from torch import Tensor
 
-from captum_gradeclip.attr._base import TargetType
+from captum_gradeclip.attr._contract import TargetType, resolve_wrapper
 from captum_gradeclip.metrics._common import pixel_maps, single, token_scores
 from captum_gradeclip.wrappers import _Similarity
 
 
 def _wrapper(explainer: Attribution | _Similarity) -> _Similarity:
-    sim = explainer if isinstance(explainer, _Similarity) else getattr(explainer, "forward_func", None)
-    if not isinstance(sim, _Similarity):
+    if isinstance(explainer, _Similarity):
+        return explainer
+    try:
+        return resolve_wrapper(getattr(explainer, "forward_func", None))
+    except TypeError as error:
         raise TypeError(
             "`explainer` must be a Captum attribution built on a captum_gradeclip similarity wrapper "
             f"(or, for infidelity, the wrapper itself); got {type(explainer).__name__}"
-        )
-    return sim
+        ) from error
 
 
 def _words(sim: _Similarity, ids: Tensor) -> Tensor:

@@ -334,16 +334,19 @@ def test_relu_false_returns_the_signed_sum():
     model = make_clip(3, vision_layers=3)
     x = torch.randn(3, 3, 32, 32)
     sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, 16))
-    signed = cg.GradECLIP(sim, relu=False).attribute(x, target=[1, 0, 1])
+    signed = cg.GradECLIP(sim, relu_attributions=False).attribute(x, target=[1, 0, 1])
     assert signed.min() < 0 < signed.max(), "the signed sum keeps both signs"
     assert rel_err(torch.relu(signed), cg.GradECLIP(sim).attribute(x, target=[1, 0, 1])) <= TOL
     # over two blocks the default sums ReLU(map_l); the signed option sums map_l itself
-    per_block = [cg.GradECLIP(sim, relu=False, layer=sim.explained_blocks()[i]).attribute(x, target=0) for i in (1, 2)]
-    two = cg.GradECLIP(sim, relu=False, layers=2).attribute(x, target=0)
+    per_block = [
+        cg.GradECLIP(sim, relu_attributions=False, layer=sim.explained_blocks()[i]).attribute(x, target=0)
+        for i in (1, 2)
+    ]
+    two = cg.GradECLIP(sim, relu_attributions=False, layers=2).attribute(x, target=0)
     assert rel_err(two, per_block[0] + per_block[1]) <= TOL
     ids, mask = random_texts(3, 8, seed=4)
     tsim = cg.TextImageSimilarity(model, image_embeds=torch.randn(2, 16))
-    tok = cg.GradECLIP(tsim, relu=False).attribute(ids, target=0, additional_forward_args=(mask,))
+    tok = cg.GradECLIP(tsim, relu_attributions=False).attribute(ids, target=0, additional_forward_args=(mask,))
     assert tok.min() < 0
     default = cg.GradECLIP(tsim).attribute(ids, target=0, additional_forward_args=(mask,))
     assert rel_err(torch.relu(tok), default) <= TOL

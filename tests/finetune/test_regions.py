@@ -29,7 +29,7 @@ def test_phrase_maps_are_the_signed_grad_eclip_maps_of_each_pair():
     sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(3, 16))
     maps = phrase_maps(sim, x, torch.tensor([[2, 0], [1, -1]]))
     assert maps.shape == (2, 2, 4, 4) and not maps.requires_grad
-    signed = cg.GradECLIP(sim, relu=False)
+    signed = cg.GradECLIP(sim, relu_attributions=False)
     assert torch.allclose(maps[0, 0], signed.attribute(x[:1], target=2)[0, 0], atol=1e-5)
     assert torch.allclose(maps[1, 0], signed.attribute(x[1:], target=1)[0, 0], atol=1e-5)
     assert (maps[1, 1] == 0).all(), "an empty slot"

@@ -1,0 +1,224 @@
+"""Captum's calling conventions, written once for every method (Grad-ECLIP and the baselines).
+
+- :func:`resolve_wrapper`: the ``forward_func`` forms (the wrapper, its bound ``forward``, the wrapper
+  inside ``nn.DataParallel``) and ``device_ids``;
+- :func:`target_columns`: Captum's target forms with Captum's meaning, plus ``None`` (every column);
+- :func:`format_inputs`: one input tensor or a 1-tuple, token ids that a perturbation turned into floats;
+- :func:`check_blocks`: a clear error at construction when an explained block is not an attention block
+  the adapter can read (Captum's invalid-module pattern);
+- :func:`check_layer_input`: Captum's ``attribute_to_layer_input``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from captum_gradeclip._compat import _format_additional_forward_args, _format_tensor_into_tuples, _is_tuple
+from captum_gradeclip.wrappers import _Similarity
+
+#: Captum's target forms (an int, a tuple index, a list of either per example, a tensor), or ``None``.
+TargetType = int | tuple[int, ...] | Sequence[int] | Sequence[tuple[int, ...]] | Tensor | None
+
+_TARGET_FORMS = (
+    "an int (one column for every example), a 1-tuple (int,), a list of ints or of 1-tuples (one per "
+    "example), a 0-d or 1-element integer tensor (broadcast), an N-element 1-D integer tensor (one per "
+    "example), or None (every column)"
+)
+
+_FORWARD_FORMS = (
+    "a captum_gradeclip wrapper (ImageTextSimilarity, TextImageSimilarity or ImageClassification), "
+    "its bound `forward`, or such a wrapper inside torch.nn.DataParallel"
+)
+
+
+def resolve_wrapper(forward_func: object, device_ids: Sequence[int] | None = None) -> _Similarity:
+    """The similarity wrapper behind ``forward_func``.
+
+    Args:
+        forward_func: the wrapper, its bound ``forward``, or ``nn.DataParallel(wrapper)``.
+        device_ids (list[int], optional): Captum's ``device_ids``. An explanation hooks the wrapped
+            module and runs it on one device (the one ``DataParallel`` keeps the module on), so the
+            only ids accepted are ``None`` and, for a ``DataParallel``, its own ``device_ids`` (which
+            Captum would take from it anyway).
+
+    Returns:
+        The :class:`~captum_gradeclip.wrappers._Similarity` module to explain.
+
+    Raises:
+        TypeError: ``forward_func`` is none of the accepted forms.
+        ValueError: ``device_ids`` asks for a split the explanation cannot make.
+    """
+    parallel = isinstance(forward_func, nn.DataParallel)
+    if parallel:
+        wrapper = forward_func.module  # type: ignore[union-attr]
+    elif inspect.ismethod(forward_func) and isinstance(forward_func.__self__, _Similarity):
+        wrapper = forward_func.__self__
+        if forward_func.__func__ is not type(wrapper).forward:
+            raise TypeError(
+                f"`forward_func` must be {_FORWARD_FORMS}; got the bound method "
+                f"{type(wrapper).__name__}.{forward_func.__name__}"
+            )
+    else:
+        wrapper = forward_func
+    if not isinstance(wrapper, _Similarity):
+        inner = f" wrapping {type(wrapper).__name__}" if parallel else ""
+        raise TypeError(f"`forward_func` must be {_FORWARD_FORMS}; got {type(forward_func).__name__}{inner}")
+    if device_ids is not None:
+        own = list(forward_func.device_ids) if parallel else None  # type: ignore[union-attr]
+        if own is None or list(device_ids) != own:
+            raise ValueError(
+                f"`device_ids` {list(device_ids)!r} cannot be honoured: the explanation hooks the wrapped module "
+                "and runs the whole batch on one device, so it never gathers layer outputs across devices. "
+                "Leave `device_ids=None`" + (f" (or pass the DataParallel's own {own!r})" if own is not None else "")
+            )
+    return wrapper
+
+
+def run_device(forward_func: object, wrapper: _Similarity, x: Tensor) -> torch.device:
+    """Where the explanation runs: the wrapped module's device for a ``DataParallel``, else the input's."""
+    if isinstance(forward_func, nn.DataParallel):
+        param = next(wrapper.parameters(), None)
+        if param is not None:
+            return param.device
+    return x.device
+
+
+def format_inputs(
+    wrapper: _Similarity, inputs: Tensor | tuple[Tensor, ...], additional_forward_args: Any
+) -> tuple[bool, Tensor, tuple]:
+    """``(is_tuple, x, extra)``: the one input tensor, detached, and the further forward arguments.
+
+    Token ids that arrive as a floating-point tensor of whole numbers (Captum's ``NoiseTunnel`` adds its
+    noise in floating point, also with ``stdevs=0.0``) are converted back to ids; any other value is
+    refused, since noise on token ids has no meaning.
+    """
+    is_tuple = _is_tuple(inputs)
+    inputs_t = _format_tensor_into_tuples(inputs)
+    if len(inputs_t) != 1 or not isinstance(inputs_t[0], Tensor):
+        raise TypeError(f"`inputs` must be one tensor or a 1-tuple of tensors; got {len(inputs_t)} items")
+    x = inputs_t[0].detach()
+    if wrapper.modality == "text" and x.is_floating_point():
+        ids = x.round()
+        if not torch.equal(ids, x):
+            raise ValueError(
+                "`inputs` are token ids, but the floating-point tensor given holds values that are not whole "
+                "numbers. Token ids cannot take noise (NoiseTunnel with stdevs > 0 on a text wrapper): "
+                "perturb the image side, or the words themselves (captum_gradeclip.metrics.word_swap)"
+            )
+        x = ids.long()
+    extra = _format_additional_forward_args(additional_forward_args) or ()
+    extra = tuple(a.detach() if isinstance(a, Tensor) else a for a in extra)
+    return is_tuple, x, extra
+
+
+def _index(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`target` must be {_TARGET_FORMS}; {what} is {type(value).__name__}")
+    return int(value)
+
+
+def _column(value: object, what: str) -> int:
+    """An int, or a 1-tuple (Captum: a tuple indexes the output's trailing dimensions; ours is (N, M))."""
+    if isinstance(value, tuple):
+        if len(value) != 1:
+            raise ValueError(
+                "a tuple `target` indexes the output's dimensions after the batch; the wrapper's output "
+                f"(N, M) has one, so a tuple must hold exactly one index (a column); {what} is {value!r}"
+            )
+        return _index(value[0], what)
+    return _index(value, what)
+
+
+def target_columns(target: TargetType, n: int, m: int) -> Tensor:
+    """``(K, N)`` column indices for Captum's target forms: one row per requested target.
+
+    ``target`` takes Captum's forms with Captum's meaning: an int or a 1-tuple ``(column,)`` for every
+    example; a list of ints or of 1-tuples, one per example; a tensor with one element (0-d or not,
+    broadcast) or a 1-D tensor with one element per example. ``None`` (every column, ``K = M``) is this
+    package's extension.
+
+    Raises:
+        TypeError: a form Captum does not define (float, bool, a set, a string, ...).
+        ValueError: the right form but the wrong length or an index outside ``0..M-1``.
+    """
+    if target is None:
+        return torch.arange(m)[:, None].expand(m, n)
+    if isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(f"`target` must be {_TARGET_FORMS}; got a tensor of dtype {target.dtype}")
+        if target.numel() == 1:
+            column = torch.full((n,), int(target.item()), dtype=torch.long)
+        elif target.dim() == 1 and target.numel() == n:
+            column = target.detach().to("cpu", torch.long)
+        else:
+            raise ValueError(
+                f"a `target` tensor must hold one index (broadcast) or one per example ({n}, 1-D); "
+                f"got shape {tuple(target.shape)}"
+            )
+    elif isinstance(target, list):
+        if len(target) != n:
+            raise ValueError(f"a `target` list gives one target per example ({n}); got {len(target)} entries")
+        column = torch.tensor([_column(t, f"entry {i}") for i, t in enumerate(target)], dtype=torch.long)
+    elif isinstance(target, tuple):
+        column = torch.full((n,), _column(target, "it"), dtype=torch.long)
+    else:
+        column = torch.full((n,), _index(target, "it"), dtype=torch.long)
+    if ((column < 0) | (column >= m)).any():
+        bad = sorted({int(c) for c in column if not 0 <= c < m})
+        raise ValueError(f"`target` must index the wrapper's {m} output columns (0..{m - 1}); got {bad}")
+    return column[None]
+
+
+def check_layer_input(attribute_to_layer_input: object, method: str) -> None:
+    """Captum's ``attribute_to_layer_input``: ``False`` (the only meaning here) or a clear error."""
+    if attribute_to_layer_input is False:
+        return
+    if attribute_to_layer_input is True:
+        raise ValueError(
+            f"attribute_to_layer_input=True is not available for {method}: the method is defined inside the "
+            "attention block (from its queries, keys and values, or the attention it computes, and the score's "
+            "gradient there), not on a layer's input or output tensor, so there is no layer input to attribute "
+            "to. Leave attribute_to_layer_input=False"
+        )
+    raise TypeError(f"`attribute_to_layer_input` must be a bool; got {type(attribute_to_layer_input).__name__}")
+
+
+def module_name(model: nn.Module, module: nn.Module) -> str:
+    """The dotted name of ``module`` inside ``model`` (``"?"`` when it is not there)."""
+    return next((name for name, m in model.named_modules() if m is module), "?")
+
+
+def check_blocks(wrapper: _Similarity, blocks: Sequence[nn.Module], method: str) -> None:
+    """A TypeError naming the layer when an explained block is not an attention block the adapter can read.
+
+    The check hooks each block and removes the hooks again, with no forward pass: a module put in place of
+    an attention block (Captum's invalid-module pattern) is refused at construction, not halfway through
+    an explanation.
+    """
+    for block in blocks:
+        try:
+            with wrapper.adapter.probe(block, lambda _record, o: o):
+                pass
+        except Exception as error:  # any failure to hook it means the adapter cannot read it
+            raise TypeError(
+                f"{method} cannot explain the layer `{module_name(wrapper.model, block)}` "
+                f"({type(block).__name__}): it is not an attention block the {wrapper.adapter.loader_name} "
+                f"adapter can read ({type(error).__name__}: {error})"
+            ) from error
+
+
+def renamed_flag(new: bool | None, old: bool | None, new_name: str, old_name: str, default: bool) -> bool:
+    """Captum's name for a switch, with the old name as a deprecated alias (FutureWarning)."""
+    if old is not None:
+        warnings.warn(f"`{old_name}` is deprecated; use Captum's name `{new_name}`", FutureWarning, stacklevel=3)
+        if new is not None and bool(new) != bool(old):
+            raise ValueError(f"`{new_name}`={new!r} and its deprecated alias `{old_name}`={old!r} disagree")
+        return bool(old)
+    return default if new is None else bool(new)

@@ -110,7 +110,7 @@ def format_inputs(
             raise ValueError(
                 "`inputs` are token ids, but the floating-point tensor given holds values that are not whole "
                 "numbers. Token ids cannot take noise (NoiseTunnel with stdevs > 0 on a text wrapper): "
-                "perturb the image side, or the words themselves (captum_gradeclip.metrics.word_swap)"
+                "perturb the image side, or the words themselves (captum_gradeclip.metrics.robustness.word_swap)"
             )
         x = ids.long()
     extra = _format_additional_forward_args(additional_forward_args) or ()

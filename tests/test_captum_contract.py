@@ -99,16 +99,6 @@ def setup_for(modality: str, dtype: torch.dtype = torch.float32) -> Setup:
     return _SETUPS[modality, dtype]
 
 
-def exact_dtype(method: type) -> torch.dtype:
-    """The dtype in which a batch and its examples alone agree to rounding.
-
-    M2IB's Adam takes a first step of about ``lr`` for any gradient well above its ``eps``,
-    so in float32 a gradient that is zero but for rounding (which depends on the batch) can
-    move a bottleneck weight by a whole step; in float64 rounding stays far below ``eps``.
-    """
-    return torch.float64 if method is M2IB else torch.float32
-
-
 # -- Captum's class contract -----------------------------------------------------------------------------
 
 
@@ -182,7 +172,7 @@ BROADCAST = {"int": 2, "tuple": (2,), "0-d tensor": torch.tensor(2), "1-element 
 
 @pytest.mark.parametrize(("method", "kwargs", "modality"), CASES)
 def test_targets_batch_equals_each_example_alone(method, kwargs, modality):
-    s = setup_for(modality, exact_dtype(method))
+    s = setup_for(modality)
     explainer = method(s.sim, **kwargs)
     alone = [
         explainer.attribute(s.inputs(slice(i, i + 1)), target=c, **s.kwargs(slice(i, i + 1)))
@@ -277,7 +267,7 @@ def test_noise_on_token_ids_is_refused():
 
 @pytest.mark.parametrize(("method", "kwargs", "modality"), CASES)
 def test_batch_independence_for_every_column(method, kwargs, modality):
-    s = setup_for(modality, exact_dtype(method))
+    s = setup_for(modality)
     explainer = method(s.sim, **kwargs)
     batch = explainer.attribute(s.inputs(), **s.kwargs())
     for i in range(N):
@@ -292,7 +282,8 @@ def test_float64(method, kwargs, modality):
     assert got.dtype == torch.float64 and torch.isfinite(got).all()
     s = setup_for(modality)
     expected = method(s.sim, **kwargs).attribute(s.inputs(), target=COLUMNS, **s.kwargs())
-    # M2IB in float32 moves near-zero-gradient weights by whole Adam steps (see exact_dtype)
+    # M2IB's Adam steps about `lr` for any gradient well above its eps, so a gradient that is zero but for
+    # rounding (which differs between float32 and float64) can move a bottleneck weight by a whole step
     assert_close(got.float(), expected, rel=0.15 if method is M2IB else 1e-3)
 
 

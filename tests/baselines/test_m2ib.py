@@ -46,7 +46,8 @@ def _first_adam_step_oracle(model, x, text_embeds, cols, beta, lr, init, seed):
     patches = r[:, 1:]
     mu, sigma = patches.mean(1, keepdim=True), patches.std(1, keepdim=True)
     standardized = (patches - mu) / sigma
-    noise = torch.randn(r.shape, generator=torch.Generator().manual_seed(seed))[:, 1:]
+    # every example draws its noise from its own generator seeded with `seed`
+    noise = torch.stack([torch.randn(r.shape[1:], generator=torch.Generator().manual_seed(seed)) for _ in x])[:, 1:]
     alpha = torch.full(patches.shape, init, requires_grad=True)
     lam = torch.sigmoid(alpha)
     z = torch.cat([r[:, :1], mu + sigma * (lam * standardized + (1 - lam) * noise)], 1)

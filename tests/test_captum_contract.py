@@ -200,7 +200,7 @@ def test_targets_batch_equals_each_example_alone(method, kwargs, modality):
     [
         ((0, 1, 2), ValueError, "exactly one index"),  # as long as the batch: still a column index, not a list
         ((), ValueError, "exactly one index"),
-        ([0, 1], ValueError, "one target per example"),
+        ([0, 1], ValueError, "one entry per example"),
         ([(0, 1), (1,), (2,)], ValueError, "exactly one index"),
         (torch.tensor([[0], [1], [2]]), ValueError, "1-D"),
         (torch.tensor([0, 1]), ValueError, "one per example"),

@@ -86,12 +86,12 @@ def test_size_must_be_native_without_interpolation(clip):
         (-1, r"`target` must index"),
         ([0], r"`target` list must have one entry per example \(2\)"),
         ([0, 1, 1], r"`target` list must have one entry per example"),
-        (torch.tensor([0.5, 1.0]), r"`target` tensor must be an integer"),
+        (torch.tensor([0.5, 1.0]), r"got a tensor of dtype torch.float32"),
     ],
 )
 def test_bad_target(clip, target, pattern):
     explainer = cg.GradECLIP(cg.ImageTextSimilarity(clip, text_embeds=torch.randn(2, 16)))
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises((ValueError, TypeError), match=pattern):
         explainer.attribute(torch.randn(2, 3, 32, 32), target=target)
 
 
@@ -99,7 +99,12 @@ def test_bad_text_inputs(clip):
     explainer = cg.GradECLIP(cg.TextImageSimilarity(clip, image_embeds=torch.randn(2, 16)))
     ids, mask = random_texts(2, 6)
     with pytest.raises(TypeError, match="`input_ids` must be an integer tensor"):
-        explainer.attribute(ids.float(), target=0, additional_forward_args=(mask,))
+        explainer.similarity(ids.float(), mask)  # the wrapper itself takes ids only
+    # whole-number floats are ids (Captum's NoiseTunnel casts them, also with stdevs=0.0); noise is refused
+    plain = explainer.attribute(ids, target=0, additional_forward_args=(mask,))
+    assert torch.equal(explainer.attribute(ids.float(), target=0, additional_forward_args=(mask,)), plain)
+    with pytest.raises(ValueError, match="Token ids cannot take noise"):
+        explainer.attribute(ids.float() + 0.25, target=0, additional_forward_args=(mask,))
     with pytest.raises(ValueError, match="`attention_mask` must have the shape of `input_ids`"):
         explainer.attribute(ids, target=0, additional_forward_args=(mask[:, :4],))
     with pytest.raises(ValueError, match="`input_ids` is empty"):

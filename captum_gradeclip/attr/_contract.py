@@ -33,7 +33,7 @@ _TARGET_FORMS = (
 )
 
 _FORWARD_FORMS = (
-    "a captum_gradeclip wrapper (ImageTextSimilarity, TextImageSimilarity or ImageClassification), "
+    "a captum_gradeclip similarity wrapper (ImageTextSimilarity, TextImageSimilarity or ImageClassification), "
     "its bound `forward`, or such a wrapper inside torch.nn.DataParallel"
 )
 
@@ -164,7 +164,7 @@ def target_columns(target: TargetType, n: int, m: int) -> Tensor:
             )
     elif isinstance(target, list):
         if len(target) != n:
-            raise ValueError(f"a `target` list gives one target per example ({n}); got {len(target)} entries")
+            raise ValueError(f"`target` list must have one entry per example ({n}); got {len(target)}")
         column = torch.tensor([_column(t, f"entry {i}") for i, t in enumerate(target)], dtype=torch.long)
     elif isinstance(target, tuple):
         column = torch.full((n,), _column(target, "it"), dtype=torch.long)

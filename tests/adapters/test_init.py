@@ -9,7 +9,7 @@ from torch import nn
 import captum_gradeclip as cg
 from captum_gradeclip.adapters import ADAPTERS
 from captum_gradeclip.attr.grad_eclip import GradECLIP
-from tests.adapters.conftest import LOADERS, make_vit_classifier
+from tests.adapters.conftest import LOADERS, Loader, make_vit_classifier
 from tests.conftest import assert_unchanged, model_snapshot
 
 
@@ -66,3 +66,22 @@ def test_models_are_left_unchanged_also_after_an_exception(loader, monkeypatch):
         with pytest.raises(RuntimeError, match="boom"):
             explainer.attribute(x, target=0)
     assert_unchanged(model, before)
+
+
+def test_only_a_missing_extra_skips_a_loader_test():
+    def raises(error):
+        def build(seed):
+            raise error
+
+        return Loader(build, 32, (4, 4), 16, LOADERS["hf"].texts)
+
+    for name in ("open_clip", "clip", "torchvision.transforms"):
+        with pytest.raises(pytest.skip.Exception, match="needs a loader extra"):
+            raises(ModuleNotFoundError(f"No module named {name!r}", name=name)).load(0)
+    # in CI, with the extras installed, a broken import inside a loader must fail, not skip
+    with pytest.raises(ImportError, match="cannot import name"):
+        raises(ImportError("cannot import name 'CLIP' from 'open_clip'", name="open_clip")).load(0)
+    with pytest.raises(ModuleNotFoundError, match=r"captum_gradeclip\.nope"):
+        raises(ModuleNotFoundError("No module named 'captum_gradeclip.nope'", name="captum_gradeclip.nope")).load(0)
+    with pytest.raises(ModuleNotFoundError, match="ftfy"):  # a dependency of an installed extra
+        raises(ModuleNotFoundError("No module named 'ftfy'", name="ftfy")).load(0)

@@ -192,7 +192,7 @@ MUTANTS: list[Mutant] = [
         "attr/_base.py",
         "maps = maps * ctx.output_mask[:, None, :].to(maps.dtype)",
         "maps = maps",
-        (*T_ATTR, "tests/test_explain.py"),
+        T_ATTR,
         "SOS, EOS and padding keep their scores",
     ),
     # -- the fast path --------------------------------------------------------------------------------------------

@@ -21,8 +21,40 @@ from tests.adapters.conftest import EMBED, LOADERS, Loader, make_openai_clip
 from tests.baselines.conftest import IDS, METHODS
 from tests.conftest import make_clip, random_texts, rel_err
 
+#: Every bound below is about 3x the error measured on these tiny models (CPU, torch 2.14), written next to it.
+#: Here: the floor of Grad-ECLIP's image-map error on every loader and mode; measured at most 0.022 in bf16 and
+#: 0.0045 in fp16 (open_clip ViT, paper mode) apart from SigLIP, whose bound is its own forward's error (below).
 DTYPES = [(torch.bfloat16, 0.06), (torch.float16, 0.01)]
 DTYPE_IDS = ["bf16", "fp16"]
+
+#: Grad-ECLIP's text scores: the least ``1 - cosine`` to the float32 scores a text may lose (measured at most 2.8e-4
+#: in bf16 and 8.8e-6 in fp16 where the model's own forward loses little), and the share of the float32 maximum
+#: that a text whose float32 scores are all zero may show (measured 0.068 in bf16, exactly 0 in fp16).
+TEXT_FLOOR = {torch.bfloat16: 1e-3, torch.float16: 3e-5}
+SILENT = {torch.bfloat16: 0.2, torch.float16: 1e-3}  # fp16: nothing measured to scale; about 8 fp16 roundings
+
+#: The baselines' relative error (max |low - float32| / max |float32|) on make_clip(2), every target: about 3x
+#: what was measured, which is in the comment (bf16, fp16).
+BASELINE_BOUNDS = {
+    baselines.RawAttention: {torch.bfloat16: 0.03, torch.float16: 0.0063},  # 0.0097, 0.0021
+    baselines.AttentionRollout: {torch.bfloat16: 0.015, torch.float16: 0.0032},  # 0.0047, 0.0011
+    baselines.GAME: {torch.bfloat16: 0.09, torch.float16: 0.0053},  # 0.030, 0.0018
+    baselines.TokenGradCAM: {torch.bfloat16: 0.084, torch.float16: 0.011},  # 0.028, 0.0037
+    baselines.MaskCLIP: {torch.bfloat16: 0.029, torch.float16: 0.0036},  # 0.0096, 0.0012
+    baselines.CLIPSurgery: {torch.bfloat16: 0.038, torch.float16: 0.005},  # 0.013, 0.0017
+    baselines.RISE: {torch.bfloat16: 0.026, torch.float16: 0.0032},  # 0.0086, 0.0011
+    baselines.M2IB: {torch.bfloat16: 0.015, torch.float16: 0.0017},  # 0.0048, 0.00056
+}
+
+#: The metrics' absolute error on make_clip(4), about 3x what was measured (bf16, fp16); the metrics' values lie
+#: between -0.46 and 0.41. The pointing game's hits were the same.
+METRIC_BOUNDS = {
+    "deletion": {torch.bfloat16: 0.022, torch.float16: 0.0051},  # 0.0073, 0.0017
+    "insertion": {torch.bfloat16: 0.027, torch.float16: 0.0056},  # 0.0089, 0.0019
+    "text_deletion": {torch.bfloat16: 0.0045, torch.float16: 0.0009},  # 0.0015, 0.00029
+    "energy": {torch.bfloat16: 0.008, torch.float16: 0.0018},  # 0.0027, 0.00058
+    "pointing": {torch.bfloat16: 0.0, torch.float16: 0.0},  # 0, 0
+}
 
 
 def _lowered(model, dtype):
@@ -58,6 +90,7 @@ def test_grad_eclip_on_every_loader_matches_float32(loader, dtype, tol, mode):
         forward_err = rel_err(
             get_adapter(low).embed_images(x.to(dtype), True).float(), get_adapter(model).embed_images(x, True)
         )
+    # (measured: the map's error is at most 2.3x the forward's, SigLIP in fp16 and paper mode, 0.056 against 0.025)
     assert rel_err(got.float(), ref) <= max(tol, 3 * forward_err)
 
     ids, mask = spec.texts(2, 0)
@@ -79,8 +112,10 @@ def test_grad_eclip_on_every_loader_matches_float32(loader, dtype, tol, mode):
     forward_err_t = (low_t - ref_e).abs().amax(-1) / ref_e.abs().amax(-1)  # rel_err per text
     cosine = torch.nn.functional.cosine_similarity(got_t.float(), ref_t, dim=-1)
     silent = ref_t.abs().amax(-1) == 0  # every layer sum clamped by the ReLU: nothing to point at
-    assert (1 - cosine[~silent] <= forward_err_t[~silent].clamp(min=5 * tol / 6)).all(), (cosine, forward_err_t)
-    assert (got_t[silent].float().abs() <= 5 * tol * ref_t.abs().max()).all()
+    # (measured: 1 - cosine is at most 0.63 of the text's forward error, SigLIP's in bf16, 0.0089 against 0.014)
+    floor = TEXT_FLOOR[dtype]
+    assert (1 - cosine[~silent] <= forward_err_t[~silent].clamp(min=floor)).all(), (cosine, forward_err_t)
+    assert (got_t[silent].float().abs() <= SILENT[dtype] * ref_t.abs().max()).all()
 
 
 def test_openai_clip_cast_whole_to_bf16_gets_an_error_that_says_what_to_do():
@@ -108,9 +143,9 @@ def test_unsupported_low_precision_op_says_use_float32(monkeypatch):
         explainer.attribute(torch.randn(1, 3, 32, 32, dtype=torch.float16), target=0)
 
 
-@pytest.mark.parametrize(("dtype", "tol"), DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=DTYPE_IDS)
 @pytest.mark.parametrize(("method", "kwargs"), METHODS, ids=IDS)
-def test_every_baseline_matches_float32(method, kwargs, dtype, tol):
+def test_every_baseline_matches_float32(method, kwargs, dtype):
     model = make_clip(2)
     torch.manual_seed(3)
     x, refs = torch.randn(2, 3, 32, 32), torch.randn(3, 16)
@@ -118,13 +153,11 @@ def test_every_baseline_matches_float32(method, kwargs, dtype, tol):
     low = model.to(dtype)
     got = method(cg.ImageTextSimilarity(low, text_embeds=refs.to(dtype)), **kwargs).attribute(x.to(dtype))
     assert got.dtype == dtype and torch.isfinite(got).all()
-    # M2IB optimises through a sigmoid for a few steps and Grad-CAM clamps sums near zero: looser there
-    loose = 4 if method in (baselines.M2IB, baselines.TokenGradCAM) else 1
-    assert rel_err(got.float(), ref) <= loose * 2 * tol
+    assert rel_err(got.float(), ref) <= BASELINE_BOUNDS[method][dtype]
 
 
-@pytest.mark.parametrize(("dtype", "tol"), DTYPES, ids=DTYPE_IDS)
-def test_metrics_match_float32(dtype, tol):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=DTYPE_IDS)
+def test_metrics_match_float32(dtype):
     model = make_clip(4)
     torch.manual_seed(5)
     x, refs = torch.randn(3, 3, 32, 32), torch.randn(3, 16)
@@ -148,4 +181,4 @@ def test_metrics_match_float32(dtype, tol):
     ref, got = run(model, torch.float32), run(model.to(dtype), dtype)
     for key in ref:
         assert torch.isfinite(got[key]).all(), key
-        torch.testing.assert_close(got[key].float(), ref[key].float(), rtol=0, atol=10 * tol, msg=key)
+        torch.testing.assert_close(got[key].float(), ref[key].float(), rtol=0, atol=METRIC_BOUNDS[key][dtype], msg=key)

@@ -22,8 +22,10 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
-    except CLIError as error:  # one line, exit code 2, no traceback
-        print(f"captum-gradeclip: error: {error}", file=sys.stderr)
+    except CLIError as error:  # one line, exit code 2, no traceback; control characters written out
+        from captum_gradeclip.images import printable
+
+        print(f"captum-gradeclip: error: {printable(error)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 MODEL_SPECS = "shapes | hf:NAME_OR_PATH | open_clip:ARCH[:PRETRAINED] | openai:NAME"
 HUB_HINT = "use --model shapes (the embedded model) or a local path"
@@ -115,19 +115,14 @@ def _first_line(error: BaseException) -> str:
 
 
 def read_image(path: str | Path) -> Image.Image:
-    """Opens an image file as RGB.
+    """Opens an image file as RGB with :func:`captum_gradeclip.images.load_image` (the one image reader).
 
     Raises:
-        CLIError: if the file is missing or is not a readable image.
+        CLIError: if the file is missing, is not a readable image or exceeds the pixel budget.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CLIError(f"image not found: {path}")
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise CLIError(f"cannot read image {path}: not an image or corrupt ({_first_line(error)})") from None
+    from captum_gradeclip.images import load_image
+
+    return load_image(path)
 
 
 def load_model(spec: str, dtype: str = "float32") -> LoadedModel:

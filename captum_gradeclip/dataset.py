@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 import captum_gradeclip as cg
 from captum_gradeclip.cli import DTYPES, MODEL_SPECS, LoadedModel, load_model
+from captum_gradeclip.images import DEFAULT_MAX_PIXELS, ImageError, load_image, printable, resolve_inside
 from captum_gradeclip.results import MANIFEST, SHARDS, atomic_write_json, chunk_complete, write_chunk
 
 FORMAT_VERSION = 1
@@ -50,24 +51,62 @@ class Item:
 def read_pairs(path: str | Path) -> list[Item]:
     """Reads ``image,text`` or ``image,label`` rows from a CSV (with header) or JSONL file.
 
+    A UTF-8 byte-order mark is accepted. Every row must hold a string ``image`` and a string ``text`` (or
+    ``label``, whichever the first row has); a bad row is reported with the file name and its line number.
+
     Args:
         path (str or Path): the pairs file; ``.jsonl``/``.json`` is read as JSON lines, anything else as CSV.
 
     Returns:
         *list[Item]* in file order; ``Item.index`` is the row number from 0.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: for a file without rows, a missing column, a line that is not JSON or a value that is not a
+            string, naming the file and the line.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"`pairs` file not found: {path}")
+    name = printable(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"`pairs` file not found: {name}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"`pairs` file {name} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    rows: list[tuple[int, dict]] = []  # (line number from 1, row)
     if path.suffix in (".jsonl", ".json"):
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        rows = [json.loads(line) for line in lines]
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{name}:{number}: not a JSON object ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{name}:{number}: each line must be a JSON object; got {type(row).__name__}")
+            rows.append((number, row))
+        columns = set(rows[0][1]) if rows else set()
     else:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    if not rows or "image" not in rows[0] or not ({"text", "label"} & set(rows[0])):
-        raise ValueError(f"`pairs` must have an 'image' column and a 'text' or 'label' column: {path}")
-    return [Item(i, str(r["image"]), r.get("text"), r.get("label")) for i, r in enumerate(rows)]
+        reader = csv.DictReader(text.splitlines())
+        columns = {c.strip() for c in reader.fieldnames or []}
+        for row in reader:
+            rows.append((reader.line_num, {(k or "").strip(): v for k, v in row.items()}))
+    if not columns:
+        raise ValueError(f"`pairs` file {name} is empty")
+    if "image" not in columns or not ({"text", "label"} & columns):
+        found = ", ".join(sorted(map(repr, columns)))
+        raise ValueError(f"`pairs` file {name} must have an 'image' column and a 'text' or 'label' column; got {found}")
+    if not rows:
+        raise ValueError(f"`pairs` file {name} has a header but no rows")
+    field = "text" if "text" in columns else "label"
+    items = []
+    for index, (number, row) in enumerate(rows):
+        for key in ("image", field):
+            if not isinstance(row.get(key), str):
+                got = "nothing" if row.get(key) is None else type(row.get(key)).__name__
+                raise ValueError(f"{name}:{number}: `{key}` must be a string; got {got}")
+        items.append(Item(index, row["image"], row[field] if field == "text" else None, row.get("label")))
+    return items
 
 
 class DatasetExplainer:
@@ -81,6 +120,7 @@ class DatasetExplainer:
         batch_size (int): items per forward pass.
         classes (list[str], optional): zero-shot class names (pairs with labels).
         templates (list[str], optional): prompt templates with ``{}`` for zero-shot.
+        max_pixels (int, optional): the pixel budget per image (see :func:`captum_gradeclip.images.load_image`).
     """
 
     def __init__(
@@ -91,9 +131,10 @@ class DatasetExplainer:
         batch_size: int = 32,
         classes: Sequence[str] | None = None,
         templates: Sequence[str] | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.loaded, self.model, self.images = loaded, loaded.model, Path(images)
-        self.mode, self.batch_size = mode, batch_size
+        self.mode, self.batch_size, self.max_pixels = mode, batch_size, max_pixels
         self.classes = list(classes) if classes else None
         self.zero_shot = None
         if self.classes:
@@ -108,46 +149,54 @@ class DatasetExplainer:
                 per_template.append(F.normalize(adapter.embed_texts(ids, mask), dim=-1))
         return torch.stack(per_template).mean(0)  # the usual prompt ensemble
 
-    def _check(self, item: Item) -> tuple[Image.Image | None, str | None]:
-        """The item's image, or the reason it is an error row."""
+    def _check(self, item: Item) -> str | None:
+        """The reason the item is an error row, from its text, label and path alone (nothing decoded)."""
         if self.classes is not None:
             if item.label not in self.classes:
-                return None, f"unknown label: {item.label!r}"
+                return f"unknown label: {printable(item.label)}"
         else:
             if item.text is None or not item.text.strip():
-                return None, "empty text"
+                return "empty text"
             n_tokens, limit = self.loaded.count_tokens(item.text), self.loaded.max_tokens
             if limit is not None and n_tokens > limit:
-                return None, f"overlong text: {n_tokens} tokens > {limit}"
-        path = self.images / item.image
-        if not path.is_file():
-            return None, f"missing image: {item.image}"
+                return f"overlong text: {n_tokens} tokens > {limit}"
         try:
-            with Image.open(path) as image:
-                image.load()
-                return image.convert("RGB"), None
-        except (OSError, ValueError, SyntaxError) as error:
-            return None, f"corrupt image: {item.image}: {type(error).__name__}"
+            resolve_inside(self.images, item.image)
+        except ImageError as error:
+            return str(error)
+        return None
 
     def explain_chunk(self, items: Sequence[Item]) -> tuple[dict[str, torch.Tensor], list[tuple[int, str]]]:
-        """Results of one chunk as tensors (good items) and error rows ``(item, reason)``."""
-        good: list[tuple[Item, Image.Image]] = []
+        """Results of one chunk as tensors (good items) and error rows ``(item, reason)``.
+
+        Images are decoded one batch at a time, so at most ``batch_size`` decoded images (each within the pixel
+        budget) are held at once, whatever the chunk size.
+        """
+        pending: list[Item] = []
         errors: list[tuple[int, str]] = []
         for item in items:
-            image, reason = self._check(item)
+            reason = self._check(item)
             if reason is not None:
                 errors.append((item.index, reason))
             else:
-                good.append((item, image))  # type: ignore[arg-type]
+                pending.append(item)
         parts: dict[str, list[torch.Tensor]] = {}
-        for start in range(0, len(good), self.batch_size):
-            for k, v in self._explain_batch(good[start : start + self.batch_size]).items():
-                parts.setdefault(k, []).append(v)
+        for start in range(0, len(pending), self.batch_size):
+            batch = []
+            for item in pending[start : start + self.batch_size]:
+                try:
+                    batch.append((item, load_image(item.image, root=self.images, max_pixels=self.max_pixels)))
+                except ImageError as error:
+                    errors.append((item.index, str(error)))
+            if batch:
+                for k, v in self._explain_batch(batch).items():
+                    parts.setdefault(k, []).append(v)
+                del batch  # the decoded images of this batch
         tensors = {k: _cat_padded(v) for k, v in parts.items()}
         tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}  # float32 on disk
-        if not good:
+        if not parts:
             tensors = {"item": torch.zeros(0, dtype=torch.long)}
-        return tensors, errors
+        return tensors, sorted(errors)
 
     def _explain_batch(self, batch: list[tuple[Item, Image.Image]]) -> dict[str, torch.Tensor]:
         device = next(self.model.parameters()).device
@@ -286,25 +335,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-size", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="the model's precision")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="pixel budget per image (width x height); larger images become error rows")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        if args.batch_size < 1 or args.chunk_size < 1:
-            raise ValueError("`--batch-size` and `--chunk-size` must be positive")
+        if args.batch_size < 1 or args.chunk_size < 1 or args.max_pixels < 1:
+            raise ValueError("`--batch-size`, `--chunk-size` and `--max-pixels` must be positive")
         items = read_pairs(args.pairs)
         loaded = load_model(args.model, args.dtype)  # a CLIError becomes one line and exit code 2 in __main__
         loaded.model.to(args.device)
         classes = sorted({i.label for i in items if i.label}) if items[0].label is not None else None
-        explainer = DatasetExplainer(loaded, args.images, args.mode, args.batch_size, classes, args.templates)
+        explainer = DatasetExplainer(
+            loaded, args.images, args.mode, args.batch_size, classes, args.templates, args.max_pixels
+        )
         config = {"model": args.model, "mode": args.mode, "pairs": str(args.pairs), "templates": args.templates,
-                  "chunk_size": args.chunk_size, "batch_size": args.batch_size, "dtype": args.dtype}  # fmt: skip
+                  "chunk_size": args.chunk_size, "batch_size": args.batch_size, "dtype": args.dtype,
+                  "max_pixels": args.max_pixels}  # fmt: skip
         rank, world_size = _init_distributed(args.device)
     except (ValueError, FileNotFoundError, TypeError) as error:
-        print(f"captum-gradeclip explain-dataset: error: {error}", file=sys.stderr)
+        print(f"captum-gradeclip explain-dataset: error: {printable(error)}", file=sys.stderr)
         raise SystemExit(2) from None
     try:
         summary = run(explainer, items, args.out, args.chunk_size, config, rank, world_size)
     except ValueError as error:
-        print(f"captum-gradeclip explain-dataset: error: {error}", file=sys.stderr)
+        print(f"captum-gradeclip explain-dataset: error: {printable(error)}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:
         if world_size > 1:

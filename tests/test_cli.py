@@ -92,11 +92,11 @@ def test_openai_spec_uses_clip_or_says_how_to_install_it():
 
 
 def test_read_image(tmp_path):
-    with pytest.raises(CLIError, match="image not found"):
+    with pytest.raises(CLIError, match=r"missing image: .*missing\.png"):
         read_image(tmp_path / "missing.png")
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(CLIError, match="not an image or corrupt"):
+    with pytest.raises(CLIError, match=r"corrupt image: .*bad\.png"):
         read_image(bad)
     good = tmp_path / "good.png"
     Image.fromarray(np.full((5, 7), 200, dtype=np.uint8)).save(good)

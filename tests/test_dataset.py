@@ -252,3 +252,96 @@ def test_the_resnet_shapes_clip_explains_a_dataset(tmp_path):
     assert loaded["map"].shape == (3, 4, 4) and loaded["errors"] == []  # the ResNet's 4x4 attention-pool grid
     assert (loaded["map"] >= 0).all() and (loaded["map"].flatten(1).amax(1) > 0).all()
     assert loaded["token_scores"].shape == (3, 16)  # open_clip pads every text to the context length
+
+
+def _write_pairs(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([("image", "text"), *rows])
+    return path
+
+
+def test_hostile_rows_become_error_rows_and_deep_images_read_in_their_range(dataset, tmp_path, capsys):
+    from tests.test_images import bomb_png
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (40, 36, 3), dtype=np.uint8)).save(images / "good.png")
+    grey = rng.integers(0, 256, (40, 36), dtype=np.uint16)
+    Image.fromarray(grey * 257).save(images / "deep.png")  # 16-bit: 8-bit value k is 16-bit k * 257
+    Image.fromarray(grey.astype(np.uint8)).save(images / "eight.png")
+    Image.fromarray(grey.astype(np.uint8)).save(tmp_path / "secret.png")
+    (images / "link.png").symlink_to(tmp_path / "secret.png")
+    bomb_png(images / "bomb.png")
+    outside = ["../secret.png", "../nosuch.png", str(tmp_path / "secret.png"), "/etc/passwd", "link.png"]
+    names = ["good.png", *outside, "bomb.png", "deep.png", "eight.png"]
+    pairs = _write_pairs(tmp_path / "pairs.csv", [(name, "a red circle") for name in names])
+    out = tmp_path / "out"
+    main(["--images", str(images), "--pairs", str(pairs), "--out", str(out), "--model", dataset["model"],
+          "--chunk-size", "9", "--batch-size", "2"])  # fmt: skip
+    assert "6 errors (outside --images 5, too large 1)" in capsys.readouterr().out
+    rows = list(cg.results.open(out))
+    for i, name in enumerate(outside, start=1):
+        assert rows[i]["error"] == f"outside --images: {name}"  # one reason, whether the file exists or not
+    assert rows[6]["error"].startswith("too large: bomb.png")
+    deep, eight = rows[7], rows[8]
+    assert "error" not in deep and torch.equal(deep["map"], eight["map"]) and deep["score"] == eight["score"]
+
+
+def test_a_chunk_decodes_one_batch_of_images_at_a_time(dataset, tmp_path, monkeypatch):
+    import weakref
+
+    from captum_gradeclip import dataset as module
+
+    alive, peak = set(), []
+
+    def tracking_load(*args, **kwargs):
+        image = module.load_image.__wrapped__(*args, **kwargs)
+        key = id(image)
+        alive.add(key)
+        weakref.finalize(image, alive.discard, key)
+        peak.append(len(alive))
+        return image
+
+    tracking_load.__wrapped__ = module.load_image
+    monkeypatch.setattr(module, "load_image", tracking_load)
+    pairs = _write_pairs(tmp_path / "pairs.csv", [(f"img{i}.png", "a red circle") for i in range(6)])
+    main(["--images", str(dataset["images"]), "--pairs", str(pairs), "--out", str(tmp_path / "out"),
+          "--model", dataset["model"], "--chunk-size", "6", "--batch-size", "2"])  # fmt: skip
+    assert len(peak) == 6 and max(peak) == 2  # never the whole chunk of 6
+
+
+def test_read_pairs_bom_header_only_and_bad_rows_name_the_file_and_line(tmp_path):
+    from captum_gradeclip.dataset import read_pairs
+
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("\ufeffimage,text\na.png,a red circle\n".encode())
+    assert [(i.image, i.text) for i in read_pairs(bom)] == [("a.png", "a red circle")]
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("image,text\n")
+    with pytest.raises(ValueError, match=r"header.csv has a header but no rows"):
+        read_pairs(header_only)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ValueError, match=r"empty.csv is empty"):
+        read_pairs(tmp_path / "empty.csv")
+    (tmp_path / "cols.csv").write_text("img,caption\na.png,x\n")
+    with pytest.raises(ValueError, match=r"must have an 'image' column .*got 'caption', 'img'"):
+        read_pairs(tmp_path / "cols.csv")
+    (tmp_path / "short.csv").write_text("image,text\na.png,x\n\nb.png\n")
+    with pytest.raises(ValueError, match=r"short.csv:4: `text` must be a string; got nothing"):
+        read_pairs(tmp_path / "short.csv")
+
+    jsonl = tmp_path / "pairs.jsonl"
+    good = json.dumps({"image": "a.png", "text": "a circle"})
+    jsonl.write_text(f"{good}\n\n{good}\n{{broken\n")  # the bad line is line 4 (a blank line before it)
+    with pytest.raises(ValueError, match=r"pairs.jsonl:4: not a JSON object"):
+        read_pairs(jsonl)
+    jsonl.write_text(f"{good}\n" + json.dumps({"image": "b.png", "text": 42}) + "\n")
+    with pytest.raises(ValueError, match=r"pairs.jsonl:2: `text` must be a string; got int"):
+        read_pairs(jsonl)
+    jsonl.write_text(f"{good}\n[1, 2]\n")
+    with pytest.raises(ValueError, match=r"pairs.jsonl:2: each line must be a JSON object; got list"):
+        read_pairs(jsonl)
+    jsonl.write_text(json.dumps({"image": 3, "label": "circle"}) + "\n")
+    with pytest.raises(ValueError, match=r"pairs.jsonl:1: `image` must be a string; got int"):
+        read_pairs(jsonl)

@@ -35,6 +35,7 @@ def runs(tmp_path_factory):
         "bf16": ["explain", "scene.png", *texts, "--dtype", "bfloat16", "--out", "out_bf16"],
         "unknown": ["explain", "scene.png", "a red dragon", "--out", "out_unknown"],
         "missing": ["explain", "missing.png", "a red circle"],
+        "ansi": ["explain", "miss\x1b[31ming.png", "a red circle"],
         "corrupt": ["explain", "corrupt.png", "a red circle"],
         "text_file": ["explain", "notes.txt", "a red circle"],
         "spec": ["explain", "scene.png", "a red circle", "--model", "nonsense:x"],
@@ -81,9 +82,10 @@ def test_explain_notes_words_the_model_does_not_know(runs):
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("missing", "image not found: missing.png"),
-        ("corrupt", "cannot read image corrupt.png: not an image or corrupt"),
-        ("text_file", "cannot read image notes.txt: not an image or corrupt"),
+        ("missing", "missing image: missing.png"),
+        ("corrupt", "corrupt image: corrupt.png"),
+        ("text_file", "corrupt image: notes.txt"),
+        ("ansi", "missing image: miss\\x1b[31ming.png"),  # the escape is written out, not sent to the terminal
         ("spec", "unknown model spec 'nonsense:x'; expected shapes | hf:NAME_OR_PATH"),
         ("no_texts", "the following arguments are required: TEXT"),
         ("empty_text", "every TEXT must be non-empty"),
@@ -97,7 +99,7 @@ def test_explain_notes_words_the_model_does_not_know(runs):
 def test_explain_errors_are_one_line_with_exit_code_2(runs, name, message):
     _, err, code = runs[3][name]
     assert code == 2
-    assert message in err and "Traceback" not in err
+    assert message in err and "Traceback" not in err and "\x1b" not in err
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith("captum-gradeclip: error: ")
 

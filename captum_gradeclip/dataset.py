@@ -14,10 +14,13 @@ texts, overlong texts and unknown labels become error rows; the run goes on and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -31,11 +34,19 @@ from PIL import Image
 from tqdm import tqdm
 
 import captum_gradeclip as cg
-from captum_gradeclip.cli import DTYPES, MODEL_SPECS, LoadedModel, load_model
+from captum_gradeclip.cli import DTYPES, MODEL_SPECS, ArgumentParser, LoadedModel, load_model
 from captum_gradeclip.images import DEFAULT_MAX_PIXELS, ImageError, load_image, printable, resolve_inside
-from captum_gradeclip.results import MANIFEST, SHARDS, atomic_write_json, chunk_complete, write_chunk
-
-FORMAT_VERSION = 1
+from captum_gradeclip.results import (
+    FORMAT_VERSION,
+    MANIFEST,
+    SHARDS,
+    StoreError,
+    atomic_write_json,
+    chunk_complete,
+    locked,
+    remove_temporary_files,
+    write_chunk,
+)
 
 
 @dataclass(frozen=True)
@@ -245,30 +256,51 @@ def run(
 ) -> dict:
     """Explains every pending chunk of this rank, then (rank 0) writes the summary into the manifest.
 
+    Rank 0 holds the store's lock for the whole run (another run into the same ``out`` is refused at once),
+    removes the temporary files of killed runs, and refuses a store made with another configuration.
+
     Args:
         explainer (DatasetExplainer): does the work of one chunk.
         items (list[Item]): the whole dataset, in order.
         out (str or Path): the result store directory.
         chunk_size (int): items per chunk (and shard).
-        config (dict): what defines the run; a store made with another config is refused.
+        config (dict): what defines the run (inputs, model, mode, ...); a store made with another config is
+            refused.
         rank, world_size (int): this process's place in the process group.
 
     Returns:
         *dict*: the summary (items, errors by reason, chunks done in this call, seconds).
+
+    Raises:
+        StoreError: if another run holds the store, or the store holds a run with another config.
     """
     root = Path(out)
-    chunks = (len(items) + chunk_size - 1) // chunk_size
-    manifest = {"format": FORMAT_VERSION, "config": config, "items": len(items), "chunks": chunks}
-    if rank == 0:
-        (root / SHARDS).mkdir(parents=True, exist_ok=True)
-        for stale in (root / SHARDS).glob(".*.tmp-*"):  # torn writes of a killed run
-            stale.unlink(missing_ok=True)
-        _start_or_resume(root, manifest)
-    _barrier(world_size)
-    if rank != 0:
-        _start_or_resume(root, manifest)
+    manifest = _manifest(items, chunk_size, config)
+    with contextlib.ExitStack() as stack:
+        if rank == 0:
+            root.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(locked(root))
+            (root / SHARDS).mkdir(exist_ok=True)
+            remove_temporary_files(root)
+            _start_or_resume(root, manifest)
+        _barrier(world_size)
+        if rank != 0:
+            _start_or_resume(root, manifest)
+        return _run_chunks(explainer, items, root, manifest, rank, world_size)
+    raise AssertionError("unreachable")  # pragma: no cover
 
-    mine = [c for c in range(chunks) if c % world_size == rank and not chunk_complete(root, c)]
+
+def _manifest(items: Sequence[Item], chunk_size: int, config: dict) -> dict:
+    chunks = (len(items) + chunk_size - 1) // chunk_size
+    return {"format": FORMAT_VERSION, "config": config, "items": len(items), "chunks": chunks,
+            "chunk_size": chunk_size}  # fmt: skip
+
+
+def _run_chunks(
+    explainer: DatasetExplainer, items: Sequence[Item], root: Path, manifest: dict, rank: int, world_size: int
+) -> dict:
+    chunks, chunk_size = manifest["chunks"], manifest["chunk_size"]
+    mine = [c for c in range(chunks) if c % world_size == rank and not chunk_complete(root, c, manifest)]
     total = sum(min(chunk_size, len(items) - c * chunk_size) for c in mine)
     start = time.perf_counter()
     desc = f"rank {rank}/{world_size}" + (f" ({len(items)} items in all)" if rank == 0 else "")
@@ -289,14 +321,48 @@ def run(
     return summary
 
 
+KEYS = ("format", "config", "items", "chunks", "chunk_size")
+
+
 def _start_or_resume(root: Path, manifest: dict) -> None:
     path = root / MANIFEST
     if path.exists():
-        found = json.loads(path.read_text())
-        if {k: found.get(k) for k in ("format", "config", "items", "chunks")} != manifest:
-            raise ValueError(f"`out` {root} holds a different run; use a new directory or the same command")
+        try:
+            found = json.loads(path.read_text())
+            found = {k: found.get(k) for k in KEYS}
+        except (ValueError, AttributeError):
+            raise StoreError(f"`out` {root} holds a damaged manifest.json; use a new directory") from None
+        if found != manifest:
+            changed = [k for k in KEYS if k != "config" and found[k] != manifest[k]]
+            old, new = found["config"] or {}, manifest["config"]
+            changed += sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            raise StoreError(
+                f"`out` {root} holds a run with other inputs or settings ({', '.join(changed)} changed); "
+                "it is not mixed with this one: use a new --out, or delete the old store"
+            )
         return
     atomic_write_json(path, manifest)
+
+
+def check_out(root: Path, manifest: dict) -> None:
+    """Checks before any computing that ``root`` can take this run: a writable directory, not in use by another
+    run, and empty or holding this same run.
+
+    Raises:
+        StoreError: otherwise, in one line.
+    """
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"`--out` {printable(root)} exists and is not a directory")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test.tmp-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise StoreError(f"`--out` {printable(root)} is not writable ({reason})") from None
+    with locked(root):
+        if (root / MANIFEST).exists():
+            _start_or_resume(root, manifest)
 
 
 def _summary(root: Path, chunks: int) -> dict:
@@ -322,9 +388,32 @@ def _init_distributed(device: str) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def check_templates(templates: Sequence[str] | None) -> None:
+    """Checks that every zero-shot template has exactly one ``{}`` for the class name.
+
+    Raises:
+        ValueError: naming the first bad template.
+    """
+    for template in templates or []:
+        try:
+            filled = template.format("\0")
+        except (IndexError, KeyError, ValueError):
+            filled = None
+        if filled is None or filled.count("\0") != 1:
+            raise ValueError(
+                f"`--templates` {printable(repr(template))} must hold exactly one {{}} for the class name "
+                "(write {{ and }} for literal braces)"
+            )
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="captum-gradeclip explain-dataset", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = ArgumentParser(prog="captum-gradeclip explain-dataset", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--images", type=Path, required=True, help="folder the image paths are relative to")
     parser.add_argument("--pairs", type=Path, required=True, help="CSV/JSONL of image,text or image,label")
     parser.add_argument("--out", type=Path, required=True, help="result store directory")
@@ -338,26 +427,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="pixel budget per image (width x height); larger images become error rows")  # fmt: skip
     args = parser.parse_args(argv)
+    world_size = 1
     try:
         if args.batch_size < 1 or args.chunk_size < 1 or args.max_pixels < 1:
             raise ValueError("`--batch-size`, `--chunk-size` and `--max-pixels` must be positive")
+        if not args.images.is_dir():
+            raise ValueError(f"`--images` {printable(args.images)} is not a directory")
+        check_templates(args.templates)
         items = read_pairs(args.pairs)
+        labels = items[0].label is not None
+        if args.templates and not labels:
+            raise ValueError("`--templates` applies to image,label rows; the pairs file has image,text rows")
+        # what defines the run: a store made with other inputs or settings is refused, never mixed
+        config = {"model": args.model, "mode": args.mode, "images": str(args.images.resolve()),
+                  "pairs": str(args.pairs.resolve()), "pairs_sha256": _sha256(args.pairs),
+                  "templates": args.templates, "chunk_size": args.chunk_size, "batch_size": args.batch_size,
+                  "dtype": args.dtype, "max_pixels": args.max_pixels}  # fmt: skip
+        rank, world_size = _init_distributed(args.device)
+        if rank == 0:
+            check_out(args.out, _manifest(items, args.chunk_size, config))  # before any computing
         loaded = load_model(args.model, args.dtype)  # a CLIError becomes one line and exit code 2 in __main__
         loaded.model.to(args.device)
-        classes = sorted({i.label for i in items if i.label}) if items[0].label is not None else None
+        classes = sorted({i.label for i in items if i.label}) if labels else None
         explainer = DatasetExplainer(
             loaded, args.images, args.mode, args.batch_size, classes, args.templates, args.max_pixels
         )
-        config = {"model": args.model, "mode": args.mode, "pairs": str(args.pairs), "templates": args.templates,
-                  "chunk_size": args.chunk_size, "batch_size": args.batch_size, "dtype": args.dtype,
-                  "max_pixels": args.max_pixels}  # fmt: skip
-        rank, world_size = _init_distributed(args.device)
-    except (ValueError, FileNotFoundError, TypeError) as error:
-        print(f"captum-gradeclip explain-dataset: error: {printable(error)}", file=sys.stderr)
-        raise SystemExit(2) from None
-    try:
         summary = run(explainer, items, args.out, args.chunk_size, config, rank, world_size)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError, TypeError) as error:
         print(f"captum-gradeclip explain-dataset: error: {printable(error)}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:
@@ -367,5 +463,5 @@ def main(argv: list[str] | None = None) -> None:
         reasons = ", ".join(f"{k} {v}" for k, v in summary["error_reasons"].items()) or "none"
         rate = summary["items_done_here"] / max(summary["seconds"], 1e-9)
         done = summary["items_done_here"]
-        print(f"explained {summary['items']} items into {args.out}: {summary['errors']} errors ({reasons}); "
-              f"rank 0 of {world_size} did {done} items in this run, {rate:.1f} items/s")  # fmt: skip
+        print(f"explained {summary['items']} items into {printable(args.out)}: {summary['errors']} errors "
+              f"({reasons}); rank 0 of {world_size} did {done} items in this run, {rate:.1f} items/s")  # fmt: skip

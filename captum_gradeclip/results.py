@@ -6,26 +6,78 @@ A store is a directory::
     shards/chunk-000000.safetensors   the results of one chunk of items (tensors + error rows)
     shards/chunk-000000.json          written after its shard: item range, sha256 of the shard, counts
 
-A chunk is complete exactly when its ``.json`` exists and names the sha256 of its shard. Every file is written to
-a temporary name and renamed, so a killed run never leaves a torn file under a final name. Only safetensors and
-JSON are read: no pickle.
+A chunk is complete exactly when its ``.json`` exists, carries the sha256 of its own content (so an edited record is
+detected), matches the manifest (its chunk number and item range) and names the sha256 of its shard. Every file is
+written to a temporary name and renamed, so a killed run never leaves a torn file under a final name. A writing run
+holds an exclusive lock on ``.lock`` in the store, so that two runs into one directory cannot damage each other.
+:func:`open` refuses a store with missing or damaged chunks, naming them (or, with ``partial=True``, warns and reads
+the rest). Only safetensors and JSON are read: no pickle.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save_file
 from torch import Tensor
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 MANIFEST = "manifest.json"
 SHARDS = "shards"
+LOCK = ".lock"
+#: The store layout this version writes and reads.
+FORMAT_VERSION = 2
+
+
+class StoreError(ValueError):
+    """A result store that is in use, holds another run, or is missing or damaged chunks."""
+
+
+@contextlib.contextmanager
+def locked(root: Path) -> Iterator[None]:
+    """Holds an exclusive lock on the store ``root`` (a directory that exists) for the body.
+
+    Raises:
+        StoreError: at once, if another process holds it.
+    """
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise StoreError(
+                    f"`out` {root} is in use by another run (process {owner}); wait for it to finish "
+                    "(then run the same command to resume) or use another directory"
+                ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_temporary_files(root: Path) -> list[Path]:
+    """Deletes the temporary files of killed runs in ``root`` and its shards; call it holding :func:`locked`."""
+    stale = [*root.glob(".*.tmp-*"), *(root / SHARDS).glob(".*.tmp-*")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -46,8 +98,14 @@ def chunk_name(chunk: int) -> str:
     return f"chunk-{chunk:06d}"
 
 
+def record_digest(record: dict) -> str:
+    """The sha256 of a chunk record's content, without its own ``record_sha256`` field."""
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def write_chunk(root: Path, chunk: int, tensors: dict[str, Tensor], record: dict) -> None:
-    """Writes one chunk's shard, then its completion record (with the shard's sha256)."""
+    """Writes one chunk's shard, then its completion record (with the shard's sha256 and its own)."""
     shards = root / SHARDS
     shard = shards / f"{chunk_name(chunk)}.safetensors"
     tmp = shard.with_name(f".{shard.name}.tmp-{os.getpid()}")
@@ -56,20 +114,41 @@ def write_chunk(root: Path, chunk: int, tensors: dict[str, Tensor], record: dict
         os.fsync(f.fileno())
         digest = hashlib.sha256(f.read()).hexdigest()
     os.replace(tmp, shard)
-    atomic_write_json(shards / f"{chunk_name(chunk)}.json", {**record, "chunk": chunk, "sha256": digest})
+    record = json.loads(json.dumps({**record, "chunk": chunk, "sha256": digest}))  # as it reads back
+    atomic_write_json(shards / f"{chunk_name(chunk)}.json", {**record, "record_sha256": record_digest(record)})
 
 
-def chunk_complete(root: Path, chunk: int) -> bool:
-    """Whether ``chunk`` has a completion record whose sha256 matches its shard."""
-    record = root / SHARDS / f"{chunk_name(chunk)}.json"
-    shard = root / SHARDS / f"{chunk_name(chunk)}.safetensors"
-    if not record.exists() or not shard.exists():
-        return False
+def chunk_items(manifest: dict, chunk: int) -> list[int]:
+    """The items of ``chunk`` according to the manifest."""
+    size = manifest["chunk_size"]
+    return list(range(chunk * size, min((chunk + 1) * size, manifest["items"])))
+
+
+def _read_chunk(root: Path, chunk: int, manifest: dict | None) -> tuple[str | None, dict | None, bytes | None]:
+    """``(problem, record, shard bytes)``: the problem is ``None`` for a complete, consistent chunk."""
+    record_path = root / SHARDS / f"{chunk_name(chunk)}.json"
+    shard_path = root / SHARDS / f"{chunk_name(chunk)}.safetensors"
+    if not record_path.exists():
+        return "record missing", None, None
     try:
-        digest = json.loads(record.read_text())["sha256"]
-    except (ValueError, KeyError):
-        return False
-    return hashlib.sha256(shard.read_bytes()).hexdigest() == digest
+        record = json.loads(record_path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return "record unreadable", None, None
+    if not isinstance(record, dict) or record.get("record_sha256") != record_digest(record):
+        return "record edited or damaged (its sha256 does not match)", None, None
+    if record.get("chunk") != chunk or (manifest is not None and record.get("items") != chunk_items(manifest, chunk)):
+        return "record does not match the manifest", None, None
+    if not shard_path.exists():
+        return "shard missing", None, None
+    data = shard_path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != record.get("sha256"):
+        return "shard damaged (its sha256 does not match)", None, None
+    return None, record, data
+
+
+def chunk_complete(root: Path, chunk: int, manifest: dict | None = None) -> bool:
+    """Whether ``chunk`` has an intact completion record (matching ``manifest`` when given) and shard."""
+    return _read_chunk(root, chunk, manifest)[0] is None
 
 
 class ResultStore:
@@ -77,6 +156,7 @@ class ResultStore:
 
     Args:
         root (str or Path): the store's directory.
+        partial (bool, optional): see :func:`open`.
 
     Examples::
 
@@ -95,33 +175,82 @@ class ResultStore:
         torch.Size([1, 8, 8])
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, partial: bool = False) -> None:
         self.root = Path(root)
         manifest = self.root / MANIFEST
         if not manifest.exists():
             raise FileNotFoundError(f"`root` is not a result store: {manifest} does not exist")
-        self.manifest: dict = json.loads(manifest.read_text())
+        try:
+            self.manifest: dict = json.loads(manifest.read_text())
+            chunks, items = self.manifest["chunks"], self.manifest["items"]
+            format_version = self.manifest["format"]
+        except (ValueError, KeyError, TypeError):
+            raise StoreError(f"{manifest} is not a result store manifest (damaged or edited)") from None
+        if format_version != FORMAT_VERSION:
+            raise StoreError(
+                f"{self.root} was written in store format {format_version}; this version reads format "
+                f"{FORMAT_VERSION}: run explain-dataset again into a new directory"
+            )
+        if "chunk_size" not in self.manifest or chunks != -(-items // max(self.manifest["chunk_size"], 1)):
+            raise StoreError(f"{manifest} is inconsistent: {items} items do not make {chunks} chunks")
+        #: ``{chunk: reason}`` for every missing or damaged chunk (empty for a whole store).
+        self.problems: dict[int, str] = {}
+        for chunk in range(chunks):
+            problem = _read_chunk(self.root, chunk, self.manifest)[0]
+            if problem is not None:
+                self.problems[chunk] = problem
+        if self.problems:
+            message = self._describe_problems()
+            if not partial:
+                raise StoreError(f"{message}; open it with partial=True to read the rest")
+            warnings.warn(f"{message}; reading the rest", stacklevel=3)
+
+    def _describe_problems(self) -> str:
+        parts = []
+        for chunk, problem in sorted(self.problems.items()):
+            items = chunk_items(self.manifest, chunk)
+            span = f"item {items[0]}" if len(items) == 1 else f"items {items[0]}-{items[-1]}"
+            parts.append(f"chunk {chunk} ({span}): {problem}")
+        missing = len(self.missing_items)
+        return (
+            f"result store {self.root} is missing {missing} of {self.manifest['items']} items "
+            f"({len(self.problems)} of {self.manifest['chunks']} chunks missing or damaged: {'; '.join(parts)})"
+        )
+
+    @property
+    def missing_items(self) -> list[int]:
+        """The items of missing or damaged chunks, which iteration and :meth:`load` leave out."""
+        return [i for chunk in sorted(self.problems) for i in chunk_items(self.manifest, chunk)]
 
     @property
     def complete(self) -> bool:
-        """Whether the run finished (every chunk complete)."""
-        return all(chunk_complete(self.root, c) for c in range(self.manifest["chunks"]))
+        """Whether every chunk is complete and intact."""
+        return not self.problems
 
     def chunks(self) -> Iterator[tuple[dict[str, Tensor], dict]]:
-        """Complete chunks in order, as ``(tensors, record)``; a damaged chunk raises ValueError."""
+        """Intact chunks in order, as ``(tensors, record)``; a chunk damaged since :func:`open` raises StoreError."""
         for chunk in range(self.manifest["chunks"]):
             loaded = self._chunk(chunk)
             if loaded is not None:
                 yield loaded
 
     def _chunk(self, chunk: int) -> tuple[dict[str, Tensor], dict] | None:
-        record_path = self.root / SHARDS / f"{chunk_name(chunk)}.json"
-        if not record_path.exists():
+        if chunk in self.problems:
             return None
-        if not chunk_complete(self.root, chunk):
-            raise ValueError(f"chunk {chunk} of {self.root} is damaged: its sha256 does not match")
-        tensors = load_file(str(self.root / SHARDS / f"{chunk_name(chunk)}.safetensors"))
-        return tensors, json.loads(record_path.read_text())
+        problem, record, data = _read_chunk(self.root, chunk, self.manifest)
+        tensors: dict[str, Tensor] = {}
+        if problem is None:
+            try:
+                tensors = load_bytes(data)  # type: ignore[arg-type]
+            except (SafetensorError, ValueError) as error:
+                problem = f"shard unreadable ({type(error).__name__})"
+        if problem is None:
+            errors = [int(i) for i, _ in record["errors"]]  # type: ignore[index]
+            if sorted([*tensors["item"].tolist(), *errors]) != record["items"]:  # type: ignore[index]
+                problem = "shard and record hold different items"
+        if problem is not None:
+            raise StoreError(f"chunk {chunk} of {self.root} changed since it was opened: {problem}")
+        return tensors, record  # type: ignore[return-value]
 
     def __iter__(self) -> Iterator[dict]:
         for tensors, record in self.chunks():
@@ -148,6 +277,7 @@ class ResultStore:
             if width is not None:
                 vs = [torch.nn.functional.pad(v, (0, width - v.shape[-1])) for v in vs]
             out[k] = torch.cat(vs)
+        out.setdefault("item", torch.zeros(0, dtype=torch.long))  # no intact chunk
         out["errors"] = sorted(errors)
         return out
 
@@ -200,14 +330,21 @@ class ResultStore:
         return found
 
 
-def open(root: str | Path) -> ResultStore:
-    """Opens a result store written by ``captum-gradeclip explain-dataset``.
+def open(root: str | Path, partial: bool = False) -> ResultStore:
+    """Opens a result store written by ``captum-gradeclip explain-dataset``, checking every chunk.
 
     Args:
         root (str or Path): the output directory of the run.
+        partial (bool, optional): read a store with missing or damaged chunks (a run still going, or killed):
+            warn, naming them, and leave their items out (see :attr:`ResultStore.missing_items`). Default:
+            False, such a store raises :class:`StoreError` naming the missing chunks and items.
 
     Returns:
         *ResultStore*: iterate it for one dict per item, or call ``load()`` for stacked tensors.
+
+    Raises:
+        StoreError: for a store with missing or damaged chunks (unless ``partial``), an edited chunk record,
+            or a manifest that is not consistent.
 
     Examples::
 
@@ -221,4 +358,4 @@ def open(root: str | Path) -> ResultStore:
         >>> store.load()["map"].shape   # one (h, w) map per good item
         torch.Size([1, 8, 8])
     """
-    return ResultStore(root)
+    return ResultStore(root, partial=partial)

@@ -20,7 +20,7 @@ from PIL import Image
 from transformers import CLIPImageProcessor, CLIPProcessor
 
 import captum_gradeclip as cg
-from captum_gradeclip.cli import load_model
+from captum_gradeclip.cli import CLIError, load_model
 from captum_gradeclip.dataset import main
 from tests.conftest import make_clip, rel_err
 from tests.test_wrappers import _word_tokenizer
@@ -179,7 +179,7 @@ def test_sigkill_at_random_points_then_resume(dataset, tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
-        assert not cg.results.open(out).complete
+        assert not cg.results.open(out, partial=True).complete
     subprocess.run(_cli(dataset, out, *small_chunks), check=True, env=ENV, capture_output=True)
     store = cg.results.open(out)
     assert store.complete
@@ -205,7 +205,9 @@ def test_differences_names_the_chunk_and_key_that_differ(dataset, tmp_path):
     partial = tmp_path / "partial"
     shutil.copytree(reference, partial)
     (partial / "shards" / "chunk-000002.json").unlink()  # as if killed before chunk 2 finished
-    assert cg.results.open(reference).differences(cg.results.open(partial)) == ["chunk 2: complete in only one store"]
+    with pytest.warns(UserWarning, match=r"chunk 2 \(items 6-8\): record missing"):
+        opened = cg.results.open(partial, partial=True)
+    assert cg.results.open(reference).differences(opened) == ["chunk 2: complete in only one store"]
     with pytest.raises(TypeError, match="`other` must be a ResultStore"):
         cg.results.open(reference).differences(str(changed))
 
@@ -345,3 +347,133 @@ def test_read_pairs_bom_header_only_and_bad_rows_name_the_file_and_line(tmp_path
     jsonl.write_text(json.dumps({"image": 3, "label": "circle"}) + "\n")
     with pytest.raises(ValueError, match=r"pairs.jsonl:1: `image` must be a string; got int"):
         read_pairs(jsonl)
+
+
+def _run_dataset(dataset: dict, out: Path, *extra: str) -> tuple[int, str]:
+    """``main`` in-process: (exit code, stderr's error line or the summary line)."""
+    import contextlib
+    import io
+
+    err, std = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std):
+        try:
+            main(_args(dataset, out, *extra))
+        except SystemExit as info:
+            return int(info.code), err.getvalue().strip().splitlines()[-1]
+    return 0, std.getvalue().strip()
+
+
+def test_a_deleted_or_edited_chunk_record_is_named_and_a_rerun_redoes_only_it(dataset, tmp_path):
+    from captum_gradeclip.results import StoreError
+
+    out = tmp_path / "store"
+    assert _run_dataset(dataset, out)[0] == 0
+    reference = tmp_path / "reference"
+    shutil.copytree(out, reference)
+    shards = out / "shards"
+    (shards / "chunk-000002.json").unlink()
+    record = json.loads((shards / "chunk-000001.json").read_text())
+    record["errors"] = []  # hide an error row
+    (shards / "chunk-000001.json").write_text(json.dumps(record))
+    with pytest.raises(StoreError) as info:
+        cg.results.open(out)
+    message = str(info.value)
+    assert "missing 6 of 17 items" in message and "chunk 1 (items 3-5): record edited" in message
+    assert "chunk 2 (items 6-8): record missing" in message
+    with pytest.warns(UserWarning, match="missing 6 of 17 items"):
+        partial = cg.results.open(out, partial=True)
+    assert partial.missing_items == [3, 4, 5, 6, 7, 8] and not partial.complete
+    assert [r["item"] for r in partial] == [i for i in range(17) if not 3 <= i <= 8]
+    assert partial.load()["item"].tolist() == [i for i in cg.results.open(reference).load()["item"].tolist()
+                                               if not 3 <= i <= 8]  # fmt: skip
+    # a killed run's temporary files, which the resume removes
+    (shards / ".chunk-000004.safetensors.tmp-999999").write_bytes(b"torn")
+    (out / ".manifest.json.tmp-999999").write_bytes(b"torn")
+    code, line = _run_dataset(dataset, out)
+    assert code == 0 and "did 6 items in this run" in line
+    assert not list(out.glob(".*.tmp-*")) and not list(shards.glob(".*.tmp-*"))
+    assert cg.results.open(reference).differences(cg.results.open(out)) == []
+
+
+def test_a_rerun_with_other_inputs_is_refused_not_mixed(dataset, tmp_path):
+    out = tmp_path / "store"
+    assert _run_dataset(dataset, out)[0] == 0
+    other_images = tmp_path / "fixed_images"
+    shutil.copytree(dataset["images"], other_images)
+    code, line = _run_dataset(dataset, out, "--images", str(other_images))
+    assert code == 2 and "holds a run with other inputs or settings (images changed)" in line
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_bytes(dataset["pairs"].read_bytes())
+    code, _ = _run_dataset(dataset, out, "--pairs", str(pairs))
+    assert code == 2  # another pairs file
+    code, line = _run_dataset(dataset, out, "--mode", "paper", "--model", "hf:/nowhere")
+    assert code == 2 and "(mode, model changed)" in line  # refused before the model is loaded
+    edited = tmp_path / "edited"
+    shutil.copytree(out, edited)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    manifest["config"]["pairs"] = str(pairs)  # as if the pairs file had been edited in place
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    pairs.write_bytes(dataset["pairs"].read_bytes() + b"img0.png,a circle\n")
+    code, line = _run_dataset(dataset, edited, "--pairs", str(pairs))
+    assert code == 2 and "(items, pairs_sha256 changed)" in line
+
+
+def test_a_second_run_into_a_busy_out_is_refused_in_one_line(dataset, tmp_path):
+    from captum_gradeclip.results import locked
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    with locked(out):
+        code, line = _run_dataset(dataset, out)
+    assert code == 2 and f"`out` {out} is in use by another run (process {os.getpid()})" in line
+    assert _run_dataset(dataset, out)[0] == 0  # free again
+
+
+def test_two_concurrent_runs_into_one_out(dataset, tmp_path):
+    out = tmp_path / "shared"
+    small = ("--chunk-size", "1", "--batch-size", "1")
+    first = subprocess.Popen(_cli(dataset, out, *small), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while first.poll() is None and time.time() < deadline and not list((out / "shards").glob("*.json")):
+        time.sleep(0.005)
+    first.send_signal(signal.SIGSTOP)  # paused mid-run, holding the store: the second run starts meanwhile
+    try:
+        assert first.poll() is None, "the first run finished before the second started; the test would prove nothing"
+        (out / "shards" / f".chunk-000009.safetensors.tmp-{first.pid}").write_bytes(b"being written")
+        files_before = sorted(p.name for p in (out / "shards").iterdir())
+        second = subprocess.run(_cli(dataset, out, *small), env=ENV, capture_output=True, text=True, timeout=300)
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 2 and len(lines) == 1, second.stderr
+        assert f"is in use by another run (process {first.pid})" in lines[0]
+        assert sorted(p.name for p in (out / "shards").iterdir()) == files_before  # nothing of the first touched
+    finally:
+        first.send_signal(signal.SIGCONT)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    assert [r["item"] for r in cg.results.open(out)] == list(range(len(dataset["rows"])))
+
+
+def test_cli_errors_are_one_line_and_come_before_the_model_is_loaded(dataset, tmp_path):
+    no_model = ("--model", "hf:/nowhere")  # loading it would fail: these errors come first
+    (tmp_path / "file").write_text("x")
+    code, line = _run_dataset(dataset, tmp_path / "file", *no_model)
+    assert code == 2 and line.endswith("exists and is not a directory")
+    code, line = _run_dataset(dataset, tmp_path / "file" / "sub", *no_model)
+    assert code == 2 and "is not writable (Not a directory)" in line
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(json.dumps({"image": "img0.png", "label": "circle"}) + "\n")
+    for template in ("a {1}", "a photo", "{} and {}", "a {name}"):
+        code, line = _run_dataset(dataset, tmp_path / "t", "--pairs", str(labels), "--templates", template, *no_model)
+        assert code == 2 and f"`--templates` {template!r} must hold exactly one {{}}" in line, line
+    code, line = _run_dataset(dataset, tmp_path / "t", "--templates", "a {}", *no_model)
+    assert code == 2 and "`--templates` applies to image,label rows" in line
+    numbers = tmp_path / "numbers.jsonl"
+    numbers.write_text(json.dumps({"image": "img0.png", "text": "a"}) + "\n" + json.dumps({"image": "x", "text": 7}))
+    result = subprocess.run(_cli(dataset, tmp_path / "n", "--pairs", str(numbers)), env=ENV, capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.returncode == 2 and result.stderr.strip() == (
+        f"captum-gradeclip explain-dataset: error: {numbers}:2: `text` must be a string; got int"
+    )
+    with pytest.raises(CLIError, match=r"^captum-gradeclip explain-dataset: unrecognized arguments: --bogus"):
+        main(_args(dataset, tmp_path / "n", "--bogus"))

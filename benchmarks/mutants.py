@@ -3,7 +3,7 @@
     python benchmarks/mutants.py                       # every mutant (a few minutes on two cores)
     python benchmarks/mutants.py --list                # what each mutant changes, and its tests
     python benchmarks/mutants.py m2ib-minimise rise-*  # some of them (names or shell patterns)
-    python benchmarks/mutants.py --write docs/mutants.md
+    python benchmarks/mutants.py --write docs/mutants.md   # a rerun of some mutants updates their rows only
 
 Each mutant is one small textual replacement in one source file (the text to replace must occur exactly once),
 made in a temporary copy of the repository, never in the tree itself. The copy is made once; for each mutant the
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,22 @@ MUTANTS: list[Mutant] = [
         "return noise, batch + noise",
         T_ROBUSTNESS,
         "infidelity scores x + I instead of x - I",
+    ),
+    M(
+        "infidelity-text-no-drop",
+        "metrics/robustness.py",
+        "return drop.float(), batch.masked_fill(drop, pad)",
+        "return drop.float(), batch",
+        T_ROBUSTNESS,
+        "infidelity's text perturbation reports dropped words but keeps them",
+    ),
+    M(
+        "word-swap-any-token",
+        "metrics/robustness.py",
+        "chosen = words & (words.long().cumsum(1) - 1 == pick[:, None])",
+        "chosen = words.long().cumsum(1) - 1 == pick[:, None]",
+        T_ROBUSTNESS,
+        "sensitivity's word swap may also replace SOS, EOS or padding",
     ),
     M(
         "rise-no-p",
@@ -520,21 +537,31 @@ def run(mutants: list[Mutant], timeout: float, clean_check: bool, echo: bool) ->
     return results
 
 
-def table(results: list[Result]) -> str:
-    rows = [
-        "| mutant | file | what it plants | tests run | caught | by | time (s) |",
-        "|---|---|---|---|---|---|---:|",
-    ]
-    for r in results:
-        m = r.mutant
-        tests = ", ".join(t.removeprefix("tests/") for t in m.tests)
-        caught = {"caught": "yes", "timeout": "yes (timeout)", "survived": "**no**"}.get(r.status, r.status)
-        by = r.detail.removeprefix("tests/") if r.status == "caught" else ("" if r.status == "survived" else r.detail)
-        rows.append(f"| `{m.name}` | `{m.path}` | {m.what} | {tests} | {caught} | {by} | {r.seconds:.1f} |")
-    caught = sum(r.status in ("caught", "timeout") for r in results)
-    rows.append("")
-    rows.append(f"{caught} of {len(results)} mutants caught.")
-    return "\n".join(rows) + "\n"
+HEADER = "| mutant | file | what it plants | tests run | caught | by | time (s) |\n|---|---|---|---|---|---|---:|"
+
+
+def row(r: Result) -> str:
+    """The table row of one result."""
+    m = r.mutant
+    tests = ", ".join(t.removeprefix("tests/") for t in m.tests)
+    caught = {"caught": "yes", "timeout": "yes (timeout)", "survived": "**no**"}.get(r.status, r.status)
+    by = r.detail.removeprefix("tests/") if r.status == "caught" else ("" if r.status == "survived" else r.detail)
+    return f"| `{m.name}` | `{m.path}` | {m.what} | {tests} | {caught} | {by} | {r.seconds:.1f} |"
+
+
+def table(results: list[Result], previous: str = "") -> str:
+    """The markdown table of ``results``; with ``previous`` (an earlier table), the rows of the mutants not rerun
+    are kept from it, so that a rerun of some mutants updates their rows only. Rows follow :data:`MUTANTS`."""
+    known = {m.name for m in MUTANTS}
+    rows = {}
+    for line in previous.splitlines():
+        match = re.match(r"\| `([^`]+)` \|", line)
+        if match and match[1] in known:
+            rows[match[1]] = line
+    rows.update({r.mutant.name: row(r) for r in results})
+    ordered = [rows[m.name] for m in MUTANTS if m.name in rows]
+    caught = sum(line.split(" | ")[4].startswith("yes") for line in ordered)
+    return "\n".join([HEADER, *ordered, "", f"{caught} of {len(ordered)} mutants caught."]) + "\n"
 
 
 PAGE_INTRO = """# Mutation check
@@ -566,11 +593,11 @@ def main(argv: list[str] | None = None) -> list[Result]:
             print(f"    - {m.old.strip()}\n    + {m.new.strip()}\n    tests: {' '.join(m.tests)}")
         return []
     results = run(mutants, args.timeout, not args.no_clean_check, echo=True)
-    text = table(results)
     print()
-    print(text, end="")
-    if args.write:
-        args.write.write_text(PAGE_INTRO + text)
+    print(table(results), end="")
+    if args.write:  # the mutants not run keep their rows
+        previous = args.write.read_text() if args.write.is_file() else ""
+        args.write.write_text(PAGE_INTRO + table(results, previous))
     return results
 
 

@@ -55,3 +55,16 @@ def test_table_counts_caught_and_marks_survivors(module):
     assert lines[2].startswith(f"| `{m[0].name}` |") and "| yes | metrics/test_pointing.py::test_x | 1.2 |" in lines[2]
     assert "| **no** |" in lines[3]
     assert lines[-1] == "1 of 2 mutants caught."
+
+
+def test_a_partial_rerun_updates_its_own_rows_and_keeps_the_others(module):
+    m = module["MUTANTS"]
+    result = module["Result"]
+    first = module["table"]([result(m[0], "survived", "", 1.0), result(m[2], "caught", "tests/a.py::t", 2.0)])
+    # m[1] is new; m[2] is rerun and now survives; m[0] keeps its row; rows follow the list's order
+    text = module["table"]([result(m[2], "survived", "", 3.0), result(m[1], "caught", "tests/b.py::u", 4.0)], first)
+    lines = text.splitlines()
+    assert [line.split("`")[1] for line in lines[2:5]] == [m[0].name, m[1].name, m[2].name]
+    assert lines[2] == first.splitlines()[2]
+    assert "| **no** |" in lines[4] and "| 3.0 |" in lines[4]
+    assert lines[-1] == "1 of 3 mutants caught."

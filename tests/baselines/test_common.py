@@ -111,3 +111,24 @@ def test_a_loader_without_residual_access_is_refused_by_name():
     for method in (TokenGradCAM, MaskCLIP, CLIPSurgery, M2IB):
         with pytest.raises(TypeError, match=r"forward_func|probe_layer|project_tokens"):
             method(sim)
+
+
+def test_a_masked_token_before_eos_scores_zero_in_every_text_method():
+    # text deletion's "pad" mode makes such holes: the token is no word, whatever the method
+    model = make_clip(12, text_layers=2)
+    ids, mask = random_texts(3, 9, seed=11)
+    ids[:, 1:7], ids[:, 7], ids[:, 8] = torch.arange(10, 16), 3, 1  # 6 words, EOS, one padding
+    mask[:] = 1
+    mask[:, 8] = 0
+    holes = torch.tensor([1, 3, 6])
+    mask[torch.arange(3), holes] = 0
+    tsim = cg.TextImageSimilarity(model, image_embeds=torch.randn(2, 16))
+    scoring_holes = []
+    for method, kwargs in [(cg.GradECLIP, {}), *METHODS]:
+        if "text" not in getattr(method, "modalities", ("text",)):
+            continue
+        scores = method(tsim, **kwargs).attribute(ids, target=1, additional_forward_args=(mask,))
+        assert (scores[:, 1:7] != 0).sum() > 3, method.__name__  # the other words do score
+        if (scores[torch.arange(3), holes] != 0).any():
+            scoring_holes.append(method.__name__)
+    assert not scoring_holes

@@ -10,7 +10,9 @@ import argparse
 import contextlib
 import logging
 import os
+import pickle
 import socket
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import SafetensorError
 
 MODEL_SPECS = "shapes | hf:NAME_OR_PATH | open_clip:ARCH[:PRETRAINED] | openai:NAME"
 HUB_HINT = "use --model shapes (the embedded model) or a local path"
@@ -255,7 +258,8 @@ def _load_hf(name: str, spec: str) -> LoadedModel:
         if not hub_reachable():
             raise CLIError(f"{spec}: the Hugging Face hub is unreachable and {name!r} is not cached; {HUB_HINT}")
         return _hf_loaded(AutoModel.from_pretrained(name), AutoProcessor.from_pretrained(name), spec)
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, SafetensorError, pickle.UnpicklingError) as error:
+        # a truncated safetensors file, or a pickle that is not plain weights (refused, never run)
         raise CLIError(f"{spec}: cannot load ({_first_line(error)}); {HUB_HINT}") from None
 
 
@@ -325,3 +329,22 @@ def _load_openai(name: str, spec: str) -> LoadedModel:
                            f"{HUB_HINT} (openai:/path/to/model.pt)") from None  # fmt: skip
         raise CLIError(f"{spec}: cannot load ({_first_line(error)}); {HUB_HINT}") from None
     return _bpe_loaded(model.float(), preprocess, clip.tokenize, _tokenizer, spec)
+
+
+def check_output_directory(path: Path, argument: str = "--out") -> None:
+    """Makes ``path`` (a directory) if needed and checks that files can be written there, before any computing.
+
+    Raises:
+        CLIError: if ``path`` is a file, or cannot be created or written to.
+    """
+    from captum_gradeclip.images import printable
+
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"`{argument}` {printable(path)} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test.tmp-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise CLIError(f"`{argument}` {printable(path)} is not writable ({reason})") from None

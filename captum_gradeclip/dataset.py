@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -34,7 +33,14 @@ from PIL import Image
 from tqdm import tqdm
 
 import captum_gradeclip as cg
-from captum_gradeclip.cli import DTYPES, MODEL_SPECS, ArgumentParser, LoadedModel, load_model
+from captum_gradeclip.cli import (
+    DTYPES,
+    MODEL_SPECS,
+    ArgumentParser,
+    LoadedModel,
+    check_output_directory,
+    load_model,
+)
 from captum_gradeclip.images import DEFAULT_MAX_PIXELS, ImageError, load_image, printable, resolve_inside
 from captum_gradeclip.results import (
     FORMAT_VERSION,
@@ -349,17 +355,10 @@ def check_out(root: Path, manifest: dict) -> None:
     run, and empty or holding this same run.
 
     Raises:
-        StoreError: otherwise, in one line.
+        CLIError: if it is a file or not writable.
+        StoreError: if another run holds it or it holds another run.
     """
-    if root.exists() and not root.is_dir():
-        raise StoreError(f"`--out` {printable(root)} exists and is not a directory")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test.tmp-"):
-            pass
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise StoreError(f"`--out` {printable(root)} is not writable ({reason})") from None
+    check_output_directory(root)
     with locked(root):
         if (root / MANIFEST).exists():
             _start_or_resume(root, manifest)
@@ -453,7 +452,7 @@ def main(argv: list[str] | None = None) -> None:
             loaded, args.images, args.mode, args.batch_size, classes, args.templates, args.max_pixels
         )
         summary = run(explainer, items, args.out, args.chunk_size, config, rank, world_size)
-    except (ValueError, FileNotFoundError, TypeError) as error:
+    except (ValueError, FileNotFoundError, TypeError) as error:  # a CLIError: one line and exit 2 in __main__
         print(f"captum-gradeclip explain-dataset: error: {printable(error)}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:

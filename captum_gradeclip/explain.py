@@ -19,6 +19,7 @@ from captum_gradeclip.cli import (
     ArgumentParser,
     CLIError,
     LoadedModel,
+    check_output_directory,
     load_model,
     read_image,
 )
@@ -79,7 +80,13 @@ def main(argv: list[str] | None = None) -> None:
     if not all(texts):
         raise CLIError("captum-gradeclip explain: every TEXT must be non-empty")
     image = read_image(args.image)
+    check_output_directory(args.out)  # before the computing
     loaded = load_model(args.model, args.dtype)
+    for j, text in enumerate(texts):
+        n_tokens = loaded.count_tokens(text)
+        if loaded.max_tokens is not None and n_tokens > loaded.max_tokens:
+            print(f"note: TEXT {j + 1} has {n_tokens} tokens; the model reads the first {loaded.max_tokens} "
+                  "(the rest is cut, and has no word scores)")  # fmt: skip
     ids, mask = loaded.tokenize(texts)
     unknown = sum(
         t in UNKNOWN_TOKENS for row, keep in zip(ids, mask, strict=True) for t in loaded.tokens(row[keep.bool()])

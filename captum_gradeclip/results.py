@@ -206,11 +206,19 @@ class ResultStore:
             warnings.warn(f"{message}; reading the rest", stacklevel=3)
 
     def _describe_problems(self) -> str:
-        parts = []
+        groups: list[list] = []  # [first chunk, last chunk, problem]: consecutive chunks with the same problem
         for chunk, problem in sorted(self.problems.items()):
-            items = chunk_items(self.manifest, chunk)
-            span = f"item {items[0]}" if len(items) == 1 else f"items {items[0]}-{items[-1]}"
-            parts.append(f"chunk {chunk} ({span}): {problem}")
+            if groups and groups[-1][1] == chunk - 1 and groups[-1][2] == problem:
+                groups[-1][1] = chunk
+            else:
+                groups.append([chunk, chunk, problem])
+        parts = []
+        for first, last, problem in groups:
+            low, high = chunk_items(self.manifest, first)[0], chunk_items(self.manifest, last)[-1]
+            chunks = f"chunk {first}" if first == last else f"chunks {first}-{last}"
+            parts.append(f"{chunks} ({f'item {low}' if low == high else f'items {low}-{high}'}): {problem}")
+        if len(parts) > 10:
+            parts = [*parts[:10], f"and {len(parts) - 10} more (see .problems)"]
         missing = len(self.missing_items)
         return (
             f"result store {self.root} is missing {missing} of {self.manifest['items']} items "

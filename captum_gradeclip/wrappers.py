@@ -8,6 +8,7 @@ tensors they are given, never duplicate it; the target index picks a column.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -69,8 +70,13 @@ class _Similarity(nn.Module, ABC):
     def _set_references(self, embeds: Tensor, argument: str) -> None:
         if not isinstance(embeds, Tensor) or embeds.dim() != 2 or embeds.shape[0] == 0:
             raise ValueError(f"`{argument}` must be a non-empty (M, E) tensor; got {_describe(embeds)}")
+        if not embeds.is_floating_point():
+            raise TypeError(f"`{argument}` must be a floating-point tensor; got {_describe(embeds)}")
         if not torch.isfinite(embeds).all():
             raise ValueError(f"`{argument}` contains NaN or infinite values")
+        zero = (embeds == 0).all(dim=-1).nonzero().flatten().tolist()
+        if zero:
+            warnings.warn(f"`{argument}` row(s) {zero} are all zeros: their scores and maps are 0", stacklevel=3)
         self.register_buffer("reference_embeds", F.normalize(embeds.detach(), dim=-1), persistent=False)
 
     def similarity(self, embeds: Tensor) -> Tensor:
@@ -145,7 +151,8 @@ class ImageTextSimilarity(_Similarity):
         if (texts is None) == (text_embeds is None):
             raise ValueError("give exactly one of `texts` and `text_embeds`")
         if text_embeds is None:
-            input_ids, attention_mask = _tokenized(texts, tokenizer, processor, "texts")
+            context = self.adapter.text_context_length()
+            input_ids, attention_mask = _tokenized(texts, tokenizer, processor, "texts", context)
             device = _device_of(model)
             input_ids = input_ids.to(device)
             attention_mask = attention_mask.to(device) if attention_mask is not None else None
@@ -327,6 +334,17 @@ def _check_text(adapter: Adapter, input_ids: object, attention_mask: object) -> 
         raise ValueError(f"`input_ids` must have shape (N, L); got {tuple(input_ids.shape)}")
     if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
         raise ValueError(f"`input_ids` is empty: shape {tuple(input_ids.shape)}")
+    vocab = adapter.text_vocab_size()
+    if vocab is not None:
+        outside = input_ids[(input_ids < 0) | (input_ids >= vocab)]
+        if outside.numel():
+            raise ValueError(f"`input_ids` holds ids outside the vocabulary [0, {vocab}): {int(outside[0])}")
+    context = adapter.text_context_length()
+    if context is not None and input_ids.shape[1] > context:
+        raise ValueError(
+            f"`input_ids` has {input_ids.shape[1]} tokens; the model's text context is {context} "
+            "(cut longer texts: truncation=True)"
+        )
     if attention_mask is not None:
         if not isinstance(attention_mask, Tensor) or attention_mask.shape != input_ids.shape:
             raise ValueError(
@@ -337,6 +355,18 @@ def _check_text(adapter: Adapter, input_ids: object, attention_mask: object) -> 
             raise ValueError("`attention_mask` marks a text with fewer than 2 tokens (an empty text)")
     elif input_ids.shape[1] < 2:
         raise ValueError("`input_ids` holds an empty text: fewer than 2 tokens")
+    eos = adapter.text_eos_id()
+    if eos is not None:
+        present = input_ids == eos
+        if attention_mask is not None:
+            present = present & attention_mask.bool()
+        rows = (~present.any(dim=-1)).nonzero().flatten().tolist()
+        if rows:
+            warnings.warn(
+                f"`input_ids` row(s) {rows} hold no end-of-text token (id {eos}): the model pools at position 0, "
+                "so their scores and explanations mean little (padding only, or cut without an end token?)",
+                stacklevel=4,
+            )
 
 
 def _tokenized(
@@ -344,6 +374,7 @@ def _tokenized(
     tokenizer: object | None,
     processor: object | None,
     argument: str,
+    context: int | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     if isinstance(texts, Mapping):
         if "input_ids" not in texts:
@@ -359,9 +390,25 @@ def _tokenized(
         ids = tokenizer(list(texts))  # type: ignore[operator]  # open_clip / OpenAI clip: a tensor of ids
         if not isinstance(ids, Tensor):
             raise TypeError(f"`tokenizer` must return a tensor of ids or a mapping; got {type(ids).__name__}")
+        if hasattr(tokenizer, "encode"):  # open_clip's BPE tokenizer cuts silently at its context
+            _warn_cut(argument, [len(tokenizer.encode(t)) + 2 for t in texts], ids.shape[1])  # type: ignore[attr-defined]
         return ids, None
+    cut = {"truncation": True, "max_length": context} if context is not None else {}
     if tokenizer is not None:
-        batch = tokenizer(list(texts), padding=True, return_tensors="pt")  # type: ignore[operator]
+        batch = tokenizer(list(texts), padding=True, return_tensors="pt", **cut)  # type: ignore[operator]
+        full = tokenizer(list(texts))["input_ids"]  # type: ignore[operator]
     else:
-        batch = processor(text=list(texts), padding=True, return_tensors="pt")  # type: ignore[operator]
+        batch = processor(text=list(texts), padding=True, return_tensors="pt", **cut)  # type: ignore[operator]
+        full = processor(text=list(texts))["input_ids"]  # type: ignore[operator]
+    if context is not None:
+        _warn_cut(argument, [len(ids) for ids in full], context)
     return batch["input_ids"], batch.get("attention_mask")
+
+
+def _warn_cut(argument: str, lengths: list[int], context: int) -> None:
+    for i, length in enumerate(lengths):
+        if length > context:
+            warnings.warn(
+                f"`{argument}`: text {i} has {length} tokens; the model reads the first {context} (the rest is cut)",
+                stacklevel=4,
+            )

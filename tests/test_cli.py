@@ -136,3 +136,30 @@ def test_with_dtype_converts_openai_clip_its_own_way():
     assert model.visual.conv1.weight.dtype == torch.float16
     assert model.visual.ln_post.weight.dtype == torch.float32  # clip.model.convert_weights keeps LayerNorms
     assert half.pixels(None).dtype == torch.float16
+
+
+def test_hf_directory_with_a_truncated_or_pickled_checkpoint_is_one_line(tmp_path):
+    import pickle
+
+    from tests.conftest import make_clip
+
+    model = make_clip(0)
+    truncated, pickled = tmp_path / "truncated", tmp_path / "pickled"
+    for folder in (truncated, pickled):
+        model.save_pretrained(folder)
+        build_processor().save_pretrained(folder)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CLIError, match=r"cannot load \(.*\); use --model shapes") as info:
+        load_model(f"hf:{truncated}")
+    assert "\n" not in str(info.value)
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "payload-ran"), "w"))
+
+    (pickled / "model.safetensors").unlink()
+    (pickled / "pytorch_model.bin").write_bytes(pickle.dumps({"weight": Payload()}))
+    with pytest.raises(CLIError, match=r"cannot load \(.*\); use --model shapes") as info:
+        load_model(f"hf:{pickled}")
+    assert "\n" not in str(info.value) and not (tmp_path / "payload-ran").exists()  # refused, never run

@@ -360,6 +360,8 @@ def _run_dataset(dataset: dict, out: Path, *extra: str) -> tuple[int, str]:
             main(_args(dataset, out, *extra))
         except SystemExit as info:
             return int(info.code), err.getvalue().strip().splitlines()[-1]
+        except CLIError as error:  # `python -m captum_gradeclip` prints it as one line, exit code 2
+            return 2, str(error)
     return 0, std.getvalue().strip()
 
 

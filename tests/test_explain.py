@@ -36,6 +36,8 @@ def runs(tmp_path_factory):
         "unknown": ["explain", "scene.png", "a red dragon", "--out", "out_unknown"],
         "missing": ["explain", "missing.png", "a red circle"],
         "ansi": ["explain", "miss\x1b[31ming.png", "a red circle"],
+        "out_file": ["explain", "scene.png", "a red circle", "--out", "notes.txt"],
+        "long": ["explain", "scene.png", "a red circle", " ".join(["a blue square"] * 12), "--out", "out_long"],
         "corrupt": ["explain", "corrupt.png", "a red circle"],
         "text_file": ["explain", "notes.txt", "a red circle"],
         "spec": ["explain", "scene.png", "a red circle", "--model", "nonsense:x"],
@@ -73,6 +75,13 @@ def test_explain_paper_mode_runs(runs):
     assert (root / "out_paper" / "text_0.png").is_file()
 
 
+def test_explain_notes_texts_longer_than_the_context(runs):
+    out, err, code = runs[3]["long"]
+    assert code == 0, err
+    assert "note: TEXT 2 has 38 tokens; the model reads the first 32 (the rest is cut" in out
+    assert "TEXT 1 " not in out
+
+
 def test_explain_notes_words_the_model_does_not_know(runs):
     out, err, code = runs[3]["unknown"]
     assert code == 0, err
@@ -86,6 +95,7 @@ def test_explain_notes_words_the_model_does_not_know(runs):
         ("corrupt", "corrupt image: corrupt.png"),
         ("text_file", "corrupt image: notes.txt"),
         ("ansi", "missing image: miss\\x1b[31ming.png"),  # the escape is written out, not sent to the terminal
+        ("out_file", "`--out` notes.txt exists and is not a directory"),
         ("spec", "unknown model spec 'nonsense:x'; expected shapes | hf:NAME_OR_PATH"),
         ("no_texts", "the following arguments are required: TEXT"),
         ("empty_text", "every TEXT must be non-empty"),

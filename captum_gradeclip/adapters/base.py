@@ -397,6 +397,29 @@ class Adapter(ABC):
         """The text tower's padding id, or ``None`` (the default: unknown)."""
         return None
 
+    # -- what input checks need to know (None: unknown, not checked) ------------------------
+    def text_vocab_size(self) -> int | None:
+        """The text tower's vocabulary size: ``config.text_config.vocab_size`` or the model's ``vocab_size``."""
+        return _text_attribute(self.model, "vocab_size")
+
+    def text_context_length(self) -> int | None:
+        """The most tokens the text tower reads: ``max_position_embeddings`` or the model's ``context_length``."""
+        return _text_attribute(self.model, "max_position_embeddings", "context_length")
+
+    def text_eos_id(self) -> int | None:
+        """The token id the text tower pools at, when it pools at a fixed id (default: ``None``)."""
+        return None
+
+
+def _text_attribute(model: nn.Module, *names: str) -> int | None:
+    text_config = getattr(getattr(model, "config", None), "text_config", None)
+    for owner in (text_config, model, getattr(model, "text", None)):
+        for name in names:
+            value = getattr(owner, name, None) if owner is not None else None
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
 
 def hook_handles_removed(handles: list[torch.utils.hooks.RemovableHandle]) -> contextlib.ExitStack:
     """An exit stack that removes every handle in ``handles`` when closed."""

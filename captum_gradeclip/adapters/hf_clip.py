@@ -114,6 +114,10 @@ class HFCLIPAdapter(HFVisionConfigGeometry, Adapter):
         proj = block.out_proj
         return lambda o: F.linear(o, proj.weight, proj.bias)  # not proj(o): that would fire the probe
 
+    def text_eos_id(self) -> int | None:
+        eos_token_id = self.model.text_model.eos_token_id
+        return None if eos_token_id == 2 else int(eos_token_id)  # legacy configs pool at the highest id
+
     def eos_index(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         # The same rule as CLIPTextTransformer: legacy configs (eos_token_id == 2)
         # pool at the highest id, newer ones at the first eos_token_id.

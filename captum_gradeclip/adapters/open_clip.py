@@ -91,6 +91,9 @@ class OpenCLIPAdapter(OpenAICLIPAdapter):
         eos = tower.eos_id if tower is not self.model else getattr(self.model, "text_eos_id", None)
         return None if eos is None else int(eos)
 
+    def text_eos_id(self) -> int | None:
+        return self._eos_id() if self._pool_type() == "eos" else None
+
     def _causal(self) -> bool:
         return self._text_tower().attn_mask is not None
 

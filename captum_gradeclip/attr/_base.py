@@ -12,6 +12,7 @@ takes one gradient per target column, and shapes the output Captum-style.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -181,15 +182,29 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
         device, home = run_device(self.forward_func, sim, x), x.device
         inputs_t = (x.to(device),)
         extra = tuple(a.to(device) if isinstance(a, Tensor) else a for a in extra)
+        if any(m.training for m in sim.model.modules()):
+            warnings.warn(
+                "the model is in train mode (dropout and batch norm act as in training, so calls can differ): "
+                "call model.eval() first; the explanation leaves the mode as it is",
+                stacklevel=3,
+            )
 
         with preserved_model(sim), _half_precision_hint(inputs_t[0], sim):
             tail = sim.adapter.pooled_tail(self.blocks[0]) if self._fast_path_applies() else None
+            if tail is not None and _hooks_the_tail_would_bypass(sim, self.blocks[0], tail.layer):
+                tail = None  # the general path runs the model's own forward, user hooks included
             run = self._run_tail if tail is not None else self._run_probed
             records, weights, ctx = run(tail, inputs_t, extra, target)  # type: ignore[operator]
             layer_maps = [self._layer_map(r, w, ctx) for r, w in zip(records, weights, strict=True)]
             dtype = records[0].v.dtype  # the model's: the maps' arithmetic may have been upcast
             maps = self._combine(layer_maps).detach().transpose(0, 1).to(dtype)  # (N, K, T)
         out = _shape_output(maps, ctx)
+        if not torch.isfinite(out).all():
+            warnings.warn(
+                "the maps hold NaN or infinite values: the model's forward overflowed "
+                "(check the inputs' scale and the model's precision)",
+                stacklevel=3,
+            )
         if ctx.grid is None and target is not None:
             out = out[:, 0]  # per-token scores (N, L) for one target per example
         return _format_output(is_tuple, (out.to(home),))
@@ -243,6 +258,29 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
             weights = torch.einsum("kne,enc->knc", grad_embeds, jacobian)
         record.o = o_row
         return [record], [weights.detach()], ctx
+
+
+def _hooks_the_tail_would_bypass(sim: nn.Module, block: nn.Module, layer: nn.Module) -> bool:
+    """Whether forward (pre-)hooks sit where the fast path does not call modules: on the explained block or its
+    submodules, on the layer holding it or any module around that layer, or globally.
+
+    The fast path stops the forward at ``layer`` and recomputes the pooled row itself; the modules it calls
+    (layer norms, MLP, projection) run their hooks as usual.
+    """
+    module_hooks = nn.modules.module
+    if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
+        return True
+
+    def hooked(m: nn.Module) -> bool:
+        return bool(m._forward_hooks or m._forward_pre_hooks)
+
+    if any(hooked(m) for m in block.modules()):
+        return True
+    path = next((name for name, m in sim.named_modules() if m is layer), None)
+    if path is None:
+        return False
+    parts = path.split(".")
+    return any(hooked(sim.get_submodule(".".join(parts[:i]))) for i in range(len(parts) + 1))
 
 
 def _block_index(wrapper: _Similarity, blocks: list[nn.Module], layer: nn.Module) -> int:

@@ -150,6 +150,11 @@ def target_columns(target: TargetType, n: int, m: int) -> Tensor:
     """
     if target is None:
         return torch.arange(m)[:, None].expand(m, n)
+    values = target if isinstance(target, (list, tuple)) else [target]
+    values = [v for t in values for v in (t if isinstance(t, tuple) else (t,))]
+    if any(isinstance(v, numbers.Integral) and not isinstance(v, bool) and abs(int(v)) >= 2**63 for v in values):
+        # beyond int64 (target=10**20): torch would fail to even hold it
+        raise ValueError(f"`target` must index the wrapper's {m} output columns (0..{m - 1}); got {target}")
     if isinstance(target, Tensor):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise TypeError(f"`target` must be {_TARGET_FORMS}; got a tensor of dtype {target.dtype}")

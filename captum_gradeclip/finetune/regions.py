@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -33,8 +35,9 @@ def phrase_maps(similarity: ImageTextSimilarity, pixel_values: Tensor, targets: 
     """
     if targets.ndim != 2 or targets.shape[0] != pixel_values.shape[0]:
         raise ValueError(f"`targets` must be (N, K) with N = {pixel_values.shape[0]}; got {tuple(targets.shape)}")
-    # (N, M, h, w): cheap for all columns
-    every = GradECLIP(similarity, relu_attributions=False).attribute(pixel_values)
+    with warnings.catch_warnings():  # fine-tuning explains the model in train mode on purpose
+        warnings.filterwarnings("ignore", message="the model is in train mode")
+        every = GradECLIP(similarity, relu_attributions=False).attribute(pixel_values)  # (N, M, h, w): all columns
     index = targets.clamp(min=0)[:, :, None, None].expand(-1, -1, *every.shape[-2:])
     return (every.gather(1, index) * (targets >= 0)[:, :, None, None]).detach()
 

@@ -7,8 +7,10 @@
 ``--templates`` for zero-shot (the map explains the label's prompt among all classes' prompts). Items are cut into
 chunks of ``--chunk-size``; chunk ``c`` goes to rank ``c % world_size`` and is written as one shard (see
 :mod:`captum_gradeclip.results`), so the store does not depend on the number of processes. A run that is killed
-and started again with the same command skips the complete chunks. Missing, corrupt or truncated images, empty
-texts, overlong texts and unknown labels become error rows; the run goes on and the summary counts them.
+and started again with the same command skips the complete chunks; a run with other inputs or settings, or a second
+run while one holds ``--out``, is refused. Missing, corrupt, truncated or oversized (``--max-pixels``) images, paths
+outside ``--images``, empty texts, overlong texts and unknown labels become error rows; the run goes on and the
+summary counts them.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ plain attribution, vargrad zero), batch independence, float64, and the robustnes
 
 from __future__ import annotations
 
+import re
 import unittest
 
 import pytest
@@ -20,6 +21,7 @@ from torch import nn
 import captum_gradeclip as cg
 from captum_gradeclip.baselines import GAME, M2IB, RISE, AttentionRollout, CLIPSurgery, TokenGradCAM
 from captum_gradeclip.metrics.robustness import word_swap
+from tests.adapters.conftest import LOADERS, make_vit_classifier
 from tests.baselines.conftest import METHODS as BASELINES
 from tests.conftest import assert_unchanged, count_hooks, make_clip, model_snapshot, random_texts
 
@@ -379,3 +381,38 @@ def test_infidelity(method, kwargs, modality):
 
     value = infidelity(s.sim, perturb, s.x, per_pixel, target=1, n_perturb_samples=3)
     assert value.shape == (N,) and torch.isfinite(value).all() and (value >= 0).all()
+
+
+# -- every loader -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loader", sorted(LOADERS))
+def test_noise_tunnel_and_targets_on_every_loader(loader):
+    spec = LOADERS[loader]
+    model = spec.load(0)
+    sim = cg.ImageTextSimilarity(
+        model, text_embeds=torch.randn(M, spec.embed, generator=torch.Generator().manual_seed(1))
+    )
+    x = torch.randn(2, 3, spec.side, spec.side, generator=torch.Generator().manual_seed(2))
+    explainer = cg.GradECLIP(sim)
+    plain = explainer.attribute(x, target=[2, 0])
+    assert_close(explainer.attribute(x, target=torch.tensor([2, 0])), plain)
+    assert_close(explainer.attribute(x, target=[(2,), (0,)]), plain)
+    smooth = NoiseTunnel(explainer).attribute(x, nt_samples=2, stdevs=0.0, target=[2, 0])
+    assert_close(smooth, plain)
+    assert count_hooks(model) == 0
+    # Captum's invalid module in place of this loader's explained block: refused at construction, by name
+    name = next(n for n, m in model.named_modules() if m is sim.explained_blocks()[-1])
+    model.set_submodule(name, ErrorModule())
+    with pytest.raises((TypeError, ValueError), match=rf"`{re.escape(name)}` \(ErrorModule\)"):
+        cg.GradECLIP(sim)
+    assert count_hooks(model) == 0
+
+
+def test_noise_tunnel_on_an_image_classifier():
+    clf = cg.ImageClassification(make_vit_classifier(0))
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    explainer = cg.GradECLIP(clf)
+    plain = explainer.attribute(x, target=(3,))
+    assert_close(NoiseTunnel(explainer).attribute(x, nt_type="smoothgrad", nt_samples=2, stdevs=0.0, target=3), plain)
+    assert_close(explainer.attribute(x[1:], target=torch.tensor([3])), plain[1:])

@@ -250,6 +250,10 @@ class Adapter(ABC):
     def matches(cls, model: object) -> bool:
         """Whether this adapter understands ``model``."""
 
+    def module_name(self, module: nn.Module) -> str:
+        """The dotted name of ``module`` in the model, for error messages (its class name if it is not there)."""
+        return next((name for name, m in self.model.named_modules() if m is module), type(module).__name__)
+
     # -- embeddings -------------------------------------------------------------
     @abstractmethod
     def embed_images(self, pixel_values: Tensor, interpolate_pos_encoding: bool) -> Tensor:

@@ -63,7 +63,7 @@ class HFSiglipAdapter(HFVisionConfigGeometry, Adapter):
             raise ValueError(
                 "a SigLIP vision tower without its attention pooling head (vision_use_head=False) has no pooled query"
             )
-        check_supported(head.attention)
+        check_supported(head.attention, self.module_name(head.attention))
         return head
 
     def embed_images(self, pixel_values: Tensor, interpolate_pos_encoding: bool) -> Tensor:

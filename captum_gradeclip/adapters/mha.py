@@ -36,10 +36,12 @@ _MHA_ARGS = (
 )
 
 
-def check_supported(mha: nn.MultiheadAttention) -> None:
-    """Raises a ValueError for ``nn.MultiheadAttention`` options that CLIP-family models never use."""
+def check_supported(mha: nn.MultiheadAttention, name: str | None = None) -> None:
+    """Raises a TypeError for a module that is not ``nn.MultiheadAttention`` (naming it as ``name`` when given),
+    and a ValueError for ``nn.MultiheadAttention`` options that CLIP-family models never use."""
     if not isinstance(mha, nn.MultiheadAttention):
-        raise TypeError(f"expected an nn.MultiheadAttention block; got {type(mha).__name__}")
+        where = f"`{name}` ({type(mha).__name__})" if name else type(mha).__name__
+        raise TypeError(f"expected an nn.MultiheadAttention block; got {where}")
     if mha.bias_k is not None or mha.bias_v is not None or mha.add_zero_attn:
         raise ValueError("nn.MultiheadAttention with bias_k/bias_v or add_zero_attn is not supported")
 

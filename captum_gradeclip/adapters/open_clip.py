@@ -50,11 +50,7 @@ class OpenCLIPAdapter(OpenAICLIPAdapter):
                     "(Grad-ECLIP needs the class token as the pooled query)"
                 )
             for block in v.transformer.resblocks:
-                if not isinstance(getattr(block, "attn", None), nn.MultiheadAttention):
-                    raise ValueError(
-                        f"open_clip {type(block).__name__} is not supported: Grad-ECLIP needs "
-                        "nn.MultiheadAttention blocks (block_type='default')"
-                    )
+                self._check_block(block)
         super()._check_image_tower()
 
     def _run_image_transformer(self, x: Tensor) -> Tensor:
@@ -74,13 +70,19 @@ class OpenCLIPAdapter(OpenAICLIPAdapter):
     def _text_transformer(self) -> nn.Module:
         transformer = self._text_tower().transformer
         for block in transformer.resblocks:
-            if not isinstance(getattr(block, "attn", None), nn.MultiheadAttention):
-                raise ValueError(
-                    f"open_clip {type(block).__name__} is not supported: Grad-ECLIP needs "
-                    "nn.MultiheadAttention blocks (block_type='default')"
-                )
-            check_supported(block.attn)
+            self._check_block(block)
+            check_supported(block.attn, self.module_name(block.attn))
         return transformer
+
+    def _check_block(self, block: nn.Module) -> None:
+        """A ValueError naming the block's attention when it is not an ``nn.MultiheadAttention``."""
+        attn = getattr(block, "attn", None)
+        if not isinstance(attn, nn.MultiheadAttention):
+            where = f"`{self.module_name(attn)}` ({type(attn).__name__})" if attn is not None else "missing"
+            raise ValueError(
+                f"open_clip {type(block).__name__} `{self.module_name(block)}` is not supported: its attention "
+                f"{where} is not the nn.MultiheadAttention that Grad-ECLIP needs (block_type='default')"
+            )
 
     def _pool_type(self) -> str:
         tower = self._text_tower()

@@ -78,7 +78,7 @@ class OpenAICLIPAdapter(Adapter):
                 raise ValueError("a ModifiedResNet without an attention pool cannot be explained by Grad-ECLIP")
             return
         for block in self.visual.transformer.resblocks:
-            check_supported(block.attn)
+            check_supported(block.attn, self.module_name(block.attn))
 
     def _run_image_transformer(self, x: Tensor) -> Tensor:
         """Runs ``visual.transformer`` on batch-first tokens; returns batch-first tokens."""
@@ -175,7 +175,7 @@ class OpenAICLIPAdapter(Adapter):
             return [block.attn for block in self.visual.transformer.resblocks]
         blocks = [block.attn for block in self._text_transformer().resblocks]
         for block in blocks:
-            check_supported(block)
+            check_supported(block, self.module_name(block))
         return blocks
 
     def probe(self, block: nn.Module, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:

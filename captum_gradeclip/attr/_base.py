@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from captum.attr import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
@@ -245,17 +244,25 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
         o_row = self._pooled_output(tail, q[rows, ctx.query_index], k, v)
 
         embeds, embed_vjp = torch.func.vjp(lambda o: tail.finish(x, o), o_row)
-        scores, score_vjp = torch.func.vjp(sim.similarity, embeds)
-        columns = target_columns(target, scores.shape[0], scores.shape[1]).to(scores.device)
-        cotangents = F.one_hot(columns, scores.shape[1]).to(scores.dtype)  # (K, N, M)
-        (grad_embeds,) = torch.func.vmap(score_vjp)(cotangents)  # (K, N, E): cheap, no model in it
         n, e = embeds.shape
-        if len(columns) <= e:  # K vector-Jacobian products through the tail
-            (weights,) = torch.func.vmap(embed_vjp)(grad_embeds)
-        else:  # E products give the whole Jacobian d(embedding)/d(o_row), shared by all K targets
+        m = sim.num_references
+        columns = target_columns(target, n, m).to(embeds.device)  # (K, N)
+        if len(columns) <= e:  # K vector-Jacobian products through the score and the tail
+            scores, score_vjp = torch.func.vjp(sim.similarity, embeds)
+            # one-hot rows by comparison: F.one_hot checks its input's range, a host synchronisation on a GPU
+            cotangents = (columns[..., None] == torch.arange(m, device=columns.device)).to(scores.dtype)
+            if len(columns) == 1:  # one target per example: plain products, without vmap's batching ops
+                (grad_embeds,) = score_vjp(cotangents[0])
+                weights = embed_vjp(grad_embeds)[0][None]
+            else:
+                (grad_embeds,) = torch.func.vmap(score_vjp)(cotangents)  # (K, N, E): cheap, no model in it
+                (weights,) = torch.func.vmap(embed_vjp)(grad_embeds)
+        else:  # more targets than embedding dimensions: E products each way give both Jacobians, shared by all K
             basis = torch.eye(e, dtype=embeds.dtype, device=embeds.device)[:, None, :].expand(e, n, e)
-            (jacobian,) = torch.func.vmap(embed_vjp)(basis)  # (E, N, C)
-            weights = torch.einsum("kne,enc->knc", grad_embeds, jacobian)
+            (d_embed,) = torch.func.vmap(embed_vjp)(basis)  # (E, N, C): d embedding_e / d o_row
+            d_score = torch.func.vmap(lambda t: torch.func.jvp(sim.similarity, (embeds,), (t,))[1])(basis)  # (E, N, M)
+            grad_embeds = d_score.gather(2, columns.T[None].expand(e, n, -1))  # (E, N, K): d score[n, column] / d e
+            weights = torch.einsum("enk,enc->knc", grad_embeds, d_embed)
         record.o = o_row
         return [record], [weights.detach()], ctx
 
@@ -298,9 +305,9 @@ def _block_index(wrapper: _Similarity, blocks: list[nn.Module], layer: nn.Module
 
 def _shape_output(maps: Tensor, ctx: ExplainContext) -> Tensor:
     """``(N, K, T)`` token maps to ``(N, K, h, w)`` for images or ``(N, K, L)`` for text."""
-    maps = maps * ctx.output_mask[:, None, :].to(maps.dtype)
     if ctx.grid is None:
-        return maps
-    n, k, _ = maps.shape
-    keep = ctx.output_mask[0]
-    return maps[:, :, keep].reshape(n, k, *ctx.grid)
+        return maps * ctx.output_mask[:, None, :].to(maps.dtype)
+    n, k, t = maps.shape
+    # the patch tokens are the last h*w (after the prefix): a slice, not a boolean index, which would
+    # synchronise with a GPU to count its entries
+    return maps[:, :, t - ctx.grid[0] * ctx.grid[1] :].reshape(n, k, *ctx.grid)

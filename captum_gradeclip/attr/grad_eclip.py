@@ -187,13 +187,13 @@ class GradECLIP(AttentionAttribution):
         # would otherwise amplify rounding); the result is cast back to the model's dtype
         q, k, v, w = (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in (q, k, v, w))
         n, t, c = v.shape
-        # w^h . v^h_i for every target k, example n, token i and head h
-        wv = torch.einsum("knhd,nthd->knth", w.reshape(-1, n, heads, c // heads), v.reshape(n, t, heads, c // heads))
-        if not self.use_loosened_attention:
-            return wv.sum(-1)
-        rows = torch.arange(n, device=v.device)
-        lam = loosened_attention(q[rows, ctx.query_index], k, heads, ctx.key_mask)  # (N, T, heads)
-        return (lam * wv).sum(-1)
+        # lambda^h_i scales head h of v_i, so sum_h lambda^h_i (w^h . v^h_i) = w . (lambda v)_i
+        if self.use_loosened_attention:
+            rows = torch.arange(n, device=v.device)
+            lam = loosened_attention(q[rows, ctx.query_index], k, heads, ctx.key_mask)  # (N, T, heads)
+            v = (lam[..., None] * v.reshape(n, t, heads, c // heads)).reshape(n, t, c)
+        # sum_c w_c v_{i,c} for every target k, example n and token i: one batched product
+        return torch.einsum("knc,ntc->knt", w.reshape(-1, n, c), v)
 
     def _combine(self, layer_maps: list[Tensor]) -> Tensor:
         if not self.relu_attributions:

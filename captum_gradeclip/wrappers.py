@@ -8,9 +8,11 @@ tensors they are given, never duplicate it; the target index picks a column.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -321,8 +323,47 @@ def _check_pixels(adapter: Adapter, pixel_values: object, interpolate: bool, arg
             )
     elif size != adapter.image_size():
         raise ValueError(f"`{argument}` must be {adapter.image_size()} when interpolate_pos_encoding=False; got {size}")
-    if not torch.isfinite(pixel_values).all():
-        raise ValueError(f"`{argument}` contains NaN or infinite values")
+    require(torch.isfinite(pixel_values).all(), f"`{argument}` contains NaN or infinite values")
+
+
+#: The data checks waiting for the end of an explanation on an accelerator (see :func:`deferred_checks`).
+_PENDING: ContextVar[list[tuple[Tensor, str]] | None] = ContextVar("captum_gradeclip_pending_checks", default=None)
+
+
+def require(ok: Tensor, message: str) -> None:
+    """Raises ``ValueError(message)`` where the 0-d boolean tensor ``ok`` is false.
+
+    Reading ``ok`` synchronises the host with an accelerator. Inside :func:`deferred_checks`, a check of a
+    tensor that is not on the CPU waits for the end of the block instead, where all of them are read at once.
+    """
+    pending = _PENDING.get()
+    if pending is not None and ok.device.type != "cpu":
+        pending.append((ok, message))
+    elif not bool(ok):
+        raise ValueError(message)
+
+
+@contextlib.contextmanager
+def deferred_checks() -> Iterator[None]:
+    """Collects the data checks of accelerator tensors in the block and reads them together at its end.
+
+    An explanation on a GPU then synchronises the host once, not at every check; a failed check still
+    raises its own ``ValueError`` (after the block's work, which is discarded).
+    """
+    if _PENDING.get() is not None:  # nested: the outermost block reads them
+        yield
+        return
+    pending: list[tuple[Tensor, str]] = []
+    token = _PENDING.set(pending)
+    try:
+        yield
+    finally:
+        _PENDING.reset(token)
+    if pending:
+        flags = torch.stack([ok.to(pending[0][0].device) for ok, _ in pending]).tolist()
+        for ok, (_, message) in zip(flags, pending, strict=True):
+            if not ok:
+                raise ValueError(message)
 
 
 def _check_text(adapter: Adapter, input_ids: object, attention_mask: object) -> None:
@@ -351,8 +392,8 @@ def _check_text(adapter: Adapter, input_ids: object, attention_mask: object) -> 
                 f"`attention_mask` must have the shape of `input_ids` {tuple(input_ids.shape)}; "
                 f"got {_describe(attention_mask)}"
             )
-        if (attention_mask.sum(dim=-1) < 2).any():
-            raise ValueError("`attention_mask` marks a text with fewer than 2 tokens (an empty text)")
+        empty = "`attention_mask` marks a text with fewer than 2 tokens (an empty text)"
+        require((attention_mask.sum(dim=-1) >= 2).all(), empty)
     elif input_ids.shape[1] < 2:
         raise ValueError("`input_ids` holds an empty text: fewer than 2 tokens")
     eos = adapter.text_eos_id()

@@ -34,7 +34,7 @@ from captum_gradeclip.attr._contract import (
     run_device,
     target_columns,
 )
-from captum_gradeclip.wrappers import ExplainContext, _Similarity
+from captum_gradeclip.wrappers import ExplainContext, _Similarity, deferred_checks
 
 
 @contextlib.contextmanager
@@ -188,7 +188,7 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
                 stacklevel=3,
             )
 
-        with preserved_model(sim), _half_precision_hint(inputs_t[0], sim):
+        with deferred_checks(), preserved_model(sim), _half_precision_hint(inputs_t[0], sim):
             tail = sim.adapter.pooled_tail(self.blocks[0]) if self._fast_path_applies() else None
             if tail is not None and _hooks_the_tail_would_bypass(sim, self.blocks[0], tail.layer):
                 tail = None  # the general path runs the model's own forward, user hooks included

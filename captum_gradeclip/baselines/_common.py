@@ -22,7 +22,7 @@ from captum_gradeclip.attr._contract import (
     run_device,
     target_columns,
 )
-from captum_gradeclip.wrappers import ExplainContext, _Similarity
+from captum_gradeclip.wrappers import ExplainContext, _Similarity, deferred_checks
 
 
 class WrapperAttribution(Attribution, ABC):
@@ -101,7 +101,7 @@ class WrapperAttribution(Attribution, ABC):
         x = x.to(device)
         extra = tuple(a.to(device) if isinstance(a, Tensor) else a for a in extra)
         columns = target_columns(target, x.shape[0], sim.num_references).to(x.device)
-        with preserved_model(sim), _half_precision_hint(x, sim):
+        with deferred_checks(), preserved_model(sim), _half_precision_hint(x, sim):
             sim(x[:1], *(a[:1] if isinstance(a, Tensor) else a for a in extra))  # checks the inputs early
             ctx = sim.explain_context((x,), extra)
             maps = self._maps(x, extra, columns, ctx).detach()

@@ -102,10 +102,10 @@ def pointing_game(
     n, h, w = maps.shape
     peak = maps.reshape(n, -1).argmax(-1)
     py, px = (peak // w).float(), (peak % w).float()
-    ys = torch.arange(h, dtype=torch.float32)[None, :, None]
-    xs = torch.arange(w, dtype=torch.float32)[None, None, :]
+    ys = torch.arange(h, dtype=torch.float32, device=maps.device)[None, :, None]
+    xs = torch.arange(w, dtype=torch.float32, device=maps.device)[None, None, :]
     near = (ys - py[:, None, None]) ** 2 + (xs - px[:, None, None]) ** 2 <= tolerance**2
-    return (near & regions.to(near.device)).flatten(1).any(1).float()
+    return (near & regions.to(maps.device)).flatten(1).any(1).float()
 
 
 def energy_pointing_game(

@@ -79,7 +79,8 @@ class _Similarity(nn.Module, ABC):
         zero = (embeds == 0).all(dim=-1).nonzero().flatten().tolist()
         if zero:
             warnings.warn(f"`{argument}` row(s) {zero} are all zeros: their scores and maps are 0", stacklevel=3)
-        self.register_buffer("reference_embeds", F.normalize(embeds.detach(), dim=-1), persistent=False)
+        embeds = embeds.detach().to(_device_of(self.model))  # where the model is, wherever the user held them
+        self.register_buffer("reference_embeds", F.normalize(embeds, dim=-1), persistent=False)
 
     def similarity(self, embeds: Tensor) -> Tensor:
         """Scores ``(N, M)`` of query embeddings ``(N, E)`` against the references."""
@@ -208,8 +209,9 @@ class TextImageSimilarity(_Similarity):
             raise ValueError("give exactly one of `images` and `image_embeds`")
         if image_embeds is None:
             _check_pixels(self.adapter, images, interpolate_pos_encoding, argument="images")
+            images = images.to(_device_of(model))  # type: ignore[union-attr]
             with torch.no_grad():
-                image_embeds = self.adapter.embed_images(images, interpolate_pos_encoding)  # type: ignore[arg-type]
+                image_embeds = self.adapter.embed_images(images, interpolate_pos_encoding)
             self._set_references(image_embeds, "images")
         else:
             self._set_references(image_embeds, "image_embeds")
@@ -360,10 +362,10 @@ def deferred_checks() -> Iterator[None]:
     finally:
         _PENDING.reset(token)
     if pending:
-        flags = torch.stack([ok.to(pending[0][0].device) for ok, _ in pending]).tolist()
-        for ok, (_, message) in zip(flags, pending, strict=True):
-            if not ok:
-                raise ValueError(message)
+        flags = torch.stack([ok.to(pending[0][0].device) for ok, _ in pending])
+        if not bool(flags.all()):  # the one read of the device; the failed checks are looked up only on failure
+            failed = next(message for ok, (_, message) in zip(flags.tolist(), pending, strict=True) if not ok)
+            raise ValueError(failed)
 
 
 def _check_text(adapter: Adapter, input_ids: object, attention_mask: object) -> None:

@@ -229,7 +229,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     for mode in ("native", "paper"):
         explainer = cg.GradECLIP(single, mode=mode)
         ours = median_time(lambda explainer=explainer: explainer.attribute(batch, target=0), args.repeats, args.device)
-        row(case, f"Grad-ECLIP {mode}", ours, forward, TARGETS["batch"])
+        rate = f"{args.images / ours:,.0f} images/s explained, {args.images / forward:,.0f} forward"
+        row(case, f"Grad-ECLIP {mode}", ours, forward, TARGETS["batch"], rate)
     gradcam = LayerGradCam(single, bench.gradcam_layer)
     row(case, "captum LayerGradCam", median_time(lambda: gradcam.attribute(batch, target=0), args.repeats,
         args.device), forward, None)  # fmt: skip

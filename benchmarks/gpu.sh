@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Everything that needs a GPU, in one go (about 5 minutes on an H200): the CUDA tests, the speed benchmark in fp32
+# and bf16 (32 and 256 images), and the quality benchmark on 500 held-out ShapesCLIP scenes, all with CUDA.
+#
+#   bash benchmarks/gpu.sh [OUT_DIR]          # results and logs in OUT_DIR (default: gpu_results)
+#
+# A GPU machine without internet and without captum/open_clip: first download the wheels on a machine with
+# internet, into .whl/ at the repository root, for the GPU machine's Python (3.12 here):
+#
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#     -d .whl captum==0.9.0 open_clip_torch ftfy wcwidth
+#
+# and carry .whl along; this script installs them into a temporary folder when captum is missing. The package is
+# imported from the source tree. Each step goes on when an earlier one fails; the exit code says whether all passed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-${OUT:-gpu_results}}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+if ! python3 -c 'import captum' 2>/dev/null; then
+    if ! compgen -G '.whl/*.whl' >/dev/null; then
+        echo "captum is not installed and .whl/ holds no wheels: see the header of $0" >&2
+        exit 2
+    fi
+    site=$(mktemp -d)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl || exit 2
+    export PYTHONPATH="$site:$PYTHONPATH"
+fi
+python3 -c 'import torch; assert torch.cuda.is_available(), "no CUDA GPU"; print(torch.cuda.get_device_name(0))' || exit 2
+
+status=0
+step() {  # step NAME COMMAND...: runs it, logs it to OUT/NAME.log, keeps going
+    local name=$1
+    shift
+    echo "== $name: $*"
+    local start=$SECONDS
+    if ! "$@" >"$out/$name.log" 2>&1; then
+        status=1
+        echo "   FAILED (see $out/$name.log)"
+    fi
+    echo "   $((SECONDS - start)) s"
+    tail -n 25 "$out/$name.log"
+}
+
+step cuda_tests python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_device.py
+step speed_fp32 python3 benchmarks/speed.py --device cuda --dtype fp32 --repeats 5 --write "$out/speed.md"
+step speed_bf16 python3 benchmarks/speed.py --device cuda --dtype bf16 --repeats 5 --write "$out/speed.md"
+step speed_256_bf16 python3 benchmarks/speed.py --device cuda --dtype bf16 --repeats 5 --images 256 --prompts 10 \
+    --captions 10 --metric-images 0 --no-memory --naive-pairs 1 --write "$out/speed_256.md"
+step quality python3 benchmarks/quality.py --device cuda --scenes 500 --score cosine softmax --out "$out/quality.md"
+exit $status

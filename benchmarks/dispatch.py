@@ -7,8 +7,8 @@ On a GPU, Grad-ECLIP's kernels take about as long as the forward's; what costs i
 ops (see the speed page). On a tiny model (12 ViT layers of width 64, one thread) every op is dispatch-bound on the
 CPU too, so the ratio of times and the ratio of aten ops dispatched (counted with ``torch.profiler``, every aten
 event including nested ones) measure that overhead without a GPU. Both are measured side by side in one run, for
-32 images x 1 text and 1 image x 1000 prompts, with the median of ``--repeats`` runs after a warm-up (CPU time of
-the process, so that other work on the machine does not blur the ratio).
+32 images x 1 text and 1 image x 1000 prompts: the median of ``--repeats`` ratios of back-to-back runs after a
+warm-up (CPU time of the process, so that other work on the machine blurs the ratio less).
 """
 
 from __future__ import annotations
@@ -42,15 +42,21 @@ def tiny_deep_clip(layers: int = 12, width: int = 64, image_size: int = 64, patc
     return CLIPModel._from_config(config, attn_implementation="sdpa").eval()
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median CPU time of this process per call (one thread: the wall time of an idle machine, robust to a busy one)."""
-    fn()
-    times = []
+def paired_ratio(fn: Callable[[], object], reference: Callable[[], object], repeats: int) -> float:
+    """Median over ``repeats`` of the time of ``fn`` over that of ``reference``, each pair run back to back.
+
+    Times are CPU times of this process (one thread: the wall time of an idle machine); pairing keeps a busy
+    machine's slow phases out of the ratio.
+    """
+    fn(), reference()
+    ratios = []
     for _ in range(repeats):
         start = time.process_time()
         fn()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
+        middle = time.process_time()
+        reference()
+        ratios.append((middle - start) / (time.process_time() - middle))
+    return statistics.median(ratios)
 
 
 def aten_ops(fn: Callable[[], object]) -> int:
@@ -93,10 +99,10 @@ def run(args: argparse.Namespace) -> list[dict]:
             def explain(explainer: cg.GradECLIP = explainer, pixels: torch.Tensor = pixels, target=target) -> object:
                 return explainer.attribute(pixels, target=target)
 
-            ours, ref = median_time(explain, args.repeats), median_time(forward, args.repeats)
+            ratio = paired_ratio(explain, forward, args.repeats)
             ops, ref_ops = aten_ops(explain), aten_ops(forward)
-            rows.append(dict(case=case, mode=mode, time=ours / ref, ops=ops / ref_ops, n_ops=ops, n_ref=ref_ops))
-            print(f"[dispatch] {case} {mode}: time {ours / ref:.2f}, ops {ops}/{ref_ops}", file=sys.stderr)
+            rows.append(dict(case=case, mode=mode, time=ratio, ops=ops / ref_ops, n_ops=ops, n_ref=ref_ops))
+            print(f"[dispatch] {case} {mode}: time {ratio:.2f}, ops {ops}/{ref_ops}", file=sys.stderr)
     return rows
 
 
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--prompts", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--write", type=Path, help="also write the table as a section of this markdown page")
     args = parser.parse_args(argv)
     text = table(run(args), args)

@@ -69,7 +69,7 @@ def test_the_stand_in_fails_on_mixed_devices_and_records_reads():
 
 
 @pytest.mark.parametrize("mode", ["native", "paper"])
-@pytest.mark.parametrize("target", [0, None, [2, 1]])
+@pytest.mark.parametrize("target", [0, None, [2, 1], (1,), [(0,), (2,)]])
 def test_grad_eclip_image_reads_the_device_once(on_meta, mode, target):
     maps, reads = run(lambda: cg.GradECLIP(on_meta["sim"], mode=mode).attribute(on_meta["pixels"], target=target))
     assert maps.device.type == "meta"

@@ -38,26 +38,31 @@ from captum_gradeclip.wrappers import ExplainContext, _Similarity, deferred_chec
 
 
 @contextlib.contextmanager
-def preserved_model(model: nn.Module) -> Iterator[None]:
-    """Runs the body with gradients on for activations only, and restores the model.
+def preserved_model(model: nn.Module, graph: bool = True) -> Iterator[None]:
+    """Runs the body and restores the model's parameter flags and train/eval modes, also after an exception.
 
-    Parameters are switched to ``requires_grad=False`` so that no graph is built
-    for them; their flags and every module's train/eval mode are restored on
-    exit, also after an exception.
+    Args:
+        model (nn.Module): the model (or wrapper) to keep as it is.
+        graph (bool, optional): ``True`` runs the body with gradients on for activations only: the
+            parameters are switched to ``requires_grad=False`` so that no graph is built for them.
+            ``False`` runs it under ``torch.no_grad()`` and leaves the parameters alone, for bodies that
+            differentiate with ``torch.func`` transforms only (which do not see an outer ``no_grad``):
+            on a large model, switching every parameter costs the host more than the rest of a fast
+            explanation. Default: True.
     """
-    params = list(model.parameters())
-    requires_grad = [p.requires_grad for p in params]
+    params = [p for p in model.parameters() if p.requires_grad] if graph else []
     training = [(m, m.training) for m in model.modules()]
     try:
         for p in params:
             p.requires_grad_(False)
-        with torch.enable_grad():
+        with torch.enable_grad() if graph else torch.no_grad():
             yield
     finally:
-        for p, flag in zip(params, requires_grad, strict=True):
-            p.requires_grad_(flag)
+        for p in params:
+            p.requires_grad_(True)
         for m, flag in training:
-            m.training = flag
+            if m.training is not flag:  # a module's __setattr__ is slow: only what changed
+                m.training = flag
 
 
 @contextlib.contextmanager
@@ -188,10 +193,11 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
                 stacklevel=3,
             )
 
-        with deferred_checks(), preserved_model(sim), _half_precision_hint(inputs_t[0], sim):
-            tail = sim.adapter.pooled_tail(self.blocks[0]) if self._fast_path_applies() else None
-            if tail is not None and _hooks_the_tail_would_bypass(sim, self.blocks[0], tail.layer):
-                tail = None  # the general path runs the model's own forward, user hooks included
+        tail = sim.adapter.pooled_tail(self.blocks[0]) if self._fast_path_applies() else None
+        if tail is not None and _hooks_the_tail_would_bypass(sim, self.blocks[0], tail.layer):
+            tail = None  # the general path runs the model's own forward, user hooks included
+        # the fast path differentiates the pooled tail with torch.func only: no parameter needs switching off
+        with deferred_checks(), preserved_model(sim, graph=tail is None), _half_precision_hint(inputs_t[0], sim):
             run = self._run_tail if tail is not None else self._run_probed
             records, weights, ctx = run(tail, inputs_t, extra, target)  # type: ignore[operator]
             layer_maps = [self._layer_map(r, w, ctx) for r, w in zip(records, weights, strict=True)]
@@ -260,7 +266,12 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
         else:  # more targets than embedding dimensions: E products each way give both Jacobians, shared by all K
             basis = torch.eye(e, dtype=embeds.dtype, device=embeds.device)[:, None, :].expand(e, n, e)
             (d_embed,) = torch.func.vmap(embed_vjp)(basis)  # (E, N, C): d embedding_e / d o_row
-            d_score = torch.func.vmap(lambda t: torch.func.jvp(sim.similarity, (embeds,), (t,))[1])(basis)  # (E, N, M)
+            # d score / d embedding as Jacobian-vector products: the transpose of the (linear) score VJP, by one
+            # more VJP (forward-mode AD would load TorchScript decompositions, deprecated in torch)
+            _, score_vjp = torch.func.vjp(sim.similarity, embeds)
+            cotangent = torch.zeros(n, m, dtype=embeds.dtype, device=embeds.device)
+            _, transposed = torch.func.vjp(lambda u: score_vjp(u)[0], cotangent)
+            (d_score,) = torch.func.vmap(transposed)(basis)  # (E, N, M)
             grad_embeds = d_score.gather(2, columns.T[None].expand(e, n, -1))  # (E, N, K): d score[n, column] / d e
             weights = torch.einsum("enk,enc->knc", grad_embeds, d_embed)
         record.o = o_row

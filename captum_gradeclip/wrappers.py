@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -328,21 +328,33 @@ def _check_pixels(adapter: Adapter, pixel_values: object, interpolate: bool, arg
     require(torch.isfinite(pixel_values).all(), f"`{argument}` contains NaN or infinite values")
 
 
-#: The data checks waiting for the end of an explanation on an accelerator (see :func:`deferred_checks`).
-_PENDING: ContextVar[list[tuple[Tensor, str]] | None] = ContextVar("captum_gradeclip_pending_checks", default=None)
+#: The data checks waiting for the end of an explanation on an accelerator (see :func:`deferred_checks`):
+#: ``(ok, message, warn)``.
+_PENDING: ContextVar[list[tuple[Tensor, Message, bool]] | None] = ContextVar("captum_gradeclip_pending", default=None)
+
+#: A message, or a function that builds it (from the data, only when the check failed).
+Message = str | Callable[[], str]
 
 
-def require(ok: Tensor, message: str) -> None:
-    """Raises ``ValueError(message)`` where the 0-d boolean tensor ``ok`` is false.
+def require(ok: Tensor, message: Message, *, warn: bool = False) -> None:
+    """Raises ``ValueError(message)`` (or warns with it, for ``warn=True``) where the 0-d boolean ``ok`` is false.
 
     Reading ``ok`` synchronises the host with an accelerator. Inside :func:`deferred_checks`, a check of a
     tensor that is not on the CPU waits for the end of the block instead, where all of them are read at once.
+    ``message`` may be a function that reads the data to say what failed: it runs only on failure.
     """
     pending = _PENDING.get()
     if pending is not None and ok.device.type != "cpu":
-        pending.append((ok, message))
+        pending.append((ok, message, warn))
     elif not bool(ok):
-        raise ValueError(message)
+        _fail(message, warn)
+
+
+def _fail(message: Message, warn: bool) -> None:
+    text = message if isinstance(message, str) else message()
+    if not warn:
+        raise ValueError(text)
+    warnings.warn(text, stacklevel=4)
 
 
 @contextlib.contextmanager
@@ -350,22 +362,23 @@ def deferred_checks() -> Iterator[None]:
     """Collects the data checks of accelerator tensors in the block and reads them together at its end.
 
     An explanation on a GPU then synchronises the host once, not at every check; a failed check still
-    raises its own ``ValueError`` (after the block's work, which is discarded).
+    raises its own ``ValueError`` (after the block's work, which is discarded) or gives its warning.
     """
     if _PENDING.get() is not None:  # nested: the outermost block reads them
         yield
         return
-    pending: list[tuple[Tensor, str]] = []
+    pending: list[tuple[Tensor, Message, bool]] = []
     token = _PENDING.set(pending)
     try:
         yield
     finally:
         _PENDING.reset(token)
     if pending:
-        flags = torch.stack([ok.to(pending[0][0].device) for ok, _ in pending])
+        flags = torch.stack([ok.to(pending[0][0].device) for ok, _, _ in pending])
         if not bool(flags.all()):  # the one read of the device; the failed checks are looked up only on failure
-            failed = next(message for ok, (_, message) in zip(flags.tolist(), pending, strict=True) if not ok)
-            raise ValueError(failed)
+            failed = [(message, warn) for ok, (_, message, warn) in zip(flags.tolist(), pending, strict=True) if not ok]
+            for message, warn in sorted(failed, key=lambda f: f[1]):  # errors first
+                _fail(message, warn)
 
 
 def _check_text(adapter: Adapter, input_ids: object, attention_mask: object) -> None:
@@ -379,9 +392,11 @@ def _check_text(adapter: Adapter, input_ids: object, attention_mask: object) -> 
         raise ValueError(f"`input_ids` is empty: shape {tuple(input_ids.shape)}")
     vocab = adapter.text_vocab_size()
     if vocab is not None:
-        outside = input_ids[(input_ids < 0) | (input_ids >= vocab)]
-        if outside.numel():
-            raise ValueError(f"`input_ids` holds ids outside the vocabulary [0, {vocab}): {int(outside[0])}")
+        inside = (input_ids >= 0) & (input_ids < vocab)
+        require(
+            inside.all(),
+            lambda: f"`input_ids` holds ids outside the vocabulary [0, {vocab}): {int(input_ids[~inside][0])}",
+        )
     context = adapter.text_context_length()
     if context is not None and input_ids.shape[1] > context:
         raise ValueError(
@@ -403,13 +418,16 @@ def _check_text(adapter: Adapter, input_ids: object, attention_mask: object) -> 
         present = input_ids == eos
         if attention_mask is not None:
             present = present & attention_mask.bool()
-        rows = (~present.any(dim=-1)).nonzero().flatten().tolist()
-        if rows:
-            warnings.warn(
-                f"`input_ids` row(s) {rows} hold no end-of-text token (id {eos}): the model pools at position 0, "
-                "so their scores and explanations mean little (padding only, or cut without an end token?)",
-                stacklevel=4,
-            )
+        ended = present.any(dim=-1)
+        require(
+            ended.all(),
+            lambda: (
+                f"`input_ids` row(s) {(~ended).nonzero().flatten().tolist()} hold no end-of-text token "
+                f"(id {eos}): the model pools at position 0, so their scores and explanations mean little "
+                "(padding only, or cut without an end token?)"
+            ),
+            warn=True,
+        )
 
 
 def _tokenized(

@@ -34,7 +34,7 @@ from captum_gradeclip.attr._contract import (
     run_device,
     target_columns,
 )
-from captum_gradeclip.wrappers import ExplainContext, _Similarity, deferred_checks
+from captum_gradeclip.wrappers import ExplainContext, _Similarity, deferred_checks, require
 
 
 @contextlib.contextmanager
@@ -203,12 +203,10 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
             layer_maps = [self._layer_map(r, w, ctx) for r, w in zip(records, weights, strict=True)]
             dtype = records[0].v.dtype  # the model's: the maps' arithmetic may have been upcast
             maps = self._combine(layer_maps).detach().transpose(0, 1).to(dtype)  # (N, K, T)
-        out = _shape_output(maps, ctx)
-        if not torch.isfinite(out).all():
-            warnings.warn(
-                "the maps hold NaN or infinite values: the model's forward overflowed "
-                "(check the inputs' scale and the model's precision)",
-                stacklevel=3,
+            out = _shape_output(maps, ctx)
+            overflow = "the maps hold NaN or infinite values: the model's forward overflowed "
+            require(
+                torch.isfinite(out).all(), overflow + "(check the inputs' scale and the model's precision)", warn=True
             )
         if ctx.grid is None and target is not None:
             out = out[:, 0]  # per-token scores (N, L) for one target per example

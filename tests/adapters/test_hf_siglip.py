@@ -121,6 +121,9 @@ def test_fast_path_batching_and_logit_bias(monkeypatch):
     assert_every_target_equals_per_pair(sim, x)
     ids = torch.randint(2, 50, (2, 8))
     with torch.no_grad():
+        # a random SigLIP starts with bias 0 and scale 1, which would hide a wrong sign or a missing factor
+        model.logit_bias.fill_(-2.5)
+        model.logit_scale.fill_(1.5)
         out = model(input_ids=ids, pixel_values=x, interpolate_pos_encoding=True)
         logit = cg.ImageTextSimilarity(model, texts={"input_ids": ids}, score="logit")(x)
     assert torch.allclose(logit, out.logits_per_image, atol=1e-5)

@@ -571,7 +571,8 @@ of the repository (one textual replacement in one source file of `captum_gradecl
 there with `pytest -x`. *Caught* means a test failed, and *by* names the first one. The list holds the seven bugs
 that issue 21 found the tests letting through (`pointing-yx-swap`, `infidelity-plus`, the three `rise-*`,
 `text-mask-ignored`, `m2ib-minimise`, `m2ib-column-0`) and a representative set in Grad-ECLIP, its fast path, the
-wrappers, the metrics and the baselines. `python benchmarks/mutants.py --list` shows every replacement.
+wrappers, the metrics and the baselines. `python benchmarks/mutants.py --list` shows every replacement. The time is
+the wall-clock time of the mutant's test run, pytest's start-up included, on a 2-core machine shared with other jobs.
 
 """
 

@@ -294,7 +294,7 @@ def _load_open_clip(rest: str, spec: str) -> LoadedModel:
     try:
         import open_clip
     except ImportError:
-        raise CLIError(f"{spec}: open_clip is not installed; pip install 'captum-gradeclip[open_clip]'") from None
+        raise CLIError(f"{spec}: open_clip is not installed; pip install 'captum-gradeclip[openclip]'") from None
     arch, _, pretrained = rest.partition(":")
     if arch not in open_clip.list_models():
         raise CLIError(f"{spec}: unknown open_clip architecture {arch!r} (see open_clip.list_models())")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("open_clip")
+pytest.importorskip("open_clip", reason="needs the openclip extra: pip install -e '.[openclip]'")
 
 QUALITY = Path(__file__).parents[1] / "benchmarks" / "quality.py"
 

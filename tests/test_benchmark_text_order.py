@@ -52,7 +52,7 @@ def test_run_on_shapes_clip_writes_one_section_per_model(module, tmp_path, capsy
 @pytest.mark.parametrize("backbone", ["vit", "resnet"])
 def test_word_kinds_reads_both_shipped_tokenizers(module, backbone):
     if backbone == "resnet":
-        pytest.importorskip("open_clip")  # the ResNet ShapesCLIP is an open_clip model
+        pytest.importorskip("open_clip", reason="needs the openclip extra: pip install -e '.[openclip]'")
     from captum_gradeclip.zoo import load_shapes_clip
 
     _, processor = load_shapes_clip(backbone)

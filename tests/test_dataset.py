@@ -239,7 +239,7 @@ def test_low_precision_store_is_float32_and_close_to_the_float32_store(dataset, 
 
 
 def test_the_resnet_shapes_clip_explains_a_dataset(tmp_path):
-    pytest.importorskip("open_clip")
+    pytest.importorskip("open_clip", reason="needs the openclip extra: pip install -e '.[openclip]'")
     from captum_gradeclip.zoo import shapes
 
     images = tmp_path / "images"

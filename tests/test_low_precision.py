@@ -119,7 +119,7 @@ def test_grad_eclip_on_every_loader_matches_float32(loader, dtype, tol, mode):
 
 
 def test_openai_clip_cast_whole_to_bf16_gets_an_error_that_says_what_to_do():
-    pytest.importorskip("clip")
+    pytest.importorskip("clip", reason="needs the openai extra: pip install -e '.[openai]'")
     low = make_openai_clip(0).to(torch.bfloat16)  # its float32 LayerNorms now hold bf16 weights
     sim = cg.ImageTextSimilarity(low, text_embeds=torch.randn(2, EMBED, dtype=torch.bfloat16))
     x = torch.randn(1, 3, 32, 32, dtype=torch.bfloat16)

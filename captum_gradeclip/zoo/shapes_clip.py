@@ -6,7 +6,7 @@ Two backbones, both loaded fully offline from package data (safetensors and json
   ``model.safetensors``, the ``CLIPProcessor`` with its word-level tokenizer);
 - ``"resnet"``: an open_clip ``CLIP`` whose image tower is open_clip's ``ModifiedResNet`` (the
   attention pool), built from ``open_clip_config.json`` and loaded from ``model.safetensors``,
-  with a :class:`ShapesProcessor` (needs the ``open_clip`` extra).
+  with a :class:`ShapesProcessor` (needs the ``openclip`` extra).
 
 Each directory also holds ``training.json``: the training settings, time and measured quality.
 """
@@ -73,7 +73,7 @@ def load_shapes_clip(backbone: str = "vit", device: str | torch.device = "cpu") 
     Args:
         backbone (str, optional): ``"vit"``, an HF ``CLIPModel`` (ViT, 64x64 input, patch 8), or
             ``"resnet"``, an open_clip ``CLIP`` with a ``ModifiedResNet`` image tower (the 64x64
-            scenes resized to 128x128: a 4x4 grid at stride 32; needs the ``open_clip`` extra).
+            scenes resized to 128x128: a 4x4 grid at stride 32; needs the ``openclip`` extra).
             Default: ``"vit"``.
         device (str or torch.device, optional): where to put the model. Default: ``"cpu"``.
 
@@ -115,8 +115,8 @@ def _import_open_clip() -> object:
         import open_clip
     except ImportError as error:
         raise ImportError(
-            "the ResNet ShapesCLIP is an open_clip model: install the `open_clip` extra "
-            "(pip install 'captum-gradeclip[open_clip]')"
+            "the ResNet ShapesCLIP is an open_clip model: install the `openclip` extra "
+            "(pip install 'captum-gradeclip[openclip]')"
         ) from error
     return open_clip
 

@@ -309,7 +309,7 @@ class Loader:
         except ModuleNotFoundError as error:
             if (error.name or "").split(".")[0] not in OPTIONAL_PACKAGES:
                 raise
-            pytest.skip(f"needs a loader extra: {error}")
+            pytest.skip(f"needs a loader extra, pip install -e '.[openclip,openai]': {error}")
 
 
 _BIDIRECTIONAL = dict(custom_text=True, no_causal_mask=True, pool_type="last", pad_id=0)

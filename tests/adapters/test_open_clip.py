@@ -24,7 +24,7 @@ from tests.adapters.conftest import (
 )
 from tests.conftest import count_hooks, rel_err
 
-pytest.importorskip("open_clip")  # the `open_clip` extra
+pytest.importorskip("open_clip", reason="needs the openclip extra: pip install -e '.[openclip]'")
 
 TOL = 1e-4
 
@@ -70,7 +70,7 @@ def test_resnet_attention_pool_matches_probability_oracle(mode):
 
 @pytest.mark.parametrize("resnet", [False, True])
 def test_same_weights_as_openai_clip_give_the_same_maps(resnet):
-    pytest.importorskip("clip")  # the `openai` extra
+    pytest.importorskip("clip", reason="needs the openai extra: pip install -e '.[openai]'")
     openai = make_openai_clip(3, resnet=resnet)
     model = make_open_clip(99, resnet=resnet)
     model.load_state_dict(openai.state_dict())

@@ -21,7 +21,7 @@ from tests.adapters.conftest import (
 )
 from tests.conftest import count_hooks, rel_err
 
-pytest.importorskip("clip")  # the `openai` extra
+pytest.importorskip("clip", reason="needs the openai extra: pip install -e '.[openai]'")
 
 TOL = 1e-4
 

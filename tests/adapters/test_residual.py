@@ -88,7 +88,7 @@ def test_substitutes_replace_the_tokens_in_every_layout(loader, modality):
 
 
 def test_the_pool_recomputes_its_mean_token():
-    pytest.importorskip("clip")  # the `openai` extra
+    pytest.importorskip("clip", reason="needs the openai extra: pip install -e '.[openai]'")
     model = make_openai_clip(5, resnet=True)
     adapter = get_adapter(model)
     pool = adapter.attention_blocks("image")[0]

@@ -91,7 +91,7 @@ def test_bad_wrapper_target_and_inputs():
 
 
 def test_attention_pools_are_refused_where_tokens_do_not_attend_to_tokens():
-    pytest.importorskip("clip")  # the `openai` extra
+    pytest.importorskip("clip", reason="needs the openai extra: pip install -e '.[openai]'")
     from tests.adapters.conftest import EMBED, make_openai_clip
 
     sim = cg.ImageTextSimilarity(make_openai_clip(0, resnet=True), text_embeds=torch.randn(2, EMBED))

@@ -51,7 +51,7 @@ def test_openai_clip_and_its_hf_twin_give_the_same_maps(method, kwargs):
 
 @pytest.mark.parametrize(("method", "kwargs"), METHODS, ids=IDS)
 def test_open_clip_batch_first_and_sequence_first_give_the_same_maps(method, kwargs):
-    pytest.importorskip("open_clip")  # the `open_clip` extra
+    pytest.importorskip("open_clip", reason="needs the openclip extra: pip install -e '.[openclip]'")
     refs, x = torch.randn(2, EMBED), torch.randn(2, 3, 32, 32)
     maps = [
         method(cg.ImageTextSimilarity(make_open_clip(4, batch_first=bf), text_embeds=refs), **kwargs).attribute(x)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("open_clip")
+pytest.importorskip("open_clip", reason="needs the openclip extra: pip install -e '.[openclip]'")
 
 import captum_gradeclip as cg
 from captum_gradeclip.zoo import quality, shapes
@@ -61,7 +61,7 @@ def test_weights_are_small_float16_safetensors_and_json_only():
 
 def test_missing_open_clip_is_an_import_error_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "open_clip", None)  # makes `import open_clip` fail
-    with pytest.raises(ImportError, match=r"open_clip` extra .*captum-gradeclip\[open_clip\]"):
+    with pytest.raises(ImportError, match=r"openclip` extra .*captum-gradeclip\[openclip\]"):
         load_shapes_clip("resnet")
 
 

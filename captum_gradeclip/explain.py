@@ -1,16 +1,17 @@
 """``captum-gradeclip explain IMAGE TEXT [TEXT ...]``: explain one image against several texts.
 
 One batched Grad-ECLIP call gives a heat map per text, a second one the word importances of
-every text. It prints the scores and the words, and writes a figure per text and an
-``index.html`` report to ``--out``.
+every text. It prints the scores and the words, and writes one figure with every text side by side
+(``explanation.png``) and an ``index.html`` report to ``--out``.
 """
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 import captum_gradeclip as cg
 from captum_gradeclip.cli import (
@@ -24,8 +25,6 @@ from captum_gradeclip.cli import (
     read_image,
 )
 from captum_gradeclip.viz import ReportEntry, explanation_figure, figure_png, save_html
-
-UNKNOWN_TOKENS = ("<unk>", "[UNK]")
 
 
 def explain(
@@ -57,24 +56,54 @@ def explain(
         input_ids, target=[0] * len(texts), additional_forward_args=(attention_mask,)
     )
     words = []
-    for ids, mask, row in zip(input_ids, attention_mask, token_scores, strict=True):
+    for text, ids, mask, row in zip(texts, input_ids, attention_mask, token_scores, strict=True):
         keep = mask.bool()
-        words.append(cg.words(loaded.tokens(ids[keep]), row[keep]))
+        words.append(cg.words(loaded.tokens(ids[keep]), row[keep], text=text))
     return loaded.display_image(pixels), scores.float(), maps.float(), words
 
 
+#: Two scores closer than this are a tie: no text is marked best.
+TIE = 1e-5
+
+
+def best_index(scores: torch.Tensor) -> int | None:
+    """The index of the highest score, or ``None`` when another score ties with it (within :data:`TIE`)."""
+    top = float(scores.max())
+    winners = [j for j, s in enumerate(scores.tolist()) if s >= top - TIE]
+    return winners[0] if len(winners) == 1 else None
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="captum-gradeclip explain", description=__doc__)
-    parser.add_argument("image", type=Path, help="the image file")
+    parser = ArgumentParser(
+        prog="captum-gradeclip explain",
+        description="Explain why an image matches each of several texts: a heat map per text over the image, and "
+        "how much each word of each text counts. Prints every text's score (* marks the best) and its word "
+        "importances, and writes explanation.png (every text side by side) and index.html to --out.",
+        epilog="example: captum-gradeclip explain scene.png 'a red circle' 'a blue square' --score softmax",
+    )
+    parser.add_argument("image", type=Path, help="the image file (PNG, JPEG, ...)")
     parser.add_argument("texts", nargs="+", metavar="TEXT", help="one or more texts to explain the image against")
-    parser.add_argument("--model", default="shapes", help=f"{MODEL_SPECS} (default: shapes, the embedded model)")
-    parser.add_argument("--mode", choices=["native", "paper"], default="native", help="Grad-ECLIP mode")
+    parser.add_argument(
+        "--model", default="shapes",
+        help=f"the model: {MODEL_SPECS}. Default: shapes, the small embedded ShapesCLIP, which knows only the shapes "
+        "world (coloured circles, squares, triangles, crosses); use hf:openai/clip-vit-base-patch16 for photos",
+    )  # fmt: skip
+    parser.add_argument(
+        "--mode", choices=["native", "paper"], default="native",
+        help="native (default): Grad-ECLIP as adapted to each model; paper: as in the Grad-ECLIP paper",
+    )  # fmt: skip
     parser.add_argument(
         "--score", choices=["cosine", "logit", "softmax"], default="cosine",
-        help="the explained image score; softmax: each text's probability among the given texts",
+        help="the score explained: cosine similarity (default), the model's logit, or softmax: each text's "
+        "probability among the texts given (needs two or more)",
     )  # fmt: skip
-    parser.add_argument("--out", type=Path, default=Path("gradeclip_explain"), help="directory for the figures")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="the model's precision")
+    parser.add_argument(
+        "--out", type=Path, default=Path("gradeclip_explain"),
+        help="folder for explanation.png and index.html (default: gradeclip_explain)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dtype", choices=list(DTYPES), default="float32", help="the model's precision (default: float32)"
+    )
     args = parser.parse_args(argv)
     texts = [t.strip() for t in args.texts]
     if not all(texts):
@@ -87,29 +116,32 @@ def main(argv: list[str] | None = None) -> None:
         if loaded.max_tokens is not None and n_tokens > loaded.max_tokens:
             print(f"note: TEXT {j + 1} has {n_tokens} tokens; the model reads the first {loaded.max_tokens} "
                   "(the rest is cut, and has no word scores)")  # fmt: skip
-    ids, mask = loaded.tokenize(texts)
-    unknown = sum(
-        t in UNKNOWN_TOKENS for row, keep in zip(ids, mask, strict=True) for t in loaded.tokens(row[keep.bool()])
-    )
-    if unknown:
-        print(f"note: {unknown} word(s) are unknown to the model's tokenizer and read as an unknown token")
-    try:
-        seen, scores, maps, words = explain(loaded, image, texts, args.mode, args.score)
-    except (ValueError, TypeError) as error:
-        raise CLIError(f"cannot explain with {args.model}: {str(error).splitlines()[0]}") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            seen, scores, maps, words = explain(loaded, image, texts, args.mode, args.score)
+        except (ValueError, TypeError) as error:
+            raise CLIError(f"cannot explain with {args.model}: {str(error).splitlines()[0]}") from None
+    notes = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)))
+    best = best_index(scores)
+    if best is None and len(texts) > 1:
+        notes.append("no text is marked best: the highest scores tie (the model cannot tell these texts apart)")
+    for note in notes:
+        print(f"captum-gradeclip: warning: {note}", file=sys.stderr)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    entries = []
-    best = int(scores.argmax())
-    for j, text in enumerate(tqdm(texts, desc="figures", unit="text")):
-        fig = explanation_figure(
-            seen, [text], maps[j : j + 1], [words[j]], scores=[float(scores[j])], score_names=args.score
-        )
-        png = figure_png(fig)
-        (args.out / f"text_{j}.png").write_bytes(png)
-        entries.append(ReportEntry(f"{j}: {text}", png, [text], [words[j]], [float(scores[j])]))
+    values = [float(s) for s in scores]
+    for j, text in enumerate(texts):
         marker = "*" if j == best else " "
         importances = " ".join(f"{w}={s:.3f}" for w, s in words[j])
-        print(f"{marker} {float(scores[j]):.4f}  {text!r}  words: {importances}")
-    report = save_html(args.out / "index.html", entries, title=f"{args.image.name} explained by {args.model}")
-    print(f"wrote {len(texts)} figures and {report}")
+        print(f"{marker} {values[j]:.4f}  {text!r}  words: {importances}")
+    fig = explanation_figure(
+        seen, texts, maps, words, scores=values, score_names=args.score, title=f"{args.image.name} ({args.model})"
+    )
+    png = figure_png(fig)
+    (args.out / "explanation.png").write_bytes(png)
+    entry = ReportEntry(f"{args.image.name}", png, texts, words, values, best=best)
+    report = save_html(
+        args.out / "index.html", [entry], title=f"{args.image.name} explained by {args.model}", notes=notes
+    )
+    print(f"wrote {args.out / 'explanation.png'} and {report}")

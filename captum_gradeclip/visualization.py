@@ -11,6 +11,7 @@ from captum.attr import LayerAttribution
 from torch import Tensor
 
 _SPECIAL = re.compile(r"^(<\|.*\|>|\[[A-Z]+\]|</?s>|<pad>|<unk>|<bos>|<eos>)$")
+_UNKNOWN = ("<unk>", "[UNK]", "<|unk|>")
 
 
 def to_hwc(attr: Tensor, size: tuple[int, int] | None = None, interpolate_mode: str = "bilinear") -> np.ndarray:
@@ -44,7 +45,7 @@ def to_hwc(attr: Tensor, size: tuple[int, int] | None = None, interpolate_mode: 
 
 
 def words(
-    tokens: Sequence[str], scores: Tensor | Sequence[float], drop_special: bool = True
+    tokens: Sequence[str], scores: Tensor | Sequence[float], drop_special: bool = True, text: str | None = None
 ) -> list[tuple[str, float]]:
     """Merges sub-word pieces into words; a word's score is the sum over its pieces.
 
@@ -58,7 +59,11 @@ def words(
         scores (Tensor or list[float]): one score per token, e.g. a row of
             :meth:`GradECLIP.attribute` on text.
         drop_special (bool, optional): drop special tokens such as
-            ``<|startoftext|>``, ``[CLS]`` or ``<pad>``. Default: True.
+            ``<|startoftext|>``, ``[CLS]`` or ``<pad>``. Unknown-word tokens
+            (``<unk>``, ``[UNK]``) are words and are kept. Default: True.
+        text (str, optional): the text the tokens come from: unknown-word
+            tokens are then shown as the words typed there. Default: shown as
+            the token (``<unk>``).
 
     Returns:
         *list[tuple[str, float]]*: ``(word, score)`` in order.
@@ -67,11 +72,17 @@ def words(
 
         >>> words(["<|startoftext|>", "hot</w>", "dog", "s</w>"], [0, 1.0, 2.0, 0.5])
         [('hot', 1.0), ('dogs', 2.5)]
+        >>> words(["<s>", "a", "<unk>", "red", "</s>"], [0, 0.1, 0.2, 0.3, 0], text="a crimson red")
+        [('a', 0.1), ('crimson', 0.2), ('red', 0.3)]
     """
     values = [float(s) for s in (scores.tolist() if isinstance(scores, Tensor) else scores)]
     if len(values) != len(tokens):
         raise ValueError(f"`scores` must have one entry per token ({len(tokens)}); got {len(values)}")
-    kept = [(t, v) for t, v in zip(tokens, values, strict=True) if not (drop_special and _SPECIAL.match(t))]
+    kept = [
+        (t, v)
+        for t, v in zip(tokens, values, strict=True)
+        if t in _UNKNOWN or not (drop_special and _SPECIAL.match(t))
+    ]
     merged: list[tuple[str, float]] = []
     joins_previous = _word_rule([t for t, _ in kept])
     for i, (token, score) in enumerate(kept):
@@ -81,7 +92,33 @@ def words(
             merged[-1] = (word + piece, total + score)
         else:
             merged.append((piece, score))
-    return merged
+    return _as_typed(merged, text) if text is not None else merged
+
+
+def _as_typed(merged: list[tuple[str, float]], text: str) -> list[tuple[str, float]]:
+    """Unknown-word tokens replaced by the words typed in ``text`` between the known words around them."""
+    if not any(w in _UNKNOWN for w, _ in merged):
+        return merged
+    low, position, out = text.lower(), 0, list(merged)
+    i = 0
+    while i < len(out):
+        if out[i][0] not in _UNKNOWN:
+            found = low.find(out[i][0].lower(), position)
+            position = found + len(out[i][0]) if found >= 0 else position
+            i += 1
+            continue
+        j = i
+        while j < len(out) and out[j][0] in _UNKNOWN:
+            j += 1
+        following = low.find(out[j][0].lower(), position) if j < len(out) else len(text)
+        span = text[position : following if following >= 0 else len(text)].split()
+        if len(span) == j - i:  # one typed word per unknown token
+            out[i:j] = [(w, s) for w, (_, s) in zip(span, out[i:j], strict=True)]
+        elif span:  # otherwise the first of them shows the typed words together
+            out[i] = (" ".join(span), out[i][1])
+        position = following if following >= 0 else position
+        i = j
+    return out
 
 
 def _strip_marks(token: str) -> str:

@@ -12,7 +12,7 @@ import base64
 import html
 import io
 import re
-import warnings
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +118,38 @@ def _draw_words(fig: Figure, ax: object, words: WordScores) -> None:
         x += width
 
 
+#: The heat maps' matplotlib colour map: perceptually uniform, dark to bright.
+CMAP = "inferno"
+#: How opaque the heat is where a map reaches its maximum; it fades to transparent where the map is 0, so the
+#: image keeps its own colours there.
+ALPHA = 0.75
+#: Characters per line of a wrapped caption, per column.
+WRAP = 26
+
+
+def _overlay(fig: Figure, axis: object, picture: np.ndarray, heat: Tensor, title: str) -> float:
+    """The image in its own colours under the map (scaled to its maximum), with a colour bar; returns the max."""
+    attr = to_hwc(heat, size=picture.shape[:2])[..., 0]
+    top = float(np.clip(attr, 0, None).max())
+    relative = np.clip(attr, 0, None) / top if top > 0 else np.zeros_like(attr)
+    captum_viz.visualize_image_attr(
+        np.ones((*picture.shape[:2], 1)),
+        picture,
+        "original_image",
+        plt_fig_axis=(fig, axis),
+        use_pyplot=False,
+        title=title,
+    )
+    shown = axis.imshow(  # type: ignore[attr-defined]
+        relative, cmap=CMAP, vmin=0.0, vmax=1.0, alpha=ALPHA * relative, interpolation="bilinear"
+    )
+    bar = fig.colorbar(shown, ax=axis, fraction=0.046, pad=0.03, ticks=[0, 0.5, 1])
+    bar.solids.set_alpha(1.0)  # type: ignore[union-attr]
+    bar.ax.tick_params(labelsize=7)
+    bar.set_label(f"share of max ({top:.2g})" if top > 0 else "map is 0 everywhere", fontsize=7)
+    return top
+
+
 def explanation_figure(
     image: object,
     texts: Sequence[str],
@@ -128,6 +160,10 @@ def explanation_figure(
     score_names: str | Sequence[str] = "score",
 ) -> Figure:
     """One figure: the image, then for each text its heat map over the image and its words coloured by importance.
+
+    Every text's map is drawn over the image in the image's own colours: the heat (matplotlib's perceptually
+    uniform ``inferno``) is opaque where the map reaches its maximum and fades out where the map is 0. Each map is
+    scaled to its own maximum, which its colour bar states; the texts' captions are wrapped, not cut.
 
     Args:
         image (PIL.Image.Image or numpy.ndarray): the image as the model saw it, ``(H, W, 3)``
@@ -166,34 +202,35 @@ def explanation_figure(
     if len(names) != len(texts):
         raise ValueError(f"`score_names` must be one name or one per text ({len(texts)}); got {len(names)}")
 
+    captions = [textwrap.fill(text, WRAP) for text in texts]
+    lines = max(c.count("\n") + 1 for c in captions)
     columns = len(texts) + 1
-    fig = Figure(figsize=(2.6 * columns, 3.6 if title else 3.3))
+    top_space = 0.18 * (lines + 1) + (0.35 if title else 0.0)
+    height = 2.6 + top_space + 0.8
+    fig = Figure(figsize=(2.9 * columns, height))
     FigureCanvasAgg(fig)  # a renderer to measure the words with, without pyplot
-    grid = fig.add_gridspec(2, columns, height_ratios=[3.2, 0.7], hspace=0.08, wspace=0.08, bottom=0.02)
-    size = picture.shape[:2]
+    grid = fig.add_gridspec(
+        2, columns, height_ratios=[2.6, 0.8], hspace=0.1, wspace=0.25, bottom=0.02, top=1 - top_space / height,
+        left=0.02, right=1 - 0.45 / (2.9 * columns),
+    )  # fmt: skip
     axis = fig.add_subplot(grid[0, 0])
     captum_viz.visualize_image_attr(
-        np.ones((*size, 1)), picture, "original_image", plt_fig_axis=(fig, axis), use_pyplot=False, title="image"
+        np.ones((*picture.shape[:2], 1)),
+        picture,
+        "original_image",
+        plt_fig_axis=(fig, axis),
+        use_pyplot=False,
+        title="image",
     )
     axis.title.set_fontsize(9)
-    for j, (text, heat) in enumerate(zip(texts, maps, strict=True)):
+    for j, (caption, heat) in enumerate(zip(captions, maps, strict=True)):
+        label = caption if values is None else f"{caption}\n{names[j]} {values[j]:.3f}"
         axis = fig.add_subplot(grid[0, j + 1])
-        label = text if len(text) <= 34 else text[:31] + "..."
-        if values is not None:
-            label = f"{label}\n{names[j]} {values[j]:.3f}"
-        attr = to_hwc(heat, size=size)
-        with warnings.catch_warnings():
-            if float(np.abs(attr).max()) == 0.0:  # Captum cannot normalise an all-zero map: show it as zero
-                attr = attr + 1e-12
-                warnings.simplefilter("ignore", UserWarning)
-            captum_viz.visualize_image_attr(
-                attr, picture, "blended_heat_map", sign="positive", plt_fig_axis=(fig, axis),
-                use_pyplot=False, title=label, alpha_overlay=0.55, cmap="jet",
-            )  # fmt: skip
+        _overlay(fig, axis, picture, heat, label)
         axis.title.set_fontsize(9)
         _draw_words(fig, fig.add_subplot(grid[1, j + 1]), words[j])
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(textwrap.fill(title, 40 * columns), fontsize=10)
     return fig
 
 
@@ -214,6 +251,8 @@ class ReportEntry:
         texts (list[str]): the explained texts.
         words (list[list[tuple[str, float]]]): per text, word importances.
         scores (list[float]): per text, the similarity score.
+        best (int, optional): the text with the highest score, marked in the table; ``None`` (the default)
+            marks none, e.g. when the top scores tie.
 
     Examples::
 
@@ -228,15 +267,26 @@ class ReportEntry:
     texts: list[str] = field(default_factory=list)
     words: list[list[tuple[str, float]]] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    best: int | None = None
 
 
-def save_html(path: str | Path, entries: Sequence[ReportEntry], title: str = "Grad-ECLIP explanations") -> Path:
+def save_html(
+    path: str | Path,
+    entries: Sequence[ReportEntry],
+    title: str = "Grad-ECLIP explanations",
+    notes: Sequence[str] = (),
+) -> Path:
     """Writes a self-contained HTML report: every figure embedded, and a table of word importances per entry.
+
+    The table gives each text's score and its words twice: coloured by importance (Captum's
+    :func:`~captum.attr.visualization.format_word_importances`) and as numbers.
 
     Args:
         path (str or Path): the HTML file to write (its directory is created).
         entries (list[ReportEntry]): the sections, in order.
         title (str, optional): the page title. Default: ``"Grad-ECLIP explanations"``.
+        notes (list[str], optional): warnings shown in a banner at the top of the page (e.g. words the model
+            does not know). Default: none.
 
     Returns:
         *Path*: ``path``.
@@ -263,12 +313,19 @@ def save_html(path: str | Path, entries: Sequence[ReportEntry], title: str = "Gr
         for j, text in enumerate(entry.texts):
             words = entry.words[j] if j < len(entry.words) else []
             score = f"{entry.scores[j]:.3f}" if j < len(entry.scores) else ""
+            if j == entry.best:
+                score = f"<b>{score} (best)</b>"
             importances = captum_viz.format_word_importances(
                 [html.escape(w) for w, _ in words], _normalised([s for _, s in words])
             )
-            rows.append(f"<tr><td>{html.escape(text)}</td><td>{score}</td>{importances}</tr>")
+            numbers = " ".join(f"{html.escape(w)}&nbsp;{v:.3f}" for w, v in words)
+            rows.append(
+                f'<tr><td>{html.escape(text)}</td><td>{score}</td>{importances}<td class="numbers">{numbers}</td></tr>'
+            )
         table = (
-            "<table><tr><th>text</th><th>score</th><th>word importance</th></tr>" + "".join(rows) + "</table>"
+            "<table><tr><th>text</th><th>score</th><th>word importance</th><th>word scores</th></tr>"
+            + "".join(rows)
+            + "</table>"
             if rows
             else ""
         )
@@ -282,14 +339,21 @@ def save_html(path: str | Path, entries: Sequence[ReportEntry], title: str = "Gr
         f'<span style="background-color: {_get_color(v)}; padding: 0 6px">{name}</span>'
         for v, name in [(0.0, "neutral"), (0.5, "important"), (1.0, "most important")]
     )
+    banner = "".join(f'<div class="note" role="alert"><b>Warning:</b> {html.escape(n)}</div>' for n in notes)
     page = (
         '<!DOCTYPE html><html><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>"
         "body{font-family:sans-serif;margin:16px;background:#fff}"
         "img{display:block;margin:8px 0}table{border-collapse:collapse;margin-bottom:24px}"
-        "td,th{padding:2px 8px;text-align:left;vertical-align:top}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p>Heat maps: Grad-ECLIP, red is where the match is. "
-        f"Words, scaled to each text's most important word: {legend}</p>" + "".join(sections) + "</body></html>"
+        "td,th{padding:2px 8px;text-align:left;vertical-align:top}"
+        ".numbers{font-family:monospace;font-size:90%}"
+        ".note{background:#fff3cd;border:2px solid #d39e00;color:#5c4400;padding:8px 12px;margin:8px 0;"
+        "font-size:110%}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>{banner}<p>Heat maps: Grad-ECLIP, bright where the image matches the text, "
+        "transparent where it does not; each map is scaled to its own maximum, which its colour bar gives. "
+        f"Words, scaled to each text's most important word: {legend}; their raw scores in the last column.</p>"
+        + "".join(sections)
+        + "</body></html>"
     )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

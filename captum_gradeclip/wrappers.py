@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters import Adapter, get_adapter
+from captum_gradeclip.vocabulary import warn_unknown_words
 
 SCORES = ("cosine", "logit", "softmax")
 
@@ -81,6 +82,15 @@ class _Similarity(nn.Module, ABC):
             warnings.warn(f"`{argument}` row(s) {zero} are all zeros: their scores and maps are 0", stacklevel=3)
         embeds = embeds.detach().to(_device_of(self.model))  # where the model is, wherever the user held them
         self.register_buffer("reference_embeds", F.normalize(embeds, dim=-1), persistent=False)
+        if self.score == "softmax" and embeds.shape[0] == 1:
+            other = "texts" if self.modality == "image" else "images"
+            warnings.warn(
+                f"score='softmax' over a single reference ({argument} holds one): its probability is always 1, so "
+                f"the explanation is constant (all zero). Give several {other} to compete with, or use "
+                "score='cosine'",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def similarity(self, embeds: Tensor) -> Tensor:
         """Scores ``(N, M)`` of query embeddings ``(N, E)`` against the references."""
@@ -463,6 +473,7 @@ def _tokenized(
         full = processor(text=list(texts))["input_ids"]  # type: ignore[operator]
     if context is not None:
         _warn_cut(argument, [len(ids) for ids in full], context)
+    warn_unknown_words(texts, tokenizer if tokenizer is not None else getattr(processor, "tokenizer", None), 4)
     return batch["input_ids"], batch.get("attention_mask")
 
 

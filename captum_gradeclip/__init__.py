@@ -14,15 +14,30 @@ Public API::
     cg.finetune.RegionPhraseFinetuner(model, processor).step(pixel_values, captions)  # region-phrase fine-tuning
     cg.analysis.analyze_words(model, processor, images, captions).by_tag  # word importance per word class
     model, processor = cg.zoo.load_shapes_clip()             # the embedded ShapesCLIP, offline
+
+The names are imported on first use (PEP 562), so that ``import captum_gradeclip`` and the command line's
+``--help`` do not import torch.
 """
 
-from captum_gradeclip import analysis, baselines, finetune, metrics, results, zoo
-from captum_gradeclip.adapters import get_adapter
-from captum_gradeclip.attr import AttentionAttribution, GradECLIP
-from captum_gradeclip.visualization import to_hwc, words
-from captum_gradeclip.wrappers import ImageClassification, ImageTextSimilarity, TextImageSimilarity
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: Public name -> the module that defines it.
+_NAMES = {
+    "AttentionAttribution": "captum_gradeclip.attr",
+    "GradECLIP": "captum_gradeclip.attr",
+    "ImageClassification": "captum_gradeclip.wrappers",
+    "ImageTextSimilarity": "captum_gradeclip.wrappers",
+    "TextImageSimilarity": "captum_gradeclip.wrappers",
+    "get_adapter": "captum_gradeclip.adapters",
+    "to_hwc": "captum_gradeclip.visualization",
+    "words": "captum_gradeclip.visualization",
+}
+_SUBMODULES = ("analysis", "baselines", "finetune", "metrics", "results", "zoo")
 
 __all__ = [
     "AttentionAttribution",
@@ -41,3 +56,25 @@ __all__ = [
     "words",
     "zoo",
 ]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from captum_gradeclip import analysis, baselines, finetune, metrics, results, zoo
+    from captum_gradeclip.adapters import get_adapter
+    from captum_gradeclip.attr import AttentionAttribution, GradECLIP
+    from captum_gradeclip.visualization import to_hwc, words
+    from captum_gradeclip.wrappers import ImageClassification, ImageTextSimilarity, TextImageSimilarity
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    elif name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -6,7 +6,6 @@ with status 2, without a traceback.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -23,21 +22,13 @@ import torch
 from PIL import Image
 from safetensors import SafetensorError
 
-MODEL_SPECS = "shapes | hf:NAME_OR_PATH | open_clip:ARCH[:PRETRAINED] | openai:NAME"
+from captum_gradeclip.commands import MODEL_SPECS, ArgumentParser, CLIError
+
+__all__ = ["DTYPES", "MODEL_SPECS", "ArgumentParser", "CLIError", "LoadedModel", "load_model", "read_image"]
+
 HUB_HINT = "use --model shapes (the embedded model) or a local path"
 #: ``--dtype`` choices.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class CLIError(Exception):
-    """An error the CLI reports as one line, with exit status 2."""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """``argparse`` that raises :class:`CLIError` (one line) instead of printing the usage and exiting."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise CLIError(f"{self.prog}: {message} (see --help)")
 
 
 @dataclass

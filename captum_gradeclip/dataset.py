@@ -15,7 +15,6 @@ summary counts them.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import hashlib
@@ -35,14 +34,8 @@ from PIL import Image
 from tqdm import tqdm
 
 import captum_gradeclip as cg
-from captum_gradeclip.cli import (
-    DTYPES,
-    MODEL_SPECS,
-    ArgumentParser,
-    LoadedModel,
-    check_output_directory,
-    load_model,
-)
+from captum_gradeclip.cli import LoadedModel, check_output_directory, load_model
+from captum_gradeclip.commands import explain_dataset_parser
 from captum_gradeclip.images import DEFAULT_MAX_PIXELS, ImageError, load_image, printable, resolve_inside
 from captum_gradeclip.results import (
     FORMAT_VERSION,
@@ -413,20 +406,7 @@ def _sha256(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="captum-gradeclip explain-dataset", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--images", type=Path, required=True, help="folder the image paths are relative to")
-    parser.add_argument("--pairs", type=Path, required=True, help="CSV/JSONL of image,text or image,label")
-    parser.add_argument("--out", type=Path, required=True, help="result store directory")
-    parser.add_argument("--model", default="shapes", help=MODEL_SPECS)
-    parser.add_argument("--mode", default="native", choices=["native", "paper"])
-    parser.add_argument("--templates", nargs="+", help="zero-shot prompt templates with {} (label rows)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--chunk-size", type=int, default=256)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="the model's precision")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                        help="pixel budget per image (width x height); larger images become error rows")  # fmt: skip
+    parser = explain_dataset_parser()
     args = parser.parse_args(argv)
     world_size = 1
     try:

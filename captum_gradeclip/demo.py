@@ -24,7 +24,8 @@ from captum.attr import LayerAttribution
 from PIL import Image
 from tqdm import tqdm
 
-from captum_gradeclip.cli import ArgumentParser, CLIError, load_model
+from captum_gradeclip.cli import CLIError, load_model
+from captum_gradeclip.commands import demo_parser
 from captum_gradeclip.explain import explain
 from captum_gradeclip.viz import ReportEntry, explanation_figure, figure_png, save_html
 from captum_gradeclip.zoo import shapes
@@ -126,12 +127,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="captum-gradeclip demo", description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("gradeclip_demo"), help="directory for the report")
-    parser.add_argument("--mode", choices=["native", "paper"], default="native", help="Grad-ECLIP mode")
-    parser.add_argument(
-        "--model", default="shapes", help="shapes (the ViT ShapesCLIP, default) or shapes:resnet (its ResNet backbone)"
-    )
+    parser = demo_parser()
     args = parser.parse_args(argv)
     results = run(args.out, mode=args.mode, model=args.model)
     for k, result in enumerate(results):

@@ -9,21 +9,12 @@ from __future__ import annotations
 
 import sys
 import warnings
-from pathlib import Path
 
 import torch
 
 import captum_gradeclip as cg
-from captum_gradeclip.cli import (
-    DTYPES,
-    MODEL_SPECS,
-    ArgumentParser,
-    CLIError,
-    LoadedModel,
-    check_output_directory,
-    load_model,
-    read_image,
-)
+from captum_gradeclip.cli import CLIError, LoadedModel, check_output_directory, load_model, read_image
+from captum_gradeclip.commands import explain_parser
 from captum_gradeclip.viz import ReportEntry, explanation_figure, figure_png, save_html
 
 
@@ -74,36 +65,7 @@ def best_index(scores: torch.Tensor) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(
-        prog="captum-gradeclip explain",
-        description="Explain why an image matches each of several texts: a heat map per text over the image, and "
-        "how much each word of each text counts. Prints every text's score (* marks the best) and its word "
-        "importances, and writes explanation.png (every text side by side) and index.html to --out.",
-        epilog="example: captum-gradeclip explain scene.png 'a red circle' 'a blue square' --score softmax",
-    )
-    parser.add_argument("image", type=Path, help="the image file (PNG, JPEG, ...)")
-    parser.add_argument("texts", nargs="+", metavar="TEXT", help="one or more texts to explain the image against")
-    parser.add_argument(
-        "--model", default="shapes",
-        help=f"the model: {MODEL_SPECS}. Default: shapes, the small embedded ShapesCLIP, which knows only the shapes "
-        "world (coloured circles, squares, triangles, crosses); use hf:openai/clip-vit-base-patch16 for photos",
-    )  # fmt: skip
-    parser.add_argument(
-        "--mode", choices=["native", "paper"], default="native",
-        help="native (default): Grad-ECLIP as adapted to each model; paper: as in the Grad-ECLIP paper",
-    )  # fmt: skip
-    parser.add_argument(
-        "--score", choices=["cosine", "logit", "softmax"], default="cosine",
-        help="the score explained: cosine similarity (default), the model's logit, or softmax: each text's "
-        "probability among the texts given (needs two or more)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--out", type=Path, default=Path("gradeclip_explain"),
-        help="folder for explanation.png and index.html (default: gradeclip_explain)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--dtype", choices=list(DTYPES), default="float32", help="the model's precision (default: float32)"
-    )
+    parser = explain_parser()
     args = parser.parse_args(argv)
     texts = [t.strip() for t in args.texts]
     if not all(texts):

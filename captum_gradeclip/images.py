@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from captum_gradeclip import commands
 from captum_gradeclip.cli import CLIError
 
 #: Default pixel budget per image (width times height): 100 megapixels.
-DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_PIXELS = commands.DEFAULT_MAX_PIXELS  # one value, defined where the CLI's help reads it
 
 OUTSIDE = "outside --images"
 

@@ -79,9 +79,7 @@ def words(
     if len(values) != len(tokens):
         raise ValueError(f"`scores` must have one entry per token ({len(tokens)}); got {len(values)}")
     kept = [
-        (t, v)
-        for t, v in zip(tokens, values, strict=True)
-        if t in _UNKNOWN or not (drop_special and _SPECIAL.match(t))
+        (t, v) for t, v in zip(tokens, values, strict=True) if t in _UNKNOWN or not (drop_special and _SPECIAL.match(t))
     ]
     merged: list[tuple[str, float]] = []
     joins_previous = _word_rule([t for t, _ in kept])

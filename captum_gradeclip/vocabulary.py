@@ -38,8 +38,12 @@ def unknown_words(texts: Sequence[str], tokenizer: object) -> list[str]:
         >>> unknown_words(["a woman in a red circle"], processor.tokenizer)
         ['woman', 'in']
     """
-    unk = getattr(tokenizer, "unk_token_id", None)
-    if unk is None or not callable(tokenizer):
+    if not callable(tokenizer):
+        return []
+    vocabulary = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    unk = {vocabulary[t] for t in UNKNOWN_TOKENS if t in vocabulary}
+    unk |= {getattr(tokenizer, "unk_token_id", None)} - {None}
+    if not unk:
         return []
     try:
         batch = tokenizer(list(texts), return_offsets_mapping=True)
@@ -49,7 +53,7 @@ def unknown_words(texts: Sequence[str], tokenizer: object) -> list[str]:
     for text, ids, offsets in zip(texts, batch["input_ids"], batch["offset_mapping"], strict=True):
         for token, (start, end) in zip(ids, offsets, strict=True):
             word = text[start:end]
-            if token == unk and word and word not in found:
+            if token in unk and word and word not in found:
                 found.append(word)
     return found
 

@@ -33,3 +33,20 @@ def test_words_wordpiece_sentencepiece_and_whole_words():
     assert cg.words(["<s>", "a"], [5, 1], drop_special=False) == [("<s>", 5.0), ("a", 1.0)]
     with pytest.raises(ValueError, match="`scores` must have one entry per token"):
         cg.words(["a", "b"], [1.0])
+
+
+def test_words_keep_unknown_tokens_and_show_them_as_typed():
+    tokens, scores = ["<s>", "a", "<unk>", "<unk>", "red", "</s>", "<pad>"], [9, 0.1, 0.2, 0.3, 0.4, 9, 9]
+    assert cg.words(tokens, scores) == [("a", 0.1), ("<unk>", 0.2), ("<unk>", 0.3), ("red", 0.4)]
+    typed = cg.words(tokens, scores, text="a woman in red")
+    assert typed == [("a", 0.1), ("woman", 0.2), ("in", 0.3), ("red", 0.4)]
+    # WordPiece's [UNK], at the end of the text
+    assert cg.words(["[CLS]", "red", "[UNK]", "[SEP]"], [0, 1.0, 2.0, 0], text="red zebra") == [
+        ("red", 1.0),
+        ("zebra", 2.0),
+    ]
+    # more typed words than unknown tokens: the first one shows them all, nothing is lost
+    assert cg.words(["<s>", "<unk>", "red", "</s>"], [0, 1.0, 2.0, 0], text="very dark red") == [
+        ("very dark", 1.0),
+        ("red", 2.0),
+    ]

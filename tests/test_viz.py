@@ -42,26 +42,53 @@ def _axis_pixels(fig: Figure, pixels: np.ndarray, axis) -> np.ndarray:
     return pixels[int(height - y1) + 2 : int(height - y0) - 2, int(x0) + 2 : int(x1) - 2]
 
 
+def _colourful_image() -> np.ndarray:
+    picture = _image()
+    picture[:, : SIZE // 2] = (0.1, 0.7, 0.2)  # green left half, grey right half
+    return picture
+
+
 def test_figure_has_the_image_and_one_heat_map_per_text_hot_where_the_map_is():
     maps = torch.stack([_hot_corner_map(), _hot_corner_map().flip(0, 1)])  # second text: bottom-right
+    picture = _colourful_image()
     fig = explanation_figure(
-        _image(), ["a red circle", "a blue square"], maps, [[("red", 1.0), ("circle", 0.2)], [0.0, 0.5, 1.0]],
+        picture, ["a red circle", "a blue square"], maps, [[("red", 1.0), ("circle", 0.2)], [0.0, 0.5, 1.0]],
         scores=[0.31, 0.12], title="scene",
     )  # fmt: skip
-    images = [ax for ax in fig.axes if ax.images]
-    assert len(images) == 3, "the image, then one overlay per text"
-    titles = [ax.get_title() for ax in images]
+    panels = [ax for ax in fig.axes if ax.images and ax.get_title()]
+    assert len(panels) == 3, "the image, then one overlay per text"
+    titles = [ax.get_title() for ax in panels]
     assert titles[0] == "image" and "a red circle" in titles[1] and "score 0.310" in titles[1]
     pixels = _render(fig)
-    for axis, hot_first in [(images[1], True), (images[2], False)]:
+    for axis, hot_first in [(panels[1], True), (panels[2], False)]:
         panel = _axis_pixels(fig, pixels, axis)
         h, w = panel.shape[:2]
-        top_left, bottom_right = panel[: h // 4, : w // 4], panel[-h // 4 :, -w // 4 :]
+        top_left, bottom_right = panel[: h // 5, : w // 5], panel[-h // 5 :, -w // 5 :]
         hot, cold = (top_left, bottom_right) if hot_first else (bottom_right, top_left)
-        # jet colour map over the grey image: red where the map is high, blue where it is zero
-        assert hot[..., 0].mean() > cold[..., 0].mean() + 0.2
-        assert cold[..., 2].mean() > hot[..., 2].mean() + 0.1
+        cold_truth = picture[-SIZE // 5 :, -SIZE // 5 :] if hot_first else picture[: SIZE // 5, : SIZE // 5]
+        # where the map is 0 the image keeps its own colours (green or grey), not a colour map's blue or grey
+        assert np.abs(cold.mean((0, 1)) - cold_truth.mean((0, 1))).max() < 0.06, (cold.mean((0, 1)), cold_truth)
+        # where it is high, the heat (bright inferno: red and yellow over blue) covers it
+        assert hot[..., 0].mean() > cold[..., 0].mean() + 0.2 and hot[..., 0].mean() > hot[..., 2].mean() + 0.2
     fig.clear()
+
+
+def test_every_map_has_a_colour_bar_that_states_its_scale():
+    maps = torch.stack([_hot_corner_map() * 0.5, _hot_corner_map() * 0.002])
+    fig = explanation_figure(_image(), ["a red circle", "a blue square"], maps)
+    bars = [ax for ax in fig.axes if ax.get_ylabel().startswith("share of max")]
+    assert [ax.get_ylabel() for ax in bars] == ["share of max (0.5)", "share of max (0.002)"]
+    assert all(ax.get_ylim() == (0.0, 1.0) for ax in bars), "each map scaled to its own maximum"
+    zero = explanation_figure(_image(), ["x"], torch.zeros(1, 8, 8))
+    assert any(ax.get_ylabel() == "map is 0 everywhere" for ax in zero.axes)
+
+
+def test_long_captions_are_wrapped_not_cut():
+    text = "a red circle next to a blue square below a green triangle on a grey background"
+    fig = explanation_figure(_image(), [text], _hot_corner_map()[None], scores=[0.5])
+    title = next(ax.get_title() for ax in fig.axes if ax.get_title() not in ("", "image"))
+    assert title.replace("\n", " ").startswith(text) and title.count("\n") >= 3
+    assert max(len(line) for line in title.splitlines()) <= 26
 
 
 def test_words_are_coloured_with_captums_scale_relative_to_the_top_word():
@@ -87,7 +114,7 @@ def test_figure_accepts_pil_uint8_batched_maps_and_all_zero_maps():
     image = Image.fromarray((_image() * 255).astype(np.uint8))
     fig = explanation_figure(image, ["x", "y"], torch.zeros(1, 2, 8, 8), None, scores=torch.tensor([[0.25, 0.5]]))
     assert len([ax for ax in fig.axes if ax.images]) == 3
-    assert "score 0.500" in fig.axes[-2].get_title() or "score 0.500" in [ax.get_title() for ax in fig.axes][-2:][0]
+    assert [ax.get_title() for ax in fig.axes if ax.images][1:] == ["x\nscore 0.250", "y\nscore 0.500"]
     assert figure_png(fig)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -128,6 +155,18 @@ def test_html_embeds_every_figure_and_captums_word_importances(tmp_path):
     assert "test &lt;report&gt;" in page, "titles are escaped"
     assert page.count(f'<mark style="background-color: {_get_color(1.0)}') == 2, "top word of each table"
     assert page.count("<mark") == 6
+    assert page.count("red&nbsp;1.000") == 2 and "circle&nbsp;0.400" in page, "word scores as numbers"
+    assert 'class="note"' not in page, "no banner without notes"
+
+
+def test_html_banner_shows_the_notes_and_the_best_text_is_marked(tmp_path):
+    words = [("a", 0.1), ("red", 1.0)]
+    fig = explanation_figure(_image(), ["a red", "a blue"], torch.stack([_hot_corner_map()] * 2), [words, words])
+    entry = ReportEntry("scene", figure_png(fig), ["a red", "a blue"], [words, words], [0.3, 0.2], best=0)
+    page = save_html(tmp_path / "index.html", [entry], notes=["ShapesCLIP does not know the words 'dragon' <x>"])
+    banner = re.search(r'<div class="note" role="alert">(.*?)</div>', page.read_text())
+    assert banner and "does not know the words &#x27;dragon&#x27; &lt;x&gt;" in banner[1]
+    assert page.read_text().count("(best)") == 1
 
 
 def test_html_bad_input(tmp_path):

@@ -38,6 +38,7 @@ import shlex
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +146,35 @@ def text_methods(args: argparse.Namespace) -> dict[str, Callable[[cg.TextImageSi
     }
 
 
+def _key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def select_methods(requested: list[str] | None, args: argparse.Namespace) -> set[str] | None:
+    """The methods that ``--methods`` names (``None``: all of them).
+
+    A name matches a method when it equals the method's name, or the start of it, up to case, spaces and
+    punctuation: ``gradeclip`` picks both Grad-ECLIP modes, ``"Grad-ECLIP (paper)"`` or ``gradeclippaper`` one,
+    ``game`` GAME.
+
+    Raises:
+        ValueError: for a name that matches no method, listing the valid ones.
+    """
+    if not requested:
+        return None
+    names = list(dict.fromkeys([*image_methods(args), *text_methods(args)]))
+    chosen, unknown = set(), []
+    for name in requested:
+        found = [m for m in names if _key(m).startswith(_key(name))] if _key(name) else []
+        chosen.update(found)
+        if not found:
+            unknown.append(name)
+    if unknown:
+        valid = ", ".join(repr(m) for m in names)
+        raise ValueError(f"`--methods`: no method is called {', '.join(map(repr, unknown))}; the methods are {valid}")
+    return chosen
+
+
 # -- tasks ------------------------------------------------------------------------------------------------
 
 
@@ -201,6 +231,13 @@ def hf_task(name: str, data: Path, limit: int | None) -> Task:
     pixels = image_processor(
         images=images, size={"height": size[0], "width": size[1]}, do_center_crop=False, return_tensors="pt"
     )["pixel_values"]
+    if regions and len(regions) != len(rows):
+        warnings.warn(
+            f"{tables[0].name}: {len(rows) - len(regions)} of {len(rows)} rows have no box, so the pointing games "
+            "are left out for every row; give every row a box, or none",
+            UserWarning,
+            stacklevel=2,
+        )
     prompts = sorted({r["text"] for r in rows})
     return Task(
         name=f"`hf:{name}` on `{data.name}` ({len(rows)} images)",
@@ -314,7 +351,7 @@ def run(
     tsim = cg.TextImageSimilarity(model, images=pixels, score=score)
     common = dict(steps=args.steps, batch_size=args.metric_batch_size, seed=args.seed)
     results: dict[str, dict[str, float]] = {m: dict(r) for m, r in (done or {}).items()}
-    chosen = set(args.methods) if args.methods else None
+    chosen = select_methods(args.methods, args)
     for name, make in image_methods(args).items():
         if (chosen and name not in chosen and name != RANDOM) or "deletion" in results.get(name, {}):
             continue
@@ -518,7 +555,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, help="folder of images and one CSV image,text[,box] (with hf:)")
     parser.add_argument("--scenes", type=int, default=500, help="held-out shapes scenes (with shapes)")
     parser.add_argument("--limit", type=int, help="use only the first rows of the CSV")
-    parser.add_argument("--methods", nargs="+", help="subset of methods (the random control always runs)")
+    parser.add_argument(
+        "--methods", nargs="+", help="subset of methods, by name or its start, e.g. gradeclip game rollout "
+        "(the random control always runs; an unknown name is an error that lists them)"
+    )  # fmt: skip
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--tolerance", type=float, default=0.0, help="pointing-game tolerance in pixels")
     parser.add_argument("--rise-masks", type=int, default=1000)
@@ -533,6 +573,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, help="JSON of finished methods: a rerun of the same command resumes")
     args = parser.parse_args(argv)
     try:
+        select_methods(args.methods, args)  # unknown names fail before the model loads
         if args.model in ("shapes", "shapes:resnet"):
             task = shapes_task(args.scenes, args.model.partition(":")[2] or "vit")
         elif args.model.startswith("hf:"):

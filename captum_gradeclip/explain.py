@@ -16,6 +16,7 @@ import captum_gradeclip as cg
 from captum_gradeclip.cli import CLIError, LoadedModel, check_output_directory, load_model, read_image
 from captum_gradeclip.commands import explain_parser
 from captum_gradeclip.viz import ReportEntry, explanation_figure, figure_png, save_html
+from captum_gradeclip.vocabulary import UNKNOWN_TOKENS, unknown_words_message
 
 
 def explain(
@@ -34,7 +35,10 @@ def explain(
 
     Returns:
         *tuple*: the image as the model saw it ``(H, W, 3)``, the scores ``(M,)``, the maps
-        ``(M, h, w)`` and the word importances of each text.
+        ``(M, h, w)`` and the word importances of each text (unknown words as typed).
+
+    Warns:
+        UserWarning: naming the words the model's tokenizer does not know.
     """
     pixels = loaded.pixels(image)  # type: ignore[arg-type]
     input_ids, attention_mask = loaded.tokenize(texts)
@@ -47,9 +51,16 @@ def explain(
         input_ids, target=[0] * len(texts), additional_forward_args=(attention_mask,)
     )
     words = []
+    unknown: list[str] = []
     for text, ids, mask, row in zip(texts, input_ids, attention_mask, token_scores, strict=True):
         keep = mask.bool()
-        words.append(cg.words(loaded.tokens(ids[keep]), row[keep], text=text))
+        tokens = loaded.tokens(ids[keep])
+        words.append(cg.words(tokens, row[keep], text=text))
+        as_tokens = cg.words(tokens, row[keep])  # unknown words as the tokenizer's unknown token
+        unknown += [w for (t, _), (w, _) in zip(as_tokens, words[-1], strict=True) if t in UNKNOWN_TOKENS]
+    if unknown:
+        shapes_clip = loaded.name.partition(":")[0] == "shapes"
+        warnings.warn(unknown_words_message(list(dict.fromkeys(unknown)), shapes_clip), UserWarning, stacklevel=2)
     return loaded.display_image(pixels), scores.float(), maps.float(), words
 
 

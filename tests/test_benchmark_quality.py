@@ -110,6 +110,34 @@ def test_bad_arguments_exit_with_a_message(run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         module["main"](["--model", "resnet"])
     assert "shapes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        module["main"](["--model", "hf:x", "--data", str(tmp_path), "--methods", "gradeclip", "gmae"])
+    err = capsys.readouterr().err
+    assert "`--methods`: no method is called 'gmae'; the methods are 'Grad-ECLIP (native)', " in err
+    assert "'GAME'" in err and "'Rollout'" in err
+
+
+def test_method_names_match_by_their_start_up_to_case_and_punctuation(run):
+    module = run[0]
+    args = module["argparse"].Namespace(rise_masks=1, m2ib_steps=1, metric_batch_size=1, seed=0)
+    select = module["select_methods"]
+    assert select(["gradeclip", "game"], args) == {"Grad-ECLIP (native)", "Grad-ECLIP (paper)", "GAME"}
+    assert select(["Grad-ECLIP (paper)", "clip surgery"], args) == {"Grad-ECLIP (paper)", "CLIP Surgery"}
+    assert select(None, args) is None
+
+
+def test_rows_without_a_box_warn(run, tmp_path):
+    module, model, data, _ = run
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for image in data.glob("*.png"):
+        (partial / image.name).write_bytes(image.read_bytes())
+    rows = (data / "pairs.csv").read_text().splitlines()
+    rows[2] = ",".join(rows[2].split(",")[:2]) + ","  # the second image has no box
+    (partial / "pairs.csv").write_text("\n".join(rows) + "\n")
+    with pytest.warns(UserWarning, match=r"pairs.csv: 1 of 3 rows have no box, so the pointing games are left out"):
+        task = module["hf_task"](str(model), partial, None)
+    assert task.regions is None
 
 
 def test_table_marks_the_best_and_what_does_not_beat_random(run):

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from captum_gradeclip.__main__ import main
 from captum_gradeclip.demo import DEMO_SCENES
 
 
@@ -48,12 +47,6 @@ def test_demo_maps_sit_on_the_named_objects(demo):
     assert total == sum(n for _, n in DEMO_SCENES)
     assert hits / total >= 0.75, result.stdout
     assert result.stdout.count("map peaks on it") == hits
-
-
-def test_unknown_command_exits_with_usage(capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["bogus"])
-    assert info.value.code == 2 and "usage" in capsys.readouterr().err
 
 
 def test_bad_demo_option_is_one_line_exit_2():

@@ -1,13 +1,15 @@
-"""`captum-gradeclip explain`, run as a subprocess: scores, a figure per text, a report; every error is one line."""
+"""`captum-gradeclip explain`, run as a subprocess: scores, one figure, a report, warnings; every error is one line."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from captum_gradeclip.zoo import shapes
 
@@ -33,7 +35,9 @@ def runs(tmp_path_factory):
         "ok": ["explain", "scene.png", *texts, "--out", "out"],
         "paper": ["explain", "scene.png", texts[0], "--mode", "paper", "--out", "out_paper"],
         "bf16": ["explain", "scene.png", *texts, "--dtype", "bfloat16", "--out", "out_bf16"],
-        "unknown": ["explain", "scene.png", "a red dragon", "--out", "out_unknown"],
+        "unknown": ["explain", "scene.png", "a red dragon", "a red circle", "--out", "out_unknown"],
+        "tie": ["explain", "scene.png", "a woman", "a uniform", "a flag", "--out", "out_tie"],
+        "softmax_one": ["explain", "scene.png", "a red circle", "--score", "softmax", "--out", "out_softmax"],
         "missing": ["explain", "missing.png", "a red circle"],
         "ansi": ["explain", "miss\x1b[31ming.png", "a red circle"],
         "out_file": ["explain", "scene.png", "a red circle", "--out", "notes.txt"],
@@ -51,28 +55,34 @@ def runs(tmp_path_factory):
     return root, scene, texts, results
 
 
-def test_explain_prints_scores_and_writes_a_figure_per_text_and_a_report(runs):
+def _printed(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line[:1] in "* "]
+
+
+def test_explain_prints_scores_and_writes_one_figure_and_a_report(runs):
     root, scene, texts, results = runs
     out, err, code = results["ok"]
     assert code == 0, err
-    lines = [line for line in out.splitlines() if line[:1] in "* "]
+    lines = _printed(out)
     assert len(lines) == 3 and all(repr(t) in line for t, line in zip(texts, lines, strict=True))
-    scores = [float(line.split()[1] if line.startswith("*") else line.split()[0]) for line in lines]
+    scores = [float(line.lstrip("* ").split()[0]) for line in lines]
     best = [i for i, line in enumerate(lines) if line.startswith("*")]
     assert best == [scores.index(max(scores))]
     assert max(scores[:2]) > scores[2], "a present object's prompt beats the absent one"
     assert all("words:" in line for line in lines) and f"{scene.objects[0].colour}=" in lines[0]
-    for j in range(3):
-        assert (root / "out" / f"text_{j}.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in (root / "out").iterdir()) == ["explanation.png", "index.html"]
+    with Image.open(root / "out" / "explanation.png") as figure:
+        assert figure.format == "PNG" and figure.size[0] > 4 * figure.size[1] / 2, "all texts side by side"
     page = (root / "out" / "index.html").read_text()
-    assert page.count("<img") == 3 and "figures" in err, "tqdm progress on stderr"
+    assert page.count("<img") == 1 and page.count("(best)") == 1 and 'class="note"' not in page
+    assert "warning" not in err
 
 
 def test_explain_paper_mode_runs(runs):
     root, _, _, results = runs
     _, err, code = results["paper"]
     assert code == 0, err
-    assert (root / "out_paper" / "text_0.png").is_file()
+    assert (root / "out_paper" / "explanation.png").is_file()
 
 
 def test_explain_notes_texts_longer_than_the_context(runs):
@@ -82,10 +92,32 @@ def test_explain_notes_texts_longer_than_the_context(runs):
     assert "TEXT 1 " not in out
 
 
-def test_explain_notes_words_the_model_does_not_know(runs):
-    out, err, code = runs[3]["unknown"]
+def test_explain_warns_about_words_the_model_does_not_know(runs):
+    root, _, _, results = runs
+    out, err, code = results["unknown"]
     assert code == 0, err
-    assert "note: 1 word(s) are unknown to the model's tokenizer" in out
+    assert "captum-gradeclip: warning: ShapesCLIP does not know the words 'dragon'" in err
+    assert "knows only the shapes world" in err and "hf:" in err
+    assert "dragon=" in _printed(out)[0], "the unknown word is shown as typed"
+    banner = re.search(r'<div class="note" role="alert">(.*?)</div>', (root / "out_unknown" / "index.html").read_text())
+    assert banner and "&#x27;dragon&#x27;" in banner[1]
+
+
+def test_explain_stars_no_text_when_the_scores_tie(runs):
+    root, _, _, results = runs
+    out, err, code = results["tie"]
+    assert code == 0, err
+    lines = _printed(out)
+    assert len(lines) == 3 and not any(line.startswith("*") for line in lines)
+    assert len({line.split()[0] for line in lines}) == 1, "every word is unknown: the scores are equal"
+    assert "'woman', 'uniform', 'flag'" in err and "no text is marked best: the highest scores tie" in err
+    assert "(best)" not in (root / "out_tie" / "index.html").read_text()
+
+
+def test_explain_warns_that_softmax_over_one_text_is_constant(runs):
+    out, err, code = runs[3]["softmax_one"]
+    assert code == 0, err
+    assert "probability is always 1" in err and float(_printed(out)[0].lstrip("* ").split()[0]) == 1.0
 
 
 @pytest.mark.parametrize(
@@ -126,4 +158,4 @@ def test_explain_in_bfloat16_ranks_the_texts_as_float32_does(runs):
     low, full = scores(out), scores(ref)
     assert len(low) == len(texts) and max(abs(a - b) for a, b in zip(low, full, strict=True)) < 0.02
     assert low.index(max(low)) == full.index(max(full))
-    assert (root / "out_bf16" / "text_0.png").read_bytes()[:4] == b"\x89PNG"
+    assert (root / "out_bf16" / "explanation.png").read_bytes()[:4] == b"\x89PNG"

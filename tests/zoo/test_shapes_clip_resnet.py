@@ -193,7 +193,7 @@ def test_explain_and_demo_take_model_shapes_resnet(tmp_path, capsys):
     explain.main(
         [str(image), "a red circle", "a blue square", "--model", "shapes:resnet", "--out", str(tmp_path / "x")]
     )
-    assert (tmp_path / "x" / "index.html").is_file() and (tmp_path / "x" / "text_1.png").is_file()
+    assert (tmp_path / "x" / "index.html").is_file() and (tmp_path / "x" / "explanation.png").is_file()
     results = demo.run(tmp_path / "demo", scenes=((5, 2),), model="shapes:resnet")
     assert len(results) == 1 and len(results[0]["hits"]) == 2 and (tmp_path / "demo" / "scene_0.png").is_file()
     from captum_gradeclip.cli import CLIError

@@ -43,6 +43,7 @@ nb_execution_timeout = 600
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_merge_streams = True
+nb_output_stderr = "remove"  # progress bars and library warnings: noise on a page
 
 NOTEBOOKS = DOCS / "tutorial_notebooks"  # copies of ../tutorials/*.ipynb, made at every build (not committed)
 shutil.rmtree(NOTEBOOKS, ignore_errors=True)

@@ -59,8 +59,10 @@ def test_finetune_benchmark_reports_mean_and_spread_over_seeds(model_dir, tmp_pa
 
     variants = main([*small(model_dir), "--seeds", "0", "--variants", "--write", str(page)])
     labels = [r["label"] for r in variants["runs"]]
-    assert labels[0] == "the settings" and "without the anchor term" in labels
+    assert labels[0] == "the settings" and len(labels) == 5
+    assert variants["runs"][1]["changes"] == {"anchor_weight": 0.0}
+    assert variants["runs"][4]["changes"] == {"anchor_weight": 0.0, "batch_size": 12, "steps": 1}
     assert variants["runs"][0]["after"] == report["runs"][0]["after"], "the same seed, the same run"
     text = page.read_text()
     assert "<!-- finetune: seeds -->" in text and "<!-- finetune: variants -->" in text, "both sections kept"
-    assert "| without the anchor term |" in text
+    assert "| without the anchor term (the recipe before the anchor) |" in text

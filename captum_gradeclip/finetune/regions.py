@@ -131,6 +131,9 @@ def region_phrase_loss(
 def clip_loss(image_embeds: Tensor, text_embeds: Tensor, scale: Tensor | float) -> Tensor:
     """The symmetric CLIP loss of matched ``(B, E)`` image and text embeddings.
 
+    ``text_embeds`` may have ``B + N`` rows: the first ``B`` match the images, the other ``N``
+    are further negatives for the image-to-text side (the text-to-image side uses the ``B``).
+
     Examples::
 
         >>> embeds = torch.eye(3)  # three matched pairs, orthogonal to each other
@@ -139,9 +142,12 @@ def clip_loss(image_embeds: Tensor, text_embeds: Tensor, scale: Tensor | float) 
         >>> round(float(clip_loss(embeds, embeds.roll(1, 0), scale=20.0)), 1)  # every pair mismatched
         20.0
     """
+    b = len(image_embeds)
+    if image_embeds.ndim != 2 or text_embeds.ndim != 2 or len(text_embeds) < b:
+        raise ValueError("`image_embeds` must be (B, E) and `text_embeds` (B + N, E), N >= 0")
     logits = scale * F.normalize(image_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).T
-    labels = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    labels = torch.arange(b, device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, :b].T, labels)) / 2
 
 
 def anchor_distance(embeds: Tensor, frozen: Tensor) -> Tensor:

@@ -156,12 +156,15 @@ class RegionPhraseFinetuner:
         device = next(model.parameters()).device
         return get_adapter(model).embed_texts(batch["input_ids"].to(device), batch["attention_mask"].to(device))
 
-    def step(self, pixel_values: Tensor, captions: Sequence[str]) -> StepResult:
+    def step(self, pixel_values: Tensor, captions: Sequence[str], negatives: Sequence[str] | None = None) -> StepResult:
         """One optimisation step on a batch of matched images and captions.
 
         Args:
             pixel_values (Tensor): ``(B, C, H, W)`` normalised images.
             captions (sequence of str): ``B`` captions, one per image.
+            negatives (sequence of str, optional): further captions that match no image of the
+                batch (e.g. hard negatives that swap or change an attribute), added to the
+                image-to-text side of the CLIP loss. Default: none.
 
         Returns:
             *StepResult*: the losses of this step.
@@ -170,6 +173,9 @@ class RegionPhraseFinetuner:
             raise TypeError("`pixel_values` must be a (B, C, H, W) tensor")
         if isinstance(captions, str) or len(captions) != len(pixel_values):
             raise ValueError(f"`captions` must be a sequence of {len(pixel_values)} str, one per image")
+        negatives = [] if negatives is None else negatives
+        if isinstance(negatives, str) or not all(isinstance(n, str) for n in negatives):
+            raise TypeError("`negatives` must be a sequence of str")
         per_image = [noun_phrases(c, self.parser) for c in captions]
         unique = sorted({p for phrases in per_image for p in phrases})
         slots = max((len(p) for p in per_image), default=0)
@@ -186,8 +192,9 @@ class RegionPhraseFinetuner:
             maps = phrase_maps(ImageTextSimilarity(teacher, text_embeds=teacher_phrases), pixel_values, targets)
 
         image_embeds = self.adapter.embed_images(pixel_values, False)
-        texts = self._embed_texts(model, list(captions) + unique)
-        caption_embeds, phrase_embeds = texts[: len(captions)], texts[len(captions) :]
+        b, n = len(captions), len(negatives)
+        texts = self._embed_texts(model, [*captions, *negatives, *unique])
+        caption_embeds, phrase_embeds = texts[: b + n], texts[b + n :]
         global_loss = clip_loss(image_embeds, caption_embeds, self.adapter.logit_scale().detach())
         region_loss = torch.zeros((), device=global_loss.device)
         keep = targets >= 0
@@ -201,7 +208,7 @@ class RegionPhraseFinetuner:
         if self.frozen is not None:
             with torch.no_grad():
                 frozen_images = get_adapter(self.frozen).embed_images(pixel_values, False)
-                frozen_texts = self._embed_texts(self.frozen, list(captions) + unique)
+                frozen_texts = self._embed_texts(self.frozen, [*captions, *negatives, *unique])
             anchor_loss = (anchor_distance(image_embeds, frozen_images) + anchor_distance(texts, frozen_texts)) / 2
         loss = global_loss + self.region_weight * region_loss + self.anchor_weight * anchor_loss
         self.optimizer.zero_grad(set_to_none=True)

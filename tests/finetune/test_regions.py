@@ -78,6 +78,17 @@ def test_clip_loss_is_low_for_matched_and_high_for_shuffled_pairs():
     assert clip_loss(e, e, 50.0) < 0.05 < 1.0 < clip_loss(e, e.roll(1, 0), 50.0)
 
 
+def test_clip_loss_extra_negatives_count_on_the_image_to_text_side_only():
+    images, texts, extra = torch.randn(3, 8), torch.randn(3, 8), torch.randn(2, 8)
+    logits = 10.0 * F.normalize(images, dim=-1) @ F.normalize(torch.cat([texts, extra]), dim=-1).T
+    labels = torch.arange(3)
+    expected = (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, :3].T, labels)) / 2
+    assert torch.allclose(clip_loss(images, torch.cat([texts, extra]), 10.0), expected, atol=1e-6)
+    assert clip_loss(images, torch.cat([texts, images]), 10.0) > clip_loss(images, texts, 10.0), "a hard negative"
+    with pytest.raises(ValueError, match="`text_embeds`"):
+        clip_loss(images, texts[:2], 10.0)
+
+
 def test_anchor_distance_is_zero_at_the_frozen_embedding_and_its_gradient_turns_back_toward_it():
     frozen = torch.randn(5, 8)
     assert float(anchor_distance(frozen.clone(), frozen)) == pytest.approx(0.0, abs=1e-6)

@@ -110,6 +110,18 @@ def test_frozen_parameters_stay_bit_identical_and_leave_the_optimiser(tiny):
     assert all(p.requires_grad for p in model.parameters()), "the given model's flags are its own"
 
 
+def test_negatives_enter_the_clip_loss_and_nothing_else(tiny):
+    model, processor = tiny
+    x, captions = scene_batch(30, 4)
+    plain = RegionPhraseFinetuner(model, processor).step(x, captions)
+    hard = RegionPhraseFinetuner(model, processor).step(x, captions, negatives=list(captions[:2]))
+    assert hard.clip > plain.clip, "a copy of a matched caption is the hardest negative"
+    assert hard.region == pytest.approx(plain.region, abs=1e-5) and hard.phrases == plain.phrases
+    tuner = RegionPhraseFinetuner(model, processor)
+    with pytest.raises(TypeError, match="`negatives`"):
+        tuner.step(x, captions, negatives="a red circle")
+
+
 def test_bad_arguments_are_named(tiny):
     model, processor = tiny
     with pytest.raises(TypeError, match="`model`"):

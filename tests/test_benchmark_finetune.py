@@ -52,17 +52,17 @@ def test_finetune_benchmark_reports_mean_and_spread_over_seeds(model_dir, tmp_pa
     assert "target met" in capsys.readouterr().out
     text = page.read_text()
     assert text.startswith("# Region-phrase fine-tuning") and "--json" not in text
-    assert "<!-- finetune: seeds -->" in text and "anchor_weight=10.0" in text
+    assert "<!-- finetune: seeds -->" in text and "anchor_weight=10.0, distill_weight=3.0, hard_negatives=True" in text
     mean_r1 = report["change"]["recall_at_1"]["mean"]
     assert f"{mean_r1:+.1f} +- {report['change']['recall_at_1']['std']:.1f}" in text
     assert ("**met**" if report["target_met"] else "**not met**") in text
 
     variants = main([*small(model_dir), "--seeds", "0", "--variants", "--write", str(page)])
-    labels = [r["label"] for r in variants["runs"]]
-    assert labels[0] == "the settings" and len(labels) == 5
-    assert variants["runs"][1]["changes"] == {"anchor_weight": 0.0}
-    assert variants["runs"][4]["changes"] == {"anchor_weight": 0.0, "batch_size": 12, "steps": 1}
-    assert variants["runs"][0]["after"] == report["runs"][0]["after"], "the same seed, the same run"
+    assert "change" not in variants and len(variants["runs"]) == 6
+    plain = {"anchor_weight": 0.0, "distill_weight": 0.0, "hard_negatives": False}
+    assert variants["runs"][0]["changes"] == plain
+    assert variants["runs"][3]["changes"] == {**plain, "batch_size": 12, "steps": 1}
+    assert variants["runs"][4]["changes"] == {"anchor_weight": 30.0}
     text = page.read_text()
     assert "<!-- finetune: seeds -->" in text and "<!-- finetune: variants -->" in text, "both sections kept"
-    assert "| without the anchor term (the recipe before the anchor) |" in text
+    assert f"| {variants['runs'][0]['label']} |" in text

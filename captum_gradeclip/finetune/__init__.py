@@ -4,7 +4,7 @@
 - :func:`phrase_maps`: signed Grad-ECLIP maps per (image, phrase);
 - :func:`region_embeddings`, :func:`pooling_weights`, :func:`mask_weights`: map- or mask-weighted pooling of
   dense value-path features;
-- :func:`region_phrase_loss`, :func:`clip_loss`, :func:`anchor_distance`: the losses;
+- :func:`region_phrase_loss`, :func:`clip_loss`, :func:`anchor_distance`, :func:`relation_distillation`: the losses;
 - :class:`RegionPhraseFinetuner`: the training step, on a copy of the model, with an optional EMA teacher;
 - :func:`region_zero_shot`: region-level zero-shot classification, for evaluation.
 """
@@ -19,6 +19,7 @@ from captum_gradeclip.finetune.regions import (
     region_embeddings,
     region_phrase_loss,
     region_zero_shot,
+    relation_distillation,
 )
 from captum_gradeclip.finetune.trainer import RegionPhraseFinetuner, StepResult
 
@@ -35,5 +36,6 @@ __all__ = [
     "region_embeddings",
     "region_phrase_loss",
     "region_zero_shot",
+    "relation_distillation",
     "shapes_noun_phrases",
 ]

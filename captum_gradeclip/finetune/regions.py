@@ -178,6 +178,48 @@ def anchor_distance(embeds: Tensor, frozen: Tensor) -> Tensor:
     return (1 - F.cosine_similarity(embeds, frozen.detach(), dim=-1)).mean()
 
 
+def relation_distillation(
+    image_embeds: Tensor, text_embeds: Tensor, frozen_images: Tensor, frozen_texts: Tensor, scale: Tensor | float
+) -> Tensor:
+    """KL divergence of the student's image-text retrieval distributions from a frozen model's.
+
+    For each image, the softmax over the ``B + N`` texts (and for each of the first ``B``
+    texts, the softmax over the ``B`` images), at the logit ``scale``: the frozen model's
+    distribution is the target. Zero when the student ranks and spaces the texts as the frozen
+    model does, whatever the embeddings' absolute direction.
+
+    Args:
+        image_embeds (Tensor): ``(B, E)`` the student's image embeddings.
+        text_embeds (Tensor): ``(B + N, E)`` its text embeddings, the first ``B`` matching the images.
+        frozen_images (Tensor): ``(B, E)`` the frozen model's image embeddings (detached).
+        frozen_texts (Tensor): ``(B + N, E)`` the frozen model's text embeddings (detached).
+        scale (Tensor or float): the logit scale.
+
+    Returns:
+        *Tensor*: the mean of the two directions' batch-mean KL divergences, a scalar >= 0.
+
+    Examples::
+
+        >>> images, texts = torch.randn(3, 8), torch.randn(5, 8)
+        >>> float(relation_distillation(images, texts, 2 * images, texts, 10.0))  # lengths do not count
+        0.0
+    """
+    b = len(image_embeds)
+    shapes_ok = image_embeds.shape == frozen_images.shape and text_embeds.shape == frozen_texts.shape
+    if not shapes_ok or image_embeds.ndim != 2 or len(text_embeds) < b:
+        raise ValueError("`image_embeds`, `frozen_images` must be (B, E) and `text_embeds`, `frozen_texts` (B + N, E)")
+
+    def logits(images: Tensor, texts: Tensor) -> Tensor:
+        return scale * F.normalize(images, dim=-1) @ F.normalize(texts, dim=-1).T
+
+    student, target = logits(image_embeds, text_embeds), logits(frozen_images, frozen_texts).detach()
+    image_to_text = F.kl_div(student.log_softmax(-1), target.log_softmax(-1), log_target=True, reduction="batchmean")
+    text_to_image = F.kl_div(
+        student[:, :b].T.log_softmax(-1), target[:, :b].T.log_softmax(-1), log_target=True, reduction="batchmean"
+    )
+    return (image_to_text + text_to_image) / 2
+
+
 def mask_weights(masks: Tensor, grid: tuple[int, int]) -> Tensor:
     """Patch weights of object masks or boxes: the covered fraction of each patch, summing to 1.
 

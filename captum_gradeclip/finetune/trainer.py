@@ -19,6 +19,7 @@ from captum_gradeclip.finetune.regions import (
     pooling_weights,
     region_embeddings,
     region_phrase_loss,
+    relation_distillation,
 )
 from captum_gradeclip.wrappers import ImageTextSimilarity
 
@@ -28,12 +29,15 @@ class StepResult:
     """The losses of one :meth:`RegionPhraseFinetuner.step` (floats, for logging).
 
     Attributes:
-        loss: the total, ``clip + region_weight * region + anchor_weight * anchor``.
+        loss: the total, ``clip + region_weight * region + anchor_weight * anchor
+            + distill_weight * distill``.
         clip: the symmetric image-caption CLIP loss.
         region: the peak-weighted region-phrase contrastive loss.
         phrases: how many (image, phrase) pairs the step used.
         anchor: the mean cosine distance of the student's global image and text embeddings from
             the frozen model's (0 without an anchor).
+        distill: the KL divergence of the student's image-text retrieval distributions over the
+            batch (captions and negatives) from the frozen model's (0 without distillation).
 
     Examples::
 
@@ -48,6 +52,7 @@ class StepResult:
     region: float
     phrases: int
     anchor: float = 0.0
+    distill: float = 0.0
 
 
 class RegionPhraseFinetuner:
@@ -64,8 +69,12 @@ class RegionPhraseFinetuner:
        phrases, each pair weighted by the peak of its map (normalised to mean 1).
 
     It is added to the usual CLIP loss of images against captions (at the model's logit
-    scale, which is kept fixed). The model given to the
-    constructor is never changed: the finetuner trains ``self.model``, a deep copy.
+    scale, which is kept fixed; ``step(..., negatives=...)`` adds hard-negative captions to it)
+    and, with ``anchor_weight > 0``, to the anchor term, which keeps the global image and text
+    embeddings near those of a frozen copy of the given model. On the shipped ShapesCLIP the
+    region loss alone costs about 3 points of caption recall@1 and 2 of single-object zero-shot
+    accuracy; the anchor and hard negatives keep them (see ``docs/finetune.md``). The model given
+    to the constructor is never changed: the finetuner trains ``self.model``, a deep copy.
 
     Args:
         model (nn.Module): a CLIP whose adapter provides dense value-path features (transformers
@@ -85,6 +94,10 @@ class RegionPhraseFinetuner:
             captions and phrases) from those of a frozen copy of the given model. It is 0 at the
             start and pulls the global embeddings back as they drift; 0 trains without it.
             Default: 0.0.
+        distill_weight (float, optional): weight of the relation distillation term
+            (:func:`relation_distillation`): the student's softmax of each image over the batch's
+            captions and negatives (and of each caption over the images) is pulled toward the
+            frozen copy's. 0 trains without it. Default: 0.0.
         trainable (callable, optional): ``trainable(name) -> bool`` on the names of
             ``model.named_parameters()``; the others are frozen (kept bit-identical and left out
             of the optimiser). Default: every parameter trains.
@@ -112,6 +125,7 @@ class RegionPhraseFinetuner:
         region_scale: float = 20.0,
         weight_decay: float = 0.0,
         anchor_weight: float = 0.0,
+        distill_weight: float = 0.0,
         trainable: Callable[[str], bool] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -126,6 +140,8 @@ class RegionPhraseFinetuner:
             raise ValueError(f"`ema` must be in [0, 1) or None; got {ema}")
         if not anchor_weight >= 0:
             raise ValueError(f"`anchor_weight` must be non-negative; got {anchor_weight}")
+        if not distill_weight >= 0:
+            raise ValueError(f"`distill_weight` must be non-negative; got {distill_weight}")
         if trainable is not None and not callable(trainable):
             raise TypeError(f"`trainable` must be callable (parameter name -> bool); got {type(trainable).__name__}")
         get_adapter(model)  # a clear error for an unsupported model, before copying it
@@ -139,8 +155,9 @@ class RegionPhraseFinetuner:
         if ema is not None:
             self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.anchor_weight = float(anchor_weight)
+        self.distill_weight = float(distill_weight)
         self.frozen: nn.Module | None = None
-        if anchor_weight > 0:
+        if anchor_weight > 0 or distill_weight > 0:
             self.frozen = copy.deepcopy(self.model).eval().requires_grad_(False)
         if trainable is not None:
             for name, parameter in self.model.named_parameters():
@@ -205,12 +222,17 @@ class RegionPhraseFinetuner:
             weights = peaks / peaks.mean().clamp(min=1e-12)
             region_loss = region_phrase_loss(regions, phrase_embeds, targets[keep], weights, self.region_scale)
         anchor_loss = torch.zeros((), device=global_loss.device)
+        distill_loss = torch.zeros((), device=global_loss.device)
         if self.frozen is not None:
             with torch.no_grad():
                 frozen_images = get_adapter(self.frozen).embed_images(pixel_values, False)
                 frozen_texts = self._embed_texts(self.frozen, [*captions, *negatives, *unique])
             anchor_loss = (anchor_distance(image_embeds, frozen_images) + anchor_distance(texts, frozen_texts)) / 2
-        loss = global_loss + self.region_weight * region_loss + self.anchor_weight * anchor_loss
+            distill_loss = relation_distillation(
+                image_embeds, caption_embeds, frozen_images, frozen_texts[: b + n], self.adapter.logit_scale().detach()
+            )
+        loss = global_loss + self.region_weight * region_loss
+        loss = loss + self.anchor_weight * anchor_loss + self.distill_weight * distill_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -222,6 +244,7 @@ class RegionPhraseFinetuner:
             float(region_loss.detach()),
             int(keep.sum()),
             float(anchor_loss.detach()),
+            float(distill_loss.detach()),
         )
 
     @torch.no_grad()

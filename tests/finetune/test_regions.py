@@ -17,6 +17,7 @@ from captum_gradeclip.finetune import (
     region_embeddings,
     region_phrase_loss,
     region_zero_shot,
+    relation_distillation,
 )
 from captum_gradeclip.zoo import shapes
 from tests.conftest import make_clip
@@ -107,6 +108,29 @@ def test_anchor_distance_is_zero_at_the_frozen_embedding_and_its_gradient_turns_
     assert grad.abs().max() < 1e-6, "no pull at the start"
     with pytest.raises(ValueError, match="`embeds` and `frozen`"):
         anchor_distance(frozen, frozen[:3])
+
+
+def test_relation_distillation_is_zero_for_the_same_retrieval_and_is_the_kl_otherwise():
+    images, texts = torch.randn(3, 8), torch.randn(5, 8)
+    rotation = torch.linalg.qr(torch.randn(8, 8))[0]  # a rotation keeps every cosine: the same retrieval
+    same = relation_distillation(images @ rotation, texts @ rotation, images, texts, 10.0)
+    assert float(same) == pytest.approx(0.0, abs=1e-5)
+    student_images, student_texts = torch.randn(3, 8), torch.randn(5, 8)
+    loss = relation_distillation(student_images, student_texts, images, texts, 10.0)
+
+    def softmaxes(i: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = 10.0 * F.normalize(i, dim=-1) @ F.normalize(t, dim=-1).T
+        return logits.softmax(-1), logits[:, :3].T.softmax(-1)
+
+    (p1, p2), (q1, q2) = softmaxes(images, texts), softmaxes(student_images, student_texts)
+    kl = ((p1 * (p1 / q1).log()).sum(-1).mean() + (p2 * (p2 / q2).log()).sum(-1).mean()) / 2
+    assert float(loss) == pytest.approx(float(kl), rel=1e-4) and float(loss) > 0
+    student = student_images.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(relation_distillation(student, texts, images, texts, 10.0), student)
+    stepped = relation_distillation(student.detach() - 0.05 * grad, texts, images, texts, 10.0)
+    assert stepped < relation_distillation(student_images, texts, images, texts, 10.0), "its gradient lowers it"
+    with pytest.raises(ValueError, match="`text_embeds`"):
+        relation_distillation(images, texts, images, texts[:4], 10.0)
 
 
 def test_mask_weights_cover_fraction():

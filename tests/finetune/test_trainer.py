@@ -94,6 +94,19 @@ def test_anchor_term_is_zero_at_first_and_pulls_the_global_embeddings_back(tiny)
     assert drift(anchored) < 0.5 * drift(free), "the anchor keeps the global embeddings nearer the frozen model's"
 
 
+def test_distillation_is_zero_at_first_and_enters_the_loss_by_its_weight(tiny):
+    model, processor = tiny
+    x, captions = scene_batch(40, 6)
+    negatives = [c.replace("red", "blue") if "red" in c else c.replace("blue", "red") for c in captions]
+    tuned = RegionPhraseFinetuner(model, processor, lr=1e-3, distill_weight=50.0)
+    first = tuned.step(x, captions, negatives)
+    assert first.distill == pytest.approx(0.0, abs=1e-6) and first.anchor == pytest.approx(0.0, abs=1e-6)
+    assert tuned.frozen is not None and not any(p.requires_grad for p in tuned.frozen.parameters())
+    for step in range(41, 44):
+        result = tuned.step(*scene_batch(step, 6))
+    assert result.distill > 0 and abs(result.loss - result.clip - result.region - 50.0 * result.distill) < 1e-3
+
+
 def test_frozen_parameters_stay_bit_identical_and_leave_the_optimiser(tiny):
     model, processor = tiny
     tuner = RegionPhraseFinetuner(model, processor, lr=1e-3, trainable=lambda name: name.startswith("vision_model"))
@@ -134,6 +147,8 @@ def test_bad_arguments_are_named(tiny):
         RegionPhraseFinetuner(model, processor, region_weight=-1)
     with pytest.raises(ValueError, match="`anchor_weight`"):
         RegionPhraseFinetuner(model, processor, anchor_weight=-0.5)
+    with pytest.raises(ValueError, match="`distill_weight`"):
+        RegionPhraseFinetuner(model, processor, distill_weight=-1.0)
     with pytest.raises(TypeError, match="`trainable`"):
         RegionPhraseFinetuner(model, processor, trainable="vision_model")
     with pytest.raises(ValueError, match="`trainable` leaves no parameter"):

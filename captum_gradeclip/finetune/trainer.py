@@ -70,11 +70,13 @@ class RegionPhraseFinetuner:
 
     It is added to the usual CLIP loss of images against captions (at the model's logit
     scale, which is kept fixed; ``step(..., negatives=...)`` adds hard-negative captions to it)
-    and, with ``anchor_weight > 0``, to the anchor term, which keeps the global image and text
-    embeddings near those of a frozen copy of the given model. On the shipped ShapesCLIP the
-    region loss alone costs about 3 points of caption recall@1 and 2 of single-object zero-shot
-    accuracy; the anchor and hard negatives keep them (see ``docs/finetune.md``). The model given
-    to the constructor is never changed: the finetuner trains ``self.model``, a deep copy.
+    and to two terms that keep the global behaviour of the given model, against a frozen copy
+    of it: the anchor (each global image and text embedding stays near the frozen one) and the
+    relation distillation (each image's softmax over the batch's captions stays near the frozen
+    one). On the shipped ShapesCLIP the region loss without them costs about 3 points of
+    caption recall@1 and 2 of single-object zero-shot accuracy; with them, about 1 (see
+    ``docs/finetune.md``). The model given to the constructor is never changed: the finetuner
+    trains ``self.model``, a deep copy.
 
     Args:
         model (nn.Module): a CLIP whose adapter provides dense value-path features (transformers
@@ -91,13 +93,14 @@ class RegionPhraseFinetuner:
         weight_decay (float, optional): AdamW weight decay. Default: 0.0.
         anchor_weight (float, optional): weight of the anchor term, the mean cosine distance
             :math:`1 - \cos` of the student's global image and text embeddings of the batch (images,
-            captions and phrases) from those of a frozen copy of the given model. It is 0 at the
-            start and pulls the global embeddings back as they drift; 0 trains without it.
-            Default: 0.0.
+            captions, negatives and phrases) from those of a frozen copy of the given model. It is
+            0 at the start and pulls the global embeddings back as they drift; 0 trains without
+            it. Default: 10.0 (measured on ShapesCLIP, with ``distill_weight``, in
+            ``docs/finetune.md``).
         distill_weight (float, optional): weight of the relation distillation term
-            (:func:`relation_distillation`): the student's softmax of each image over the batch's
-            captions and negatives (and of each caption over the images) is pulled toward the
-            frozen copy's. 0 trains without it. Default: 0.0.
+            (:func:`~captum_gradeclip.finetune.relation_distillation`): the student's softmax of
+            each image over the batch's captions and negatives (and of each caption over the
+            images) is pulled toward the frozen copy's. 0 trains without it. Default: 3.0.
         trainable (callable, optional): ``trainable(name) -> bool`` on the names of
             ``model.named_parameters()``; the others are frozen (kept bit-identical and left out
             of the optimiser). Default: every parameter trains.
@@ -124,8 +127,8 @@ class RegionPhraseFinetuner:
         parser: PhraseParser | None = None,
         region_scale: float = 20.0,
         weight_decay: float = 0.0,
-        anchor_weight: float = 0.0,
-        distill_weight: float = 0.0,
+        anchor_weight: float = 10.0,
+        distill_weight: float = 3.0,
         trainable: Callable[[str], bool] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -157,7 +160,7 @@ class RegionPhraseFinetuner:
         self.anchor_weight = float(anchor_weight)
         self.distill_weight = float(distill_weight)
         self.frozen: nn.Module | None = None
-        if anchor_weight > 0 or distill_weight > 0:
+        if anchor_weight > 0 or distill_weight > 0:  # the frozen copy costs one more model in memory
             self.frozen = copy.deepcopy(self.model).eval().requires_grad_(False)
         if trainable is not None:
             for name, parameter in self.model.named_parameters():

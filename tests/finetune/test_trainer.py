@@ -66,7 +66,7 @@ def test_region_weight_zero_is_the_plain_clip_loss(tiny):
 def test_anchor_term_is_zero_at_first_and_pulls_the_global_embeddings_back(tiny):
     model, processor = tiny
     x, captions = scene_batch(4, 6)
-    anchored = RegionPhraseFinetuner(model, processor, lr=1e-3, anchor_weight=10.0)
+    anchored = RegionPhraseFinetuner(model, processor, lr=1e-3, anchor_weight=10.0, distill_weight=0.0)
     first = anchored.step(x, captions)
     assert first.anchor == pytest.approx(0.0, abs=1e-6), "the student starts at the frozen model"
     assert abs(first.loss - first.clip - first.region) < 1e-4
@@ -80,7 +80,8 @@ def test_anchor_term_is_zero_at_first_and_pulls_the_global_embeddings_back(tiny)
             embed = [cg.adapters.get_adapter(m).embed_images(held_out, False) for m in (tuner.model, model)]
         return float((1 - F.cosine_similarity(*embed)).mean())
 
-    free = RegionPhraseFinetuner(model, processor, lr=1e-3)
+    free = RegionPhraseFinetuner(model, processor, lr=1e-3, anchor_weight=0.0, distill_weight=0.0)
+    assert free.frozen is None, "no frozen copy without the terms that need it"
     free.step(x, captions)
     results = []
     for step in range(5, 12):
@@ -98,7 +99,9 @@ def test_distillation_is_zero_at_first_and_enters_the_loss_by_its_weight(tiny):
     model, processor = tiny
     x, captions = scene_batch(40, 6)
     negatives = [c.replace("red", "blue") if "red" in c else c.replace("blue", "red") for c in captions]
-    tuned = RegionPhraseFinetuner(model, processor, lr=1e-3, distill_weight=50.0)
+    defaults = RegionPhraseFinetuner(model, processor)
+    assert (defaults.anchor_weight, defaults.distill_weight) == (10.0, 3.0), "the measured global-keeping defaults"
+    tuned = RegionPhraseFinetuner(model, processor, lr=1e-3, anchor_weight=0.0, distill_weight=50.0)
     first = tuned.step(x, captions, negatives)
     assert first.distill == pytest.approx(0.0, abs=1e-6) and first.anchor == pytest.approx(0.0, abs=1e-6)
     assert tuned.frozen is not None and not any(p.requires_grad for p in tuned.frozen.parameters())

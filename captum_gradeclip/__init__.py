@@ -32,6 +32,7 @@ _NAMES = {
     "GradECLIP": "captum_gradeclip.attr",
     "ImageClassification": "captum_gradeclip.wrappers",
     "ImageTextSimilarity": "captum_gradeclip.wrappers",
+    "SimilarityAttribution": "captum_gradeclip.attr",
     "TextImageSimilarity": "captum_gradeclip.wrappers",
     "get_adapter": "captum_gradeclip.adapters",
     "to_hwc": "captum_gradeclip.visualization",
@@ -44,6 +45,7 @@ __all__ = [
     "GradECLIP",
     "ImageClassification",
     "ImageTextSimilarity",
+    "SimilarityAttribution",
     "TextImageSimilarity",
     "__version__",
     "analysis",
@@ -60,7 +62,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from captum_gradeclip import analysis, baselines, finetune, metrics, results, zoo
     from captum_gradeclip.adapters import get_adapter
-    from captum_gradeclip.attr import AttentionAttribution, GradECLIP
+    from captum_gradeclip.attr import AttentionAttribution, GradECLIP, SimilarityAttribution
     from captum_gradeclip.visualization import to_hwc, words
     from captum_gradeclip.wrappers import ImageClassification, ImageTextSimilarity, TextImageSimilarity
 

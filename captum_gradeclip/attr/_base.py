@@ -1,24 +1,33 @@
-"""The shared pipeline of attention-block explanations, written once.
+"""The one pipeline of every explanation of a similarity wrapper, written once.
 
-A subclass states only its equation: :meth:`AttentionAttribution._layer_map`
-turns one block's q/k/v and the gradient of the score with respect to that
-block's attention output ``o`` into a per-token map, and
-:meth:`AttentionAttribution._combine` merges the layers. This base class does
-the rest: it checks the arguments, hooks the blocks, keeps the model unchanged,
-runs the forward pass with the graph starting at the first explained ``o``,
-takes one gradient per target column, and shapes the output Captum-style.
+:class:`SimilarityAttribution` is the public base of Grad-ECLIP and of every baseline:
+it resolves the wrapper (Captum's ``forward_func`` forms), picks and checks the
+explained blocks, formats the inputs and targets Captum-style, keeps the model
+unchanged (parameter flags and train/eval modes restored, also after an exception),
+turns low-precision failures into advice, checks the result is finite, and shapes the
+output (``(N, K, h, w)`` maps or ``(N, K, L)`` token scores, one column per target,
+mirroring the tuple-ness of ``inputs``). A method supplies one small hook:
+
+- a baseline implements :meth:`SimilarityAttribution._maps` (token maps for the
+  requested columns);
+- an attention-gradient method subclasses :class:`AttentionAttribution`, which runs
+  the forward pass with the graph starting at the first explained ``o`` (or the
+  adapter's pooled tail), takes one gradient per target column, and asks the method
+  for :meth:`AttentionAttribution._layer_map` (one block's map from q/k/v and
+  ``w = dS/do``) and :meth:`AttentionAttribution._combine` (the blocks merged).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
-from captum.attr import GradientAttribution, LayerAttribution
+from captum.attr import Attribution, GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
@@ -94,8 +103,154 @@ def _as_leaf(_record: AttentionRecord, o: Tensor) -> Tensor:
     return o if o.requires_grad else o.detach().requires_grad_()
 
 
-class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
-    """Base class of explanations computed from attention blocks of a similarity wrapper.
+class SimilarityAttribution(Attribution, ABC):
+    """Base class of every explanation of a similarity wrapper: Grad-ECLIP and the baselines.
+
+    A subclass implements :meth:`_maps` (or, for attention-gradient methods, derives from
+    :class:`AttentionAttribution`). This class checks the arguments, keeps the model
+    unchanged (parameters frozen during the call, flags and modes restored after, even on
+    an exception), mirrors the tuple-ness of ``inputs`` and returns ``(N, 1, h, w)`` /
+    ``(N, M, h, w)`` maps for images and ``(N, L)`` / ``(N, M, L)`` token scores for text.
+    Every ``attribute`` carries ``captum.log.log_usage``, so Captum's ``NoiseTunnel`` wraps
+    any method.
+
+    Args:
+        forward_func (ImageTextSimilarity or TextImageSimilarity): the wrapper to
+            explain, its bound ``forward``, or the wrapper inside ``nn.DataParallel``.
+
+    Examples::
+
+        >>> class Uniform(SimilarityAttribution):   # the smallest method: every token scores 1
+        ...     def _maps(self, inputs, extra, columns, ctx):
+        ...         return inputs.new_ones(len(inputs), len(columns), ctx.key_mask.shape[1])
+        >>> Uniform(sim).attribute(pixel_values, target=0).shape   # (N, 1, h, w)
+    """
+
+    #: Wrapper modalities the method supports.
+    modalities: ClassVar[tuple[str, ...]] = ("image", "text")
+    #: ``True`` when :meth:`_maps` returns pixel maps ``(N, K, H, W)`` instead of token maps ``(N, K, T)``.
+    pixel_maps: ClassVar[bool] = False
+
+    def __init__(self, forward_func: _Similarity) -> None:
+        self._bind(forward_func)
+        super().__init__(forward_func)
+
+    def _bind(self, forward_func: object, device_ids: list[int] | None = None) -> _Similarity:
+        """Resolves and keeps the wrapper behind ``forward_func``; a TypeError for an unsupported modality."""
+        wrapper = resolve_wrapper(forward_func, device_ids)
+        if wrapper.modality not in self.modalities:
+            raise TypeError(
+                f"{self.get_name()} explains {' and '.join(self.modalities)} wrappers only; "
+                f"got a {wrapper.modality} wrapper ({type(wrapper).__name__})"
+            )
+        self._wrapper = wrapper
+        return wrapper
+
+    @property
+    def similarity(self) -> _Similarity:
+        """The similarity wrapper that is explained (``forward_func`` itself, or the module behind it)."""
+        return self._wrapper
+
+    @classmethod
+    def get_name(cls) -> str:
+        return cls.__name__
+
+    def _pick_blocks(self, layer: nn.Module | None, layers: int | None, default: int | None) -> list[nn.Module]:
+        """The ``layers`` consecutive attention blocks ending at ``layer`` (default: the last block; ``layers``
+        defaults to ``default`` capped at the depth, or all blocks), each checked to be an attention block
+        the adapter can read (a clear TypeError naming it otherwise)."""
+        sim = self.similarity
+        blocks = sim.explained_blocks()
+        last = len(blocks) - 1 if layer is None else _block_index(sim, blocks, layer)
+        if layers is None:
+            layers = last + 1 if default is None else min(default, last + 1)
+        if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= last + 1:
+            raise ValueError(
+                f"`layers` must be an int in [1, {last + 1}] (the blocks up to the explained layer); got {layers!r}"
+            )
+        picked = blocks[last - layers + 1 : last + 1]
+        check_blocks(sim, picked, self.get_name())
+        return picked
+
+    # -- the pipeline ---------------------------------------------------------------------------
+    @log_usage()
+    def attribute(  # type: ignore[override]
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False,
+    ) -> Tensor | tuple[Tensor, ...]:
+        r"""Explains the wrapper's scores for ``inputs``.
+
+        Args:
+            inputs (Tensor or tuple[Tensor]): ``pixel_values (N, C, H, W)`` for an
+                image wrapper, ``input_ids (N, L)`` for a text wrapper.
+            target (int, tuple, list, Tensor or None, optional): the output column to
+                explain, in Captum's forms: an int or a 1-tuple ``(column,)`` for every
+                example; a list of ints or 1-tuples, one per example; a tensor with one
+                element (broadcast) or one per example. ``None`` (this package's
+                extension) explains every column.
+            additional_forward_args (optional): for text, ``(attention_mask,)``.
+            attribute_to_layer_input (bool, optional): Captum's layer switch; only
+                ``False`` applies (the methods are defined inside attention blocks).
+
+        Returns:
+            *Tensor* (or a 1-tuple, mirroring ``inputs``) on the input's device:
+            ``(N, 1, h, w)`` maps for images with a target, ``(N, M, h, w)`` with
+            ``target=None``; ``(N, L)`` token scores for text with a target,
+            ``(N, M, L)`` with ``target=None`` (SOS, EOS and padding score 0).
+        """
+        check_layer_input(attribute_to_layer_input, self.get_name())
+        sim = self.similarity
+        is_tuple, x, extra = format_inputs(sim, inputs, additional_forward_args)
+        device, home = run_device(self.forward_func, sim, x), x.device
+        x = x.to(device)
+        extra = tuple(a.to(device) if isinstance(a, Tensor) else a for a in extra)
+        if any(m.training for m in sim.model.modules()):
+            warnings.warn(
+                "the model is in train mode (dropout and batch norm act as in training, so calls can differ): "
+                "call model.eval() first; the explanation leaves the mode as it is",
+                stacklevel=3,
+            )
+        columns = target_columns(target, x.shape[0], sim.num_references).to(x.device)  # (K, N)
+        run, graph = self._plan()
+        with deferred_checks(), preserved_model(sim, graph=graph), _half_precision_hint(x, sim):
+            maps, ctx = run(x, extra, columns)
+            out = maps if self.pixel_maps else _shape_output(maps, ctx)
+            overflow = "the maps hold NaN or infinite values: the model's forward overflowed "
+            require(
+                torch.isfinite(out).all(), overflow + "(check the inputs' scale and the model's precision)", warn=True
+            )
+        if ctx.grid is None and target is not None:
+            out = out[:, 0]  # per-token scores (N, L) for one target per example
+        return _format_output(is_tuple, (out.to(home),))
+
+    def _plan(self) -> tuple[Callable[[Tensor, tuple, Tensor], tuple[Tensor, ExplainContext]], bool]:
+        """How this call runs: ``run(inputs, extra, columns) -> (maps, ctx)``, and whether it builds an autograd
+        graph (``False``: it differentiates with ``torch.func`` only, so no parameter needs switching off)."""
+        return self._run_maps, True
+
+    def _run_maps(self, inputs: Tensor, extra: tuple, columns: Tensor) -> tuple[Tensor, ExplainContext]:
+        sim = self.similarity
+        sim(inputs[:1], *(a[:1] if isinstance(a, Tensor) else a for a in extra))  # checks the inputs early
+        ctx = sim.explain_context((inputs,), extra)
+        return self._maps(inputs, extra, columns, ctx).detach(), ctx
+
+    # -- what a method defines ------------------------------------------------------------------
+    def _maps(self, inputs: Tensor, extra: tuple, columns: Tensor, ctx: ExplainContext) -> Tensor:
+        """Maps ``(N, K, T)`` over tokens (or ``(N, K, H, W)`` with :attr:`pixel_maps`) for ``(K, N)`` columns."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `_maps`")
+
+
+class AttentionAttribution(SimilarityAttribution, LayerAttribution, GradientAttribution):
+    """Base class of explanations computed from the gradient at attention blocks of a similarity wrapper.
+
+    A subclass defines :meth:`_layer_map` (one block's per-token map from its q/k/v and
+    the gradient ``w`` of the score with respect to the block's pooled attention output)
+    and :meth:`_combine` (the blocks merged); this class runs the forward pass with the
+    graph starting at the first explained ``o`` (or, for one image block, the adapter's
+    pooled tail: same result, less work) and takes one gradient per target column.
 
     Args:
         forward_func (ImageTextSimilarity or TextImageSimilarity): the wrapper to
@@ -112,7 +267,7 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
 
     Examples::
 
-        >>> from captum.attr import GradientAttribution, LayerAttribution
+        >>> from captum.attr import Attribution, GradientAttribution, LayerAttribution
         >>> explainer = GradECLIP(sim)  # the one method built on this base
         >>> isinstance(explainer, (cg.AttentionAttribution, LayerAttribution, GradientAttribution))
         True
@@ -134,25 +289,14 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
         *,
         layers: int | None = None,
     ) -> None:
-        wrapper = resolve_wrapper(forward_func, device_ids)
-        blocks = wrapper.explained_blocks()
-        last = len(blocks) - 1 if layer is None else _block_index(wrapper, blocks, layer)
-        if layers is None:
-            layers = min(self.default_layers[wrapper.modality], last + 1)
-        if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= last + 1:
-            raise ValueError(
-                f"`layers` must be an int in [1, {last + 1}] (the blocks up to the explained layer); got {layers!r}"
-            )
-        self.blocks = blocks[last - layers + 1 : last + 1]
-        check_blocks(wrapper, self.blocks, self.get_name())
-        self._wrapper = wrapper
-        LayerAttribution.__init__(self, forward_func, blocks[last], device_ids)
+        wrapper = self._bind(forward_func, device_ids)
+        self.blocks = self._pick_blocks(layer, layers, self.default_layers[wrapper.modality])
+        LayerAttribution.__init__(self, forward_func, self.blocks[-1], device_ids)
         GradientAttribution.__init__(self, forward_func)
 
-    @property
-    def similarity(self) -> _Similarity:
-        """The similarity wrapper that is explained (``forward_func`` itself, or the module behind it)."""
-        return self._wrapper
+    @classmethod
+    def get_name(cls) -> str:
+        return super(SimilarityAttribution, cls).get_name()  # Captum's: the class name, spaced
 
     # -- what a method defines ------------------------------------------------------------
     def _substitute(self, record: AttentionRecord, o: Tensor) -> Tensor:
@@ -171,59 +315,34 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
     def _combine(self, layer_maps: list[Tensor]) -> Tensor:
         """Merges the per-block maps ``(K, N, T)`` into one."""
 
-    # -- the pipeline ---------------------------------------------------------------------------
-    @log_usage()
-    def attribute(  # type: ignore[override]
-        self,
-        inputs: Tensor | tuple[Tensor, ...],
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        attribute_to_layer_input: bool = False,
-    ) -> Tensor | tuple[Tensor, ...]:
-        check_layer_input(attribute_to_layer_input, self.get_name())
+    # -- the gradient pipeline --------------------------------------------------------------------
+    def _plan(self) -> tuple[Callable[[Tensor, tuple, Tensor], tuple[Tensor, ExplainContext]], bool]:
         sim = self.similarity
-        is_tuple, x, extra = format_inputs(sim, inputs, additional_forward_args)
-        device, home = run_device(self.forward_func, sim, x), x.device
-        inputs_t = (x.to(device),)
-        extra = tuple(a.to(device) if isinstance(a, Tensor) else a for a in extra)
-        if any(m.training for m in sim.model.modules()):
-            warnings.warn(
-                "the model is in train mode (dropout and batch norm act as in training, so calls can differ): "
-                "call model.eval() first; the explanation leaves the mode as it is",
-                stacklevel=3,
-            )
-
         tail = sim.adapter.pooled_tail(self.blocks[0]) if self._fast_path_applies() else None
         if tail is not None and _hooks_the_tail_would_bypass(sim, self.blocks[0], tail.layer):
             tail = None  # the general path runs the model's own forward, user hooks included
+        if tail is None:
+            return self._run_probed, True
         # the fast path differentiates the pooled tail with torch.func only: no parameter needs switching off
-        with deferred_checks(), preserved_model(sim, graph=tail is None), _half_precision_hint(inputs_t[0], sim):
-            run = self._run_tail if tail is not None else self._run_probed
-            records, weights, ctx = run(tail, inputs_t, extra, target)  # type: ignore[operator]
-            layer_maps = [self._layer_map(r, w, ctx) for r, w in zip(records, weights, strict=True)]
-            dtype = records[0].v.dtype  # the model's: the maps' arithmetic may have been upcast
-            maps = self._combine(layer_maps).detach().transpose(0, 1).to(dtype)  # (N, K, T)
-            out = _shape_output(maps, ctx)
-            overflow = "the maps hold NaN or infinite values: the model's forward overflowed "
-            require(
-                torch.isfinite(out).all(), overflow + "(check the inputs' scale and the model's precision)", warn=True
-            )
-        if ctx.grid is None and target is not None:
-            out = out[:, 0]  # per-token scores (N, L) for one target per example
-        return _format_output(is_tuple, (out.to(home),))
+        return functools.partial(self._run_tail, tail), False
 
     def _fast_path_applies(self) -> bool:
         return self.fast_path and len(self.blocks) == 1 and self.similarity.modality == "image"
 
-    def _run_probed(
-        self, _tail: None, inputs: tuple[Tensor, ...], extra: tuple, target: TargetType
-    ) -> tuple[list[AttentionRecord], list[Tensor], ExplainContext]:
+    def _token_maps(
+        self, records: list[AttentionRecord], weights: list[Tensor], ctx: ExplainContext
+    ) -> tuple[Tensor, ExplainContext]:
+        layer_maps = [self._layer_map(r, w, ctx) for r, w in zip(records, weights, strict=True)]
+        dtype = records[0].v.dtype  # type: ignore[union-attr]  # the model's: the maps' arithmetic may be upcast
+        return self._combine(layer_maps).detach().transpose(0, 1).to(dtype), ctx  # (N, K, T)
+
+    def _run_probed(self, x: Tensor, extra: tuple, columns: Tensor) -> tuple[Tensor, ExplainContext]:
         """General path: hook every explained block, backpropagate once per target column."""
         sim = self.similarity
+        inputs = (x,)
         with contextlib.ExitStack() as probes:
             records = [probes.enter_context(sim.adapter.probe(b, self._substitute)) for b in self.blocks]
             scores = sim(*inputs, *extra)
-        columns = target_columns(target, scores.shape[0], scores.shape[1]).to(scores.device)
         ctx = sim.explain_context(inputs, extra)
         rows = torch.arange(scores.shape[0], device=scores.device)
         outs = [r.o for r in records]
@@ -232,13 +351,12 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
             grads = torch.autograd.grad(scores[rows, col].sum(), outs, retain_graph=i + 1 < len(columns))
             per_target.append([g[rows, ctx.query_index] for g in grads])
         weights = [torch.stack(ws) for ws in zip(*per_target, strict=True)]  # per layer (K, N, C)
-        return records, weights, ctx
+        return self._token_maps(records, weights, ctx)
 
-    def _run_tail(
-        self, tail: PooledTail, inputs: tuple[Tensor, ...], extra: tuple, target: TargetType
-    ) -> tuple[list[AttentionRecord], list[Tensor], ExplainContext]:
+    def _run_tail(self, tail: PooledTail, x: Tensor, extra: tuple, columns: Tensor) -> tuple[Tensor, ExplainContext]:
         """Fast path: no graph up to the block, then vector-Jacobian products of the pooled tail only."""
         sim = self.similarity
+        inputs = (x,)
         with torch.no_grad():
             x = capture_input(tail.layer, lambda: sim(*inputs, *extra))
             q, k, v = tail.qkv(x)
@@ -250,7 +368,6 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
         embeds, embed_vjp = torch.func.vjp(lambda o: tail.finish(x, o), o_row)
         n, e = embeds.shape
         m = sim.num_references
-        columns = target_columns(target, n, m).to(embeds.device)  # (K, N)
         if len(columns) <= e:  # K vector-Jacobian products through the score and the tail
             scores, score_vjp = torch.func.vjp(sim.similarity, embeds)
             # one-hot rows by comparison: F.one_hot checks its input's range, a host synchronisation on a GPU
@@ -273,7 +390,7 @@ class AttentionAttribution(LayerAttribution, GradientAttribution, ABC):
             grad_embeds = d_score.gather(2, columns.T[None].expand(e, n, -1))  # (E, N, K): d score[n, column] / d e
             weights = torch.einsum("enk,enc->knc", grad_embeds, d_embed)
         record.o = o_row
-        return [record], [weights.detach()], ctx
+        return self._token_maps([record], [weights.detach()], ctx)
 
 
 def _hooks_the_tail_would_bypass(sim: nn.Module, block: nn.Module, layer: nn.Module) -> bool:

@@ -8,14 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from captum_gradeclip.attr._base import SimilarityAttribution
 from captum_gradeclip.baselines._common import (
-    WrapperAttribution,
     capability,
     gather_columns,
     is_pool,
     keep,
     merge_heads,
-    pick_blocks,
     split_heads,
 )
 from captum_gradeclip.wrappers import ExplainContext, _Similarity
@@ -60,7 +59,7 @@ def feature_surgery(
     return (feats - feats.mean(2, keepdim=True)).sum(-1)
 
 
-class CLIPSurgery(WrapperAttribution):
+class CLIPSurgery(SimilarityAttribution):
     r"""CLIP Surgery: a parallel v-v attention path over the last blocks, then feature surgery.
 
     From the input :math:`x` of the first surgery block, the v-v path adds, per block,
@@ -98,7 +97,7 @@ class CLIPSurgery(WrapperAttribution):
     ) -> None:
         super().__init__(forward_func)
         sim = self.similarity
-        self.blocks = pick_blocks(sim, None, layers, 6, self.get_name())
+        self.blocks = self._pick_blocks(None, layers, 6)
         if redundant_embeds is not None and (
             not isinstance(redundant_embeds, Tensor) or redundant_embeds.numel() != sim.reference_embeds.shape[-1]
         ):
@@ -108,7 +107,7 @@ class CLIPSurgery(WrapperAttribution):
             )
         self.redundant = redundant_embeds
         self.temperature = float(temperature)
-        last = pick_blocks(sim, None, 1, None, self.get_name())[0]
+        last = self._pick_blocks(None, 1, None)[0]
         self._probe_layer = capability(sim, "probe_layer", self.get_name(), (self.blocks[0], last))
         self._project = capability(sim, "project_tokens", self.get_name())
 

@@ -9,11 +9,10 @@ from captum.attr import GradientAttribution
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters import AttentionRecord
+from captum_gradeclip.attr._base import SimilarityAttribution
 from captum_gradeclip.baselines._common import (
-    WrapperAttribution,
     allowed_keys,
     merge_heads,
-    pick_blocks,
     query_rows,
     record_probs,
     require_self_attention,
@@ -40,7 +39,7 @@ def game_relevance(probs: list[Tensor], grads: list[Tensor]) -> Tensor:
     return relevance
 
 
-class GAME(WrapperAttribution, GradientAttribution):
+class GAME(SimilarityAttribution, GradientAttribution):
     r"""Chefer et al.'s gradient-weighted attention relevancy, read at the pooled token.
 
     The attention probabilities of each explained block are recomputed from its q and
@@ -63,7 +62,7 @@ class GAME(WrapperAttribution, GradientAttribution):
 
     def __init__(self, forward_func: _Similarity, layer: nn.Module | None = None, *, layers: int | None = None) -> None:
         super().__init__(forward_func)
-        self.blocks = pick_blocks(self.similarity, layer, layers, None, self.get_name())
+        self.blocks = self._pick_blocks(layer, layers, None)
 
     @classmethod
     def get_name(cls) -> str:

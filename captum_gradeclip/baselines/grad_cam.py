@@ -6,11 +6,12 @@ import torch
 from captum.attr import GradientAttribution
 from torch import Tensor, nn
 
-from captum_gradeclip.baselines._common import WrapperAttribution, capability, pick_blocks
+from captum_gradeclip.attr._base import SimilarityAttribution
+from captum_gradeclip.baselines._common import capability
 from captum_gradeclip.wrappers import ExplainContext, _Similarity
 
 
-class TokenGradCAM(WrapperAttribution, GradientAttribution):
+class TokenGradCAM(SimilarityAttribution, GradientAttribution):
     r"""Grad-CAM over tokens: the input tokens :math:`x_i` of a block, weighted by the
     token-averaged gradient of the score.
 
@@ -40,7 +41,7 @@ class TokenGradCAM(WrapperAttribution, GradientAttribution):
         self, forward_func: _Similarity, layer: nn.Module | None = None, *, relu_attributions: bool = True
     ) -> None:
         super().__init__(forward_func)
-        self.block = pick_blocks(self.similarity, layer, 1, None, self.get_name())[0]
+        self.block = self._pick_blocks(layer, 1, None)[0]
         self._probe_layer = capability(self.similarity, "probe_layer", self.get_name(), (self.block,))
         self.relu_attributions = bool(relu_attributions)
 

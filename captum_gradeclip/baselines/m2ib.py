@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from captum.attr import GradientAttribution
 from torch import Tensor, nn
 
-from captum_gradeclip.baselines._common import WrapperAttribution, capability, pick_blocks
+from captum_gradeclip.attr._base import SimilarityAttribution
+from captum_gradeclip.baselines._common import capability
 from captum_gradeclip.wrappers import ExplainContext, _Similarity
 
 
@@ -23,7 +24,7 @@ def capacity(alpha: Tensor, standardized: Tensor) -> Tensor:
     return 0.5 * ((1 - lam) ** 2 + (lam * standardized) ** 2 - 1) - F.logsigmoid(-alpha)
 
 
-class M2IB(WrapperAttribution, GradientAttribution):
+class M2IB(SimilarityAttribution, GradientAttribution):
     r"""An information bottleneck on the tokens entering one block, trained per example.
 
     The word or patch tokens :math:`R` entering the block are replaced by
@@ -66,7 +67,7 @@ class M2IB(WrapperAttribution, GradientAttribution):
         if layer is None:
             blocks = self.similarity.explained_blocks()
             layer = blocks[(3 * len(blocks)) // 4]
-        self.block = pick_blocks(self.similarity, layer, 1, None, self.get_name())[0]
+        self.block = self._pick_blocks(layer, 1, None)[0]
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(f"`steps` must be a non-negative int; got {steps!r}")
         if beta < 0 or lr <= 0:

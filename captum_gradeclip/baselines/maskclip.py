@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from captum_gradeclip.adapters import AttentionRecord
-from captum_gradeclip.baselines._common import WrapperAttribution, capability, gather_columns, is_pool, pick_blocks
+from captum_gradeclip.attr._base import SimilarityAttribution
+from captum_gradeclip.baselines._common import capability, gather_columns, is_pool
 from captum_gradeclip.wrappers import ExplainContext, _Similarity
 
 
@@ -47,7 +48,7 @@ def value_path_tokens(similarity: _Similarity, inputs: Tensor, *extra: Any) -> T
     return project(tokens, similarity.modality)
 
 
-class MaskCLIP(WrapperAttribution):
+class MaskCLIP(SimilarityAttribution):
     r"""Each token's own value taken through the rest of the last block and the head.
 
     In the last block every token attends only to itself (:math:`o_i = v_i`); the
@@ -67,7 +68,7 @@ class MaskCLIP(WrapperAttribution):
 
     def __init__(self, forward_func: _Similarity) -> None:
         super().__init__(forward_func)
-        self.block = pick_blocks(self.similarity, None, 1, None, self.get_name())[0]
+        self.block = self._pick_blocks(None, 1, None)[0]
         capability(self.similarity, "probe_layer", self.get_name(), (self.block,))
         capability(self.similarity, "project_tokens", self.get_name())
 

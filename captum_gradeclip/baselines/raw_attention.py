@@ -5,18 +5,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from captum_gradeclip.attr._base import SimilarityAttribution
 from captum_gradeclip.baselines._common import (
-    WrapperAttribution,
     allowed_keys,
     keep,
-    pick_blocks,
     query_rows,
     record_probs,
 )
 from captum_gradeclip.wrappers import ExplainContext, _Similarity
 
 
-class RawAttention(WrapperAttribution):
+class RawAttention(SimilarityAttribution):
     r"""The attention of the pooled token (CLS, or EOS for text) to every token, mean over heads.
 
     .. math:: H_i = \frac{1}{H}\sum_h A^h_{0,i}
@@ -34,7 +33,7 @@ class RawAttention(WrapperAttribution):
 
     def __init__(self, forward_func: _Similarity, layer: nn.Module | None = None) -> None:
         super().__init__(forward_func)
-        self.block = pick_blocks(self.similarity, layer, 1, None, self.get_name())[0]
+        self.block = self._pick_blocks(layer, 1, None)[0]
 
     @classmethod
     def get_name(cls) -> str:

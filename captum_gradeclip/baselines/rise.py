@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_gradeclip.baselines._common import WrapperAttribution
+from captum_gradeclip.attr._base import SimilarityAttribution
 from captum_gradeclip.wrappers import ExplainContext, _Similarity
 
 #: Masks drawn from the generator at a time.
@@ -34,7 +34,7 @@ def rise_masks(
     return up[torch.arange(n, device=device)[:, None, None], 0, ys, xs].clamp(0, 1)
 
 
-class RISE(WrapperAttribution):
+class RISE(SimilarityAttribution):
     r"""RISE: the score-weighted mean of random masks,
     :math:`S = \frac{1}{n\, \mathbb{E}[M]} \sum_k f(x \odot M_k + b\,(1 - M_k))\, M_k`.
 

@@ -7,11 +7,10 @@ import contextlib
 import torch
 from torch import Tensor, nn
 
+from captum_gradeclip.attr._base import SimilarityAttribution
 from captum_gradeclip.baselines._common import (
-    WrapperAttribution,
     allowed_keys,
     keep,
-    pick_blocks,
     query_rows,
     record_probs,
     require_self_attention,
@@ -38,7 +37,7 @@ def rollout(probs: list[Tensor]) -> Tensor:
     return out  # type: ignore[return-value]
 
 
-class AttentionRollout(WrapperAttribution):
+class AttentionRollout(SimilarityAttribution):
     r"""Attention rollout: the pooled token's row of :func:`rollout` over the explained blocks.
 
     The map does not depend on the target: every requested column gets the same map.
@@ -55,7 +54,7 @@ class AttentionRollout(WrapperAttribution):
 
     def __init__(self, forward_func: _Similarity, layer: nn.Module | None = None, *, layers: int | None = None) -> None:
         super().__init__(forward_func)
-        self.blocks = pick_blocks(self.similarity, layer, layers, None, self.get_name())
+        self.blocks = self._pick_blocks(layer, layers, None)
 
     @classmethod
     def get_name(cls) -> str:

@@ -33,6 +33,7 @@ _NAMES = {
     "ImageClassification": "captum_gradeclip.wrappers",
     "ImageTextSimilarity": "captum_gradeclip.wrappers",
     "SimilarityAttribution": "captum_gradeclip.attr",
+    "SimilarityWrapper": "captum_gradeclip.wrappers",
     "TextImageSimilarity": "captum_gradeclip.wrappers",
     "get_adapter": "captum_gradeclip.adapters",
     "to_hwc": "captum_gradeclip.visualization",
@@ -46,6 +47,7 @@ __all__ = [
     "ImageClassification",
     "ImageTextSimilarity",
     "SimilarityAttribution",
+    "SimilarityWrapper",
     "TextImageSimilarity",
     "__version__",
     "analysis",
@@ -64,7 +66,12 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from captum_gradeclip.adapters import get_adapter
     from captum_gradeclip.attr import AttentionAttribution, GradECLIP, SimilarityAttribution
     from captum_gradeclip.visualization import to_hwc, words
-    from captum_gradeclip.wrappers import ImageClassification, ImageTextSimilarity, TextImageSimilarity
+    from captum_gradeclip.wrappers import (
+        ImageClassification,
+        ImageTextSimilarity,
+        SimilarityWrapper,
+        TextImageSimilarity,
+    )
 
 
 def __getattr__(name: str) -> Any:

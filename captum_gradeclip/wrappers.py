@@ -43,8 +43,29 @@ class ExplainContext:
     grid: tuple[int, int] | None
 
 
-class _Similarity(nn.Module, ABC):
-    """Shared scoring of the two wrappers: cosine, logit or softmax over the references."""
+class SimilarityWrapper(nn.Module, ABC):
+    """The published contract every explanation reads: a model turned into ``(N, M)`` scores to explain.
+
+    :class:`ImageTextSimilarity`, :class:`TextImageSimilarity` and :class:`ImageClassification`
+    derive from it, and every :class:`~captum_gradeclip.SimilarityAttribution` (Grad-ECLIP and
+    the baselines) accepts any subclass. A subclass sets :attr:`modality`, calls
+    ``super().__init__(model, score)`` (which finds the loader's adapter) and implements
+    ``forward`` (inputs to scores ``(N, M)``) and :meth:`explain_context`; it inherits
+    :attr:`num_references`, :meth:`similarity` (embeddings to scores: cosine, logit or
+    softmax over the references) and :meth:`explained_blocks`.
+
+    Attributes:
+        model (nn.Module): the wrapped model, never changed by an explanation.
+        adapter (Adapter): the loader's adapter (:func:`~captum_gradeclip.get_adapter`).
+        modality (str): ``"image"`` or ``"text"``: the tower whose input ``forward`` takes.
+        score (str): ``"cosine"``, ``"logit"`` or ``"softmax"``.
+
+    Examples::
+
+        >>> sim = ImageTextSimilarity(model, text_embeds=T)
+        >>> isinstance(sim, SimilarityWrapper), sim.modality, sim.num_references
+        (True, 'image', 3)
+    """
 
     #: The tower whose input the wrapper takes, and which an explanation covers.
     modality: str = ""
@@ -118,7 +139,11 @@ class _Similarity(nn.Module, ABC):
         """Pooled position, key and output masks, and grid for a batch of inputs."""
 
 
-class ImageTextSimilarity(_Similarity):
+#: The former private name of :class:`SimilarityWrapper`, kept for code that imported it.
+_Similarity = SimilarityWrapper
+
+
+class ImageTextSimilarity(SimilarityWrapper):
     r"""Scores images against a fixed set of texts: ``forward(pixel_values) -> (N, M)``.
 
     Args:
@@ -184,7 +209,7 @@ class ImageTextSimilarity(_Similarity):
         return _image_context(self.adapter, inputs)
 
 
-class TextImageSimilarity(_Similarity):
+class TextImageSimilarity(SimilarityWrapper):
     r"""Scores texts against a fixed set of images: ``forward(input_ids, attention_mask) -> (N_txt, M_img)``.
 
     Args:
@@ -237,7 +262,7 @@ class TextImageSimilarity(_Similarity):
         return ExplainContext(query_index=query, key_mask=keys, output_mask=words, grid=None)
 
 
-class ImageClassification(_Similarity):
+class ImageClassification(SimilarityWrapper):
     r"""Scores images by an image classifier's classes: ``forward(pixel_values) -> (N, K)``.
 
     The paper's adaptation of Grad-ECLIP to a plain ViT: the score is a class

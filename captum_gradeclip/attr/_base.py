@@ -43,7 +43,7 @@ from captum_gradeclip.attr._contract import (
     run_device,
     target_columns,
 )
-from captum_gradeclip.wrappers import ExplainContext, _Similarity, deferred_checks, require
+from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper, deferred_checks, require
 
 
 @contextlib.contextmanager
@@ -131,11 +131,11 @@ class SimilarityAttribution(Attribution, ABC):
     #: ``True`` when :meth:`_maps` returns pixel maps ``(N, K, H, W)`` instead of token maps ``(N, K, T)``.
     pixel_maps: ClassVar[bool] = False
 
-    def __init__(self, forward_func: _Similarity) -> None:
+    def __init__(self, forward_func: SimilarityWrapper) -> None:
         self._bind(forward_func)
         super().__init__(forward_func)
 
-    def _bind(self, forward_func: object, device_ids: list[int] | None = None) -> _Similarity:
+    def _bind(self, forward_func: object, device_ids: list[int] | None = None) -> SimilarityWrapper:
         """Resolves and keeps the wrapper behind ``forward_func``; a TypeError for an unsupported modality."""
         wrapper = resolve_wrapper(forward_func, device_ids)
         if wrapper.modality not in self.modalities:
@@ -147,7 +147,7 @@ class SimilarityAttribution(Attribution, ABC):
         return wrapper
 
     @property
-    def similarity(self) -> _Similarity:
+    def similarity(self) -> SimilarityWrapper:
         """The similarity wrapper that is explained (``forward_func`` itself, or the module behind it)."""
         return self._wrapper
 
@@ -283,7 +283,7 @@ class AttentionAttribution(SimilarityAttribution, LayerAttribution, GradientAttr
 
     def __init__(
         self,
-        forward_func: _Similarity,
+        forward_func: SimilarityWrapper,
         layer: nn.Module | None = None,
         device_ids: list[int] | None = None,
         *,
@@ -416,7 +416,7 @@ def _hooks_the_tail_would_bypass(sim: nn.Module, block: nn.Module, layer: nn.Mod
     return any(hooked(sim.get_submodule(".".join(parts[:i]))) for i in range(len(parts) + 1))
 
 
-def _block_index(wrapper: _Similarity, blocks: list[nn.Module], layer: nn.Module) -> int:
+def _block_index(wrapper: SimilarityWrapper, blocks: list[nn.Module], layer: nn.Module) -> int:
     for i, block in enumerate(blocks):
         if block is layer:
             return i

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_gradeclip._compat import _format_additional_forward_args, _format_tensor_into_tuples, _is_tuple
-from captum_gradeclip.wrappers import _Similarity
+from captum_gradeclip.wrappers import SimilarityWrapper
 
 #: Captum's target forms (an int, a tuple index, a list of either per example, a tensor), or ``None``.
 TargetType = int | tuple[int, ...] | Sequence[int] | Sequence[tuple[int, ...]] | Tensor | None
@@ -38,7 +38,7 @@ _FORWARD_FORMS = (
 )
 
 
-def resolve_wrapper(forward_func: object, device_ids: Sequence[int] | None = None) -> _Similarity:
+def resolve_wrapper(forward_func: object, device_ids: Sequence[int] | None = None) -> SimilarityWrapper:
     """The similarity wrapper behind ``forward_func``.
 
     Args:
@@ -49,7 +49,7 @@ def resolve_wrapper(forward_func: object, device_ids: Sequence[int] | None = Non
             Captum would take from it anyway).
 
     Returns:
-        The :class:`~captum_gradeclip.wrappers._Similarity` module to explain.
+        The :class:`~captum_gradeclip.wrappers.SimilarityWrapper` module to explain.
 
     Raises:
         TypeError: ``forward_func`` is none of the accepted forms.
@@ -58,7 +58,7 @@ def resolve_wrapper(forward_func: object, device_ids: Sequence[int] | None = Non
     parallel = isinstance(forward_func, nn.DataParallel)
     if parallel:
         wrapper = forward_func.module  # type: ignore[union-attr]
-    elif inspect.ismethod(forward_func) and isinstance(forward_func.__self__, _Similarity):
+    elif inspect.ismethod(forward_func) and isinstance(forward_func.__self__, SimilarityWrapper):
         wrapper = forward_func.__self__
         if forward_func.__func__ is not type(wrapper).forward:
             raise TypeError(
@@ -67,7 +67,7 @@ def resolve_wrapper(forward_func: object, device_ids: Sequence[int] | None = Non
             )
     else:
         wrapper = forward_func
-    if not isinstance(wrapper, _Similarity):
+    if not isinstance(wrapper, SimilarityWrapper):
         inner = f" wrapping {type(wrapper).__name__}" if parallel else ""
         raise TypeError(f"`forward_func` must be {_FORWARD_FORMS}; got {type(forward_func).__name__}{inner}")
     if device_ids is not None:
@@ -81,7 +81,7 @@ def resolve_wrapper(forward_func: object, device_ids: Sequence[int] | None = Non
     return wrapper
 
 
-def run_device(forward_func: object, wrapper: _Similarity, x: Tensor) -> torch.device:
+def run_device(forward_func: object, wrapper: SimilarityWrapper, x: Tensor) -> torch.device:
     """Where the explanation runs: the wrapped module's device for a ``DataParallel``, else the input's."""
     if isinstance(forward_func, nn.DataParallel):
         param = next(wrapper.parameters(), None)
@@ -91,7 +91,7 @@ def run_device(forward_func: object, wrapper: _Similarity, x: Tensor) -> torch.d
 
 
 def format_inputs(
-    wrapper: _Similarity, inputs: Tensor | tuple[Tensor, ...], additional_forward_args: Any
+    wrapper: SimilarityWrapper, inputs: Tensor | tuple[Tensor, ...], additional_forward_args: Any
 ) -> tuple[bool, Tensor, tuple]:
     """``(is_tuple, x, extra)``: the one input tensor, detached, and the further forward arguments.
 
@@ -200,7 +200,7 @@ def module_name(model: nn.Module, module: nn.Module) -> str:
     return next((name for name, m in model.named_modules() if m is module), "?")
 
 
-def check_blocks(wrapper: _Similarity, blocks: Sequence[nn.Module], method: str) -> None:
+def check_blocks(wrapper: SimilarityWrapper, blocks: Sequence[nn.Module], method: str) -> None:
     """A TypeError naming the layer when an explained block is not an attention block the adapter can read.
 
     The check hooks each block and removes the hooks again, with no forward pass: a module put in place of

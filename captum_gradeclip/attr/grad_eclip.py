@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from captum_gradeclip.adapters import AttentionRecord, PooledTail, pooled_attention
 from captum_gradeclip.attr._base import AttentionAttribution, _as_leaf
 from captum_gradeclip.attr._contract import TargetType, renamed_flag
-from captum_gradeclip.wrappers import ExplainContext, _Similarity
+from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 MODES = ("native", "paper")
 QK_SOURCES = ("raw", "out_proj")
@@ -107,7 +107,7 @@ class GradECLIP(AttentionAttribution):
 
     def __init__(
         self,
-        forward_func: _Similarity,
+        forward_func: SimilarityWrapper,
         layer: nn.Module | None = None,
         device_ids: list[int] | None = None,
         *,

@@ -11,10 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters import Adapter, AttentionRecord
-from captum_gradeclip.wrappers import ExplainContext, _Similarity
+from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
-def allowed_keys(sim: _Similarity, inputs: Tensor, extra: tuple) -> Tensor | None:
+def allowed_keys(sim: SimilarityWrapper, inputs: Tensor, extra: tuple) -> Tensor | None:
     """``(N, T, T)`` which key each query may attend to: ``None`` (all) for images; for text, the
     attention mask's tokens, and only earlier ones when the adapter's ``causal_text`` (default True) says so."""
     if sim.modality == "image":
@@ -85,7 +85,7 @@ def gather_columns(per_reference: Tensor, columns: Tensor) -> Tensor:
     return per_reference.gather(2, index.to(per_reference.device)).transpose(1, 2)
 
 
-def capability(sim: _Similarity, name: str, method: str, blocks: tuple[nn.Module, ...] = ()) -> Any:
+def capability(sim: SimilarityWrapper, name: str, method: str, blocks: tuple[nn.Module, ...] = ()) -> Any:
     """The adapter method ``name`` that ``method`` needs (``probe_layer`` at every one of ``blocks``, or
     ``project_tokens``), or a clear TypeError naming the loader."""
     adapter = sim.adapter

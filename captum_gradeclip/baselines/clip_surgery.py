@@ -17,7 +17,7 @@ from captum_gradeclip.baselines._common import (
     merge_heads,
     split_heads,
 )
-from captum_gradeclip.wrappers import ExplainContext, _Similarity
+from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
 def vv_attention(v: Tensor, heads: int) -> Tensor:
@@ -89,7 +89,7 @@ class CLIPSurgery(SimilarityAttribution):
 
     def __init__(
         self,
-        forward_func: _Similarity,
+        forward_func: SimilarityWrapper,
         *,
         layers: int | None = None,
         redundant_embeds: Tensor | None = None,

@@ -18,7 +18,7 @@ from captum_gradeclip.baselines._common import (
     require_self_attention,
     split_heads,
 )
-from captum_gradeclip.wrappers import ExplainContext, _Similarity
+from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
 def game_relevance(probs: list[Tensor], grads: list[Tensor]) -> Tensor:
@@ -60,7 +60,9 @@ class GAME(SimilarityAttribution, GradientAttribution):
         ...     ids, target=0, additional_forward_args=(mask,))
     """
 
-    def __init__(self, forward_func: _Similarity, layer: nn.Module | None = None, *, layers: int | None = None) -> None:
+    def __init__(
+        self, forward_func: SimilarityWrapper, layer: nn.Module | None = None, *, layers: int | None = None
+    ) -> None:
         super().__init__(forward_func)
         self.blocks = self._pick_blocks(layer, layers, None)
 

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from captum_gradeclip.attr._base import SimilarityAttribution
 from captum_gradeclip.baselines._common import capability
-from captum_gradeclip.wrappers import ExplainContext, _Similarity
+from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
 class TokenGradCAM(SimilarityAttribution, GradientAttribution):
@@ -38,7 +38,7 @@ class TokenGradCAM(SimilarityAttribution, GradientAttribution):
     """
 
     def __init__(
-        self, forward_func: _Similarity, layer: nn.Module | None = None, *, relu_attributions: bool = True
+        self, forward_func: SimilarityWrapper, layer: nn.Module | None = None, *, relu_attributions: bool = True
     ) -> None:
         super().__init__(forward_func)
         self.block = self._pick_blocks(layer, 1, None)[0]

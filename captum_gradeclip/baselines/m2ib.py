@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from captum_gradeclip.attr._base import SimilarityAttribution
 from captum_gradeclip.baselines._common import capability
-from captum_gradeclip.wrappers import ExplainContext, _Similarity
+from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
 def capacity(alpha: Tensor, standardized: Tensor) -> Tensor:
@@ -54,7 +54,7 @@ class M2IB(SimilarityAttribution, GradientAttribution):
 
     def __init__(
         self,
-        forward_func: _Similarity,
+        forward_func: SimilarityWrapper,
         layer: nn.Module | None = None,
         *,
         beta: float = 0.1,

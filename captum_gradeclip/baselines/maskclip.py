@@ -10,14 +10,14 @@ from torch import Tensor
 from captum_gradeclip.adapters import AttentionRecord
 from captum_gradeclip.attr._base import SimilarityAttribution
 from captum_gradeclip.baselines._common import capability, gather_columns, is_pool
-from captum_gradeclip.wrappers import ExplainContext, _Similarity
+from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
 def _values(record: AttentionRecord, o: Tensor) -> Tensor:
     return o if is_pool(record) else record.v  # type: ignore[return-value]
 
 
-def value_path_tokens(similarity: _Similarity, inputs: Tensor, *extra: Any) -> Tensor:
+def value_path_tokens(similarity: SimilarityWrapper, inputs: Tensor, *extra: Any) -> Tensor:
     r"""MaskCLIP's dense features: every token's own value through the rest of the last block and the head.
 
     In the wrapper's last explained block every token attends only to itself
@@ -66,7 +66,7 @@ class MaskCLIP(SimilarityAttribution):
 
     modalities = ("image",)
 
-    def __init__(self, forward_func: _Similarity) -> None:
+    def __init__(self, forward_func: SimilarityWrapper) -> None:
         super().__init__(forward_func)
         self.block = self._pick_blocks(None, 1, None)[0]
         capability(self.similarity, "probe_layer", self.get_name(), (self.block,))

@@ -12,7 +12,7 @@ from captum_gradeclip.baselines._common import (
     query_rows,
     record_probs,
 )
-from captum_gradeclip.wrappers import ExplainContext, _Similarity
+from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
 class RawAttention(SimilarityAttribution):
@@ -31,7 +31,7 @@ class RawAttention(SimilarityAttribution):
         >>> maps = RawAttention(ImageTextSimilarity(model, text_embeds=T)).attribute(pixel_values, target=0)
     """
 
-    def __init__(self, forward_func: _Similarity, layer: nn.Module | None = None) -> None:
+    def __init__(self, forward_func: SimilarityWrapper, layer: nn.Module | None = None) -> None:
         super().__init__(forward_func)
         self.block = self._pick_blocks(layer, 1, None)[0]
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from captum_gradeclip.attr._base import SimilarityAttribution
-from captum_gradeclip.wrappers import ExplainContext, _Similarity
+from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 #: Masks drawn from the generator at a time.
 _DRAW = 64
@@ -63,7 +63,7 @@ class RISE(SimilarityAttribution):
 
     def __init__(
         self,
-        forward_func: _Similarity,
+        forward_func: SimilarityWrapper,
         *,
         n_masks: int = 4000,
         grid: int = 7,

@@ -15,7 +15,7 @@ from captum_gradeclip.baselines._common import (
     record_probs,
     require_self_attention,
 )
-from captum_gradeclip.wrappers import ExplainContext, _Similarity
+from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
 def rollout(probs: list[Tensor]) -> Tensor:
@@ -52,7 +52,9 @@ class AttentionRollout(SimilarityAttribution):
         >>> maps = AttentionRollout(ImageTextSimilarity(model, text_embeds=T)).attribute(pixel_values, target=0)
     """
 
-    def __init__(self, forward_func: _Similarity, layer: nn.Module | None = None, *, layers: int | None = None) -> None:
+    def __init__(
+        self, forward_func: SimilarityWrapper, layer: nn.Module | None = None, *, layers: int | None = None
+    ) -> None:
         super().__init__(forward_func)
         self.blocks = self._pick_blocks(layer, layers, None)
 

@@ -13,11 +13,11 @@ from torch import Tensor
 
 from captum_gradeclip.attr._contract import TargetType, resolve_wrapper
 from captum_gradeclip.metrics._common import pixel_maps, single, token_scores
-from captum_gradeclip.wrappers import _Similarity
+from captum_gradeclip.wrappers import SimilarityWrapper
 
 
-def _wrapper(explainer: Attribution | _Similarity) -> _Similarity:
-    if isinstance(explainer, _Similarity):
+def _wrapper(explainer: Attribution | SimilarityWrapper) -> SimilarityWrapper:
+    if isinstance(explainer, SimilarityWrapper):
         return explainer
     try:
         return resolve_wrapper(getattr(explainer, "forward_func", None))
@@ -28,12 +28,12 @@ def _wrapper(explainer: Attribution | _Similarity) -> _Similarity:
         ) from error
 
 
-def _words(sim: _Similarity, ids: Tensor) -> Tensor:
+def _words(sim: SimilarityWrapper, ids: Tensor) -> Tensor:
     positions = torch.arange(ids.shape[1], device=ids.device)[None]
     return (positions > 0) & (positions < sim.adapter.eos_index(ids, None).to(ids.device)[:, None])
 
 
-def word_swap(sim: _Similarity, seed: int = 0) -> Callable[..., Tensor | tuple[Tensor, ...]]:
+def word_swap(sim: SimilarityWrapper, seed: int = 0) -> Callable[..., Tensor | tuple[Tensor, ...]]:
     """A ``sensitivity_max`` perturbation for token ids: one random word of each text becomes
     another word drawn from the batch (SOS, EOS and padding stay)."""
     generator = torch.Generator().manual_seed(seed)
@@ -90,7 +90,7 @@ def sensitivity(
 
 
 def infidelity(
-    explainer: Attribution | _Similarity,
+    explainer: Attribution | SimilarityWrapper,
     inputs: Tensor | tuple[Tensor, ...],
     target: TargetType,
     additional_forward_args: Any = None,
@@ -140,7 +140,7 @@ def infidelity(
     sim = _wrapper(explainer)
     x = single(inputs, "inputs").detach()
     if attributions is None:
-        if isinstance(explainer, _Similarity):
+        if isinstance(explainer, SimilarityWrapper):
             raise ValueError("`attributions` is required when `explainer` is the wrapper itself")
         attributions = explainer.attribute(x, target=target, additional_forward_args=additional_forward_args)
     generator = torch.Generator().manual_seed(seed)

@@ -20,7 +20,7 @@ from captum_gradeclip.metrics._common import (
     target_column,
     token_scores,
 )
-from captum_gradeclip.wrappers import _Similarity
+from captum_gradeclip.wrappers import SimilarityWrapper
 
 MODES = ("pad", "delete")
 
@@ -50,7 +50,7 @@ def remove_tokens(
 
 def _text_curve(
     insert: bool,
-    forward_func: _Similarity,
+    forward_func: SimilarityWrapper,
     input_ids: Tensor | tuple[Tensor, ...],
     attributions: Tensor | tuple[Tensor, ...],
     target: TargetType,
@@ -63,7 +63,7 @@ def _text_curve(
     batch_size: int,
     seed: int,
 ) -> PerturbationCurve:
-    if not isinstance(forward_func, _Similarity) or forward_func.modality != "text":
+    if not isinstance(forward_func, SimilarityWrapper) or forward_func.modality != "text":
         raise TypeError(
             f"`forward_func` must be a TextImageSimilarity (its adapter knows SOS, EOS and padding); "
             f"got {type(forward_func).__name__}"
@@ -116,7 +116,7 @@ def _text_curve(
 
 
 def text_deletion(
-    forward_func: _Similarity,
+    forward_func: SimilarityWrapper,
     input_ids: Tensor | tuple[Tensor, ...],
     attributions: Tensor | tuple[Tensor, ...],
     target: TargetType,
@@ -178,7 +178,7 @@ def text_deletion(
 
 
 def text_insertion(
-    forward_func: _Similarity,
+    forward_func: SimilarityWrapper,
     input_ids: Tensor | tuple[Tensor, ...],
     attributions: Tensor | tuple[Tensor, ...],
     target: TargetType,

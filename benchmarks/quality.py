@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import hashlib
 import json
 import math
@@ -48,7 +49,7 @@ from torch import Tensor, nn
 from transformers.utils import logging as hf_logging
 
 import captum_gradeclip as cg
-from captum_gradeclip import baselines as bl
+from captum_gradeclip import methods as registry
 from captum_gradeclip import metrics
 
 from _pages import without_options, write_section
@@ -116,34 +117,21 @@ class CentreGaussian:
         return bump.expand(inputs.shape[0], 1, h, w).to(inputs.device)
 
 
+def _settings(args: argparse.Namespace) -> dict[str, object]:
+    """The command line's method options; each method takes the ones its class has (RISE, M2IB)."""
+    return dict(n_masks=args.rise_masks, batch_size=args.metric_batch_size, seed=args.seed, steps=args.m2ib_steps)
+
+
 def image_methods(args: argparse.Namespace) -> dict[str, Callable[[cg.ImageTextSimilarity], object]]:
-    return {
-        "Grad-ECLIP (native)": lambda s: cg.GradECLIP(s),
-        "Grad-ECLIP (paper)": lambda s: cg.GradECLIP(s, mode="paper"),
-        "Raw attention": bl.RawAttention,
-        "Rollout": bl.AttentionRollout,
-        "GAME": bl.GAME,
-        "Grad-CAM": bl.TokenGradCAM,
-        "MaskCLIP": bl.MaskCLIP,
-        "CLIP Surgery": bl.CLIPSurgery,
-        "RISE": lambda s: bl.RISE(s, n_masks=args.rise_masks, batch_size=args.metric_batch_size, seed=args.seed),
-        "M2IB": lambda s: bl.M2IB(s, steps=args.m2ib_steps, seed=args.seed),
-        RANDOM: lambda s: RandomMap(s, args.seed),
-        CENTRE: lambda s: CentreGaussian(s),
-    }
+    """Every registered image method (:mod:`captum_gradeclip.methods`), then the two controls."""
+    made = {m.name: functools.partial(m.build, **_settings(args)) for m in registry.available("image")}
+    return {**made, RANDOM: lambda s: RandomMap(s, args.seed), CENTRE: lambda s: CentreGaussian(s)}
 
 
 def text_methods(args: argparse.Namespace) -> dict[str, Callable[[cg.TextImageSimilarity], object]]:
-    return {
-        "Grad-ECLIP (native)": lambda s: cg.GradECLIP(s),
-        "Grad-ECLIP (paper)": lambda s: cg.GradECLIP(s, mode="paper"),
-        "Raw attention": bl.RawAttention,
-        "Rollout": bl.AttentionRollout,
-        "GAME": bl.GAME,
-        "Grad-CAM": bl.TokenGradCAM,
-        "M2IB": lambda s: bl.M2IB(s, steps=args.m2ib_steps, seed=args.seed),
-        RANDOM: lambda s: RandomMap(s, args.seed),
-    }
+    """Every registered text method, then the random control."""
+    made = {m.name: functools.partial(m.build, **_settings(args)) for m in registry.available("text")}
+    return {**made, RANDOM: lambda s: RandomMap(s, args.seed)}
 
 
 def _key(name: str) -> str:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 import captum_gradeclip as cg
-from captum_gradeclip import baselines as bl
+from captum_gradeclip import methods as registry
 from captum_gradeclip import metrics
 from captum_gradeclip.zoo import shapes
 
@@ -37,10 +37,10 @@ import quality
 from _pages import write_section
 
 METHODS: dict[str, Callable[[cg.TextImageSimilarity], object]] = {
-    "Grad-ECLIP (native)": lambda s: cg.GradECLIP(s),
+    "Grad-ECLIP (native)": registry.get("Grad-ECLIP (native)").build,
     "Grad-ECLIP (native, no ReLU)": lambda s: cg.GradECLIP(s, relu_attributions=False),
-    "Rollout": bl.AttentionRollout,
-    "GAME": bl.GAME,
+    "Rollout": registry.get("Rollout").build,
+    "GAME": registry.get("GAME").build,
 }
 COLUMNS = {
     "content_nonpositive": "content words scored <= 0",

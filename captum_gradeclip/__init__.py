@@ -39,7 +39,7 @@ _NAMES = {
     "to_hwc": "captum_gradeclip.visualization",
     "words": "captum_gradeclip.visualization",
 }
-_SUBMODULES = ("analysis", "baselines", "finetune", "metrics", "results", "zoo")
+_SUBMODULES = ("analysis", "baselines", "finetune", "methods", "metrics", "results", "zoo")
 
 __all__ = [
     "AttentionAttribution",
@@ -54,6 +54,7 @@ __all__ = [
     "baselines",
     "finetune",
     "get_adapter",
+    "methods",
     "metrics",
     "results",
     "to_hwc",
@@ -62,7 +63,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from captum_gradeclip import analysis, baselines, finetune, metrics, results, zoo
+    from captum_gradeclip import analysis, baselines, finetune, methods, metrics, results, zoo
     from captum_gradeclip.adapters import get_adapter
     from captum_gradeclip.attr import AttentionAttribution, GradECLIP, SimilarityAttribution
     from captum_gradeclip.visualization import to_hwc, words

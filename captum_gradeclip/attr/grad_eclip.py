@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from captum_gradeclip.adapters import AttentionRecord, PooledTail, pooled_attention
 from captum_gradeclip.attr._base import AttentionAttribution, _as_leaf
 from captum_gradeclip.attr._contract import TargetType, renamed_flag
+from captum_gradeclip.methods import register
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 MODES = ("native", "paper")
@@ -49,6 +50,8 @@ def single_head_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1) @ v
 
 
+@register("Grad-ECLIP (paper)", kwargs={"mode": "paper"}, order=1)
+@register("Grad-ECLIP (native)", order=0)
 class GradECLIP(AttentionAttribution):
     r"""Grad-ECLIP: channel weights from gradients, spatial weights from the loosened
     attention, both applied to the values of an attention block.

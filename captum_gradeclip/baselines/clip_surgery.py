@@ -17,6 +17,7 @@ from captum_gradeclip.baselines._common import (
     merge_heads,
     split_heads,
 )
+from captum_gradeclip.methods import register
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
@@ -59,6 +60,7 @@ def feature_surgery(
     return (feats - feats.mean(2, keepdim=True)).sum(-1)
 
 
+@register("CLIP Surgery", order=7)
 class CLIPSurgery(SimilarityAttribution):
     r"""CLIP Surgery: a parallel v-v attention path over the last blocks, then feature surgery.
 

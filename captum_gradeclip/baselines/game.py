@@ -18,6 +18,7 @@ from captum_gradeclip.baselines._common import (
     require_self_attention,
     split_heads,
 )
+from captum_gradeclip.methods import register
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
@@ -39,6 +40,7 @@ def game_relevance(probs: list[Tensor], grads: list[Tensor]) -> Tensor:
     return relevance
 
 
+@register("GAME", needs_self_attention=True, order=4)
 class GAME(SimilarityAttribution, GradientAttribution):
     r"""Chefer et al.'s gradient-weighted attention relevancy, read at the pooled token.
 

@@ -8,9 +8,11 @@ from torch import Tensor, nn
 
 from captum_gradeclip.attr._base import SimilarityAttribution
 from captum_gradeclip.baselines._common import capability
+from captum_gradeclip.methods import register
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
+@register("Grad-CAM", order=5)
 class TokenGradCAM(SimilarityAttribution, GradientAttribution):
     r"""Grad-CAM over tokens: the input tokens :math:`x_i` of a block, weighted by the
     token-averaged gradient of the score.

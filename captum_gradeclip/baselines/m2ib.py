@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from captum_gradeclip.attr._base import SimilarityAttribution
 from captum_gradeclip.baselines._common import capability
+from captum_gradeclip.methods import register
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
@@ -24,6 +25,7 @@ def capacity(alpha: Tensor, standardized: Tensor) -> Tensor:
     return 0.5 * ((1 - lam) ** 2 + (lam * standardized) ** 2 - 1) - F.logsigmoid(-alpha)
 
 
+@register("M2IB", quick={"steps": 2}, order=9)
 class M2IB(SimilarityAttribution, GradientAttribution):
     r"""An information bottleneck on the tokens entering one block, trained per example.
 

@@ -10,6 +10,7 @@ from torch import Tensor
 from captum_gradeclip.adapters import AttentionRecord
 from captum_gradeclip.attr._base import SimilarityAttribution
 from captum_gradeclip.baselines._common import capability, gather_columns, is_pool
+from captum_gradeclip.methods import register
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
@@ -48,6 +49,7 @@ def value_path_tokens(similarity: SimilarityWrapper, inputs: Tensor, *extra: Any
     return project(tokens, similarity.modality)
 
 
+@register("MaskCLIP", order=6)
 class MaskCLIP(SimilarityAttribution):
     r"""Each token's own value taken through the rest of the last block and the head.
 

@@ -12,9 +12,11 @@ from captum_gradeclip.baselines._common import (
     query_rows,
     record_probs,
 )
+from captum_gradeclip.methods import register
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
+@register("Raw attention", order=2)
 class RawAttention(SimilarityAttribution):
     r"""The attention of the pooled token (CLS, or EOS for text) to every token, mean over heads.
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from captum_gradeclip.attr._base import SimilarityAttribution
+from captum_gradeclip.methods import register
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 #: Masks drawn from the generator at a time.
@@ -34,6 +35,7 @@ def rise_masks(
     return up[torch.arange(n, device=device)[:, None, None], 0, ys, xs].clamp(0, 1)
 
 
+@register("RISE", quick={"n_masks": 8}, order=8)
 class RISE(SimilarityAttribution):
     r"""RISE: the score-weighted mean of random masks,
     :math:`S = \frac{1}{n\, \mathbb{E}[M]} \sum_k f(x \odot M_k + b\,(1 - M_k))\, M_k`.

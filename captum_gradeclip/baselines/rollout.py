@@ -15,6 +15,7 @@ from captum_gradeclip.baselines._common import (
     record_probs,
     require_self_attention,
 )
+from captum_gradeclip.methods import register
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
@@ -37,6 +38,7 @@ def rollout(probs: list[Tensor]) -> Tensor:
     return out  # type: ignore[return-value]
 
 
+@register("Rollout", needs_self_attention=True, order=3)
 class AttentionRollout(SimilarityAttribution):
     r"""Attention rollout: the pooled token's row of :func:`rollout` over the explained blocks.
 

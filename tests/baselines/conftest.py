@@ -5,29 +5,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from captum_gradeclip.baselines import (
-    GAME,
-    M2IB,
-    RISE,
-    AttentionRollout,
-    CLIPSurgery,
-    MaskCLIP,
-    RawAttention,
-    TokenGradCAM,
-)
+from captum_gradeclip import methods as registry
+from captum_gradeclip.attr import AttentionAttribution
 from tests.conftest import EOS
 
-#: Every baseline, with arguments that keep the tests small.
-METHODS = [
-    (RawAttention, {}),
-    (AttentionRollout, {}),
-    (GAME, {}),
-    (TokenGradCAM, {}),
-    (MaskCLIP, {}),
-    (CLIPSurgery, {}),
-    (RISE, {"n_masks": 8}),
-    (M2IB, {"steps": 2}),
-]
+#: Every registered baseline (every method but the attention-gradient ones), with its small test arguments.
+METHODS = [(m.cls, dict(m.quick)) for m in registry.available() if not issubclass(m.cls, AttentionAttribution)]
 IDS = [m.__name__ for m, _ in METHODS]
 
 

@@ -1,0 +1,114 @@
+"""The method registry, the one pipeline every method shares, and the published wrapper contract."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import captum_gradeclip as cg
+from captum_gradeclip import methods as registry
+from captum_gradeclip.attr import AttentionAttribution, SimilarityAttribution
+from captum_gradeclip.baselines import RISE
+from tests.conftest import assert_unchanged, make_clip, model_snapshot, random_texts
+
+SHIPPED = [
+    "Grad-ECLIP (native)",
+    "Grad-ECLIP (paper)",
+    "Raw attention",
+    "Rollout",
+    "GAME",
+    "Grad-CAM",
+    "MaskCLIP",
+    "CLIP Surgery",
+    "RISE",
+    "M2IB",
+]
+
+
+def test_the_registry_lists_every_shipped_method_in_table_order():
+    assert [m.name for m in registry.available()] == SHIPPED
+    assert [m.name for m in registry.available("text")] == [
+        n for n in SHIPPED if n not in ("MaskCLIP", "CLIP Surgery", "RISE")
+    ]
+    pooled = [m.name for m in registry.available("image", attention_pool=True)]
+    assert "GAME" not in pooled and "Rollout" not in pooled and "RISE" in pooled
+    every_class = {m.cls for m in registry.available()}
+    assert every_class == {cg.GradECLIP, *(getattr(cg.baselines, n) for n in cg.baselines.__all__)}
+    assert all(issubclass(c, SimilarityAttribution) for c in every_class)
+
+
+def test_get_and_bad_names():
+    assert registry.get("Grad-ECLIP (paper)").kwargs == {"mode": "paper"}
+    with pytest.raises(KeyError, match=r"no method named 'Nope'; registered: Grad-ECLIP \(native\), "):
+        registry.get("Nope")
+    with pytest.raises(ValueError, match="`modality` must be None, 'image' or 'text'; got 'audio'"):
+        registry.available("audio")
+
+
+def test_build_passes_the_options_a_class_takes_and_ignores_the_others():
+    sim = cg.ImageTextSimilarity(make_clip(), text_embeds=torch.randn(2, 16))
+    rise = registry.get("RISE").build(sim, n_masks=5, steps=3, seed=4)
+    assert isinstance(rise, RISE) and (rise.n_masks, rise.seed) == (5, 4)
+    assert registry.get("RISE").build(sim, quick=True).n_masks == 8
+    paper = registry.get("Grad-ECLIP (paper)").build(sim, mode="native", n_masks=5)
+    assert paper.mode == "paper"  # the variant's own arguments win
+
+
+def test_registering_a_name_twice_is_an_error(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    with pytest.raises(ValueError, match=r"a method named 'GAME' is registered already \(GAME\)"):
+        registry.register("GAME")(RISE)
+
+
+class _Uniform(SimilarityAttribution):
+    """A toy method written the way a new baseline is: one hook; every token of the output scores 1."""
+
+    def _maps(self, inputs, extra, columns, ctx):
+        return torch.ones(len(inputs), len(columns), ctx.key_mask.shape[1], dtype=torch.float32)
+
+
+def test_a_new_method_is_one_class_and_the_pipeline_does_the_rest(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register("Uniform")(_Uniform)
+    assert registry.available()[-1].cls is _Uniform
+
+    model = make_clip()
+    snapshot = model_snapshot(model)
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(3, 16))
+    explainer = registry.get("Uniform").build(sim)
+    x = torch.randn(2, 3, 32, 32)
+    assert explainer.attribute(x, target=1).shape == (2, 1, 4, 4)  # the patch grid, CLS dropped
+    assert explainer.attribute(x).shape == (2, 3, 4, 4)  # target=None: every column
+    (as_tuple,) = explainer.attribute((x,), target=[0, 2])  # tuple in, tuple out
+    assert as_tuple.shape == (2, 1, 4, 4)
+    with pytest.raises(ValueError, match="`target` must index the wrapper's 3 output columns"):
+        explainer.attribute(x, target=3)
+
+    ids, mask = random_texts(2, 7)
+    tsim = cg.TextImageSimilarity(model, image_embeds=torch.randn(2, 16))
+    scores = _Uniform(tsim).attribute(ids, target=0, additional_forward_args=(mask,))
+    assert scores.shape == ids.shape
+    words = torch.zeros_like(scores, dtype=torch.bool)
+    for i, length in enumerate(mask.sum(1).tolist()):
+        words[i, 1 : length - 1] = True
+    assert torch.equal(scores, words.float())  # SOS, EOS and padding score 0: the pipeline's output mask
+    assert_unchanged(model, snapshot)
+
+
+def test_attention_attribution_is_a_similarity_attribution():
+    assert issubclass(AttentionAttribution, SimilarityAttribution)
+    assert cg.GradECLIP.get_name() == "Grad-ECLIP" and cg.baselines.GAME.get_name() == "GAME"
+
+
+def test_the_published_wrapper_contract():
+    from captum_gradeclip.wrappers import _Similarity
+
+    assert _Similarity is cg.SimilarityWrapper
+    model = make_clip()
+    for sim in (
+        cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, 16)),
+        cg.TextImageSimilarity(model, image_embeds=torch.randn(2, 16)),
+    ):
+        assert isinstance(sim, cg.SimilarityWrapper) and sim.num_references == 2
+    with pytest.raises(TypeError, match="ImageTextSimilarity"):
+        cg.GradECLIP(model)  # the bare model is not a wrapper

@@ -223,7 +223,7 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "fast-scale",
-        "adapters/base.py",
+        "ops.py",
         "F.scaled_dot_product_attention(qh, kh, vh, scale=scale)",
         "F.scaled_dot_product_attention(qh, kh, vh, scale=2 * scale)",
         T_ATTR,

@@ -8,7 +8,6 @@ from captum_gradeclip.adapters.base import (
     PooledTail,
     Substitute,
     capture_input,
-    pooled_attention,
 )
 from captum_gradeclip.adapters.hf_blip import HFBlipRetrievalAdapter
 from captum_gradeclip.adapters.hf_clip import HFCLIPAdapter
@@ -16,6 +15,7 @@ from captum_gradeclip.adapters.hf_siglip import HFSiglipAdapter
 from captum_gradeclip.adapters.hf_vit import HFViTClassifierAdapter
 from captum_gradeclip.adapters.open_clip import OpenCLIPAdapter
 from captum_gradeclip.adapters.openai_clip import OpenAICLIPAdapter
+from captum_gradeclip.ops import pooled_attention
 
 #: Adapters tried in order by :func:`get_adapter`.
 ADAPTERS: list[type[Adapter]] = [

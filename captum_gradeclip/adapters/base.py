@@ -71,26 +71,6 @@ class PooledTail:
     finish: Callable[[Tensor, Tensor], Tensor]
 
 
-def pooled_attention(q_row: Tensor, k: Tensor, v: Tensor, heads: int, scale: float) -> Tensor:
-    r"""One query row of multi-head attention, :math:`\mathrm{softmax}(q k^\top s)\, v` per head, heads merged.
-
-    Args:
-        q_row (Tensor): ``(N, C)`` query.
-        k, v (Tensor): ``(N, T, C)`` keys and values.
-        heads (int): number of heads.
-        scale (float): logit scale ``s`` (``head_dim ** -0.5`` in CLIP).
-
-    Returns:
-        *Tensor* ``(N, C)``.
-    """
-    n, t, c = k.shape
-    qh = q_row.reshape(n, heads, 1, c // heads)
-    kh = k.reshape(n, t, heads, c // heads).transpose(1, 2)
-    vh = v.reshape(n, t, heads, c // heads).transpose(1, 2)
-    # one fused op instead of five: fewer launches where the host issuing ops is the bottleneck (GPUs)
-    return F.scaled_dot_product_attention(qh, kh, vh, scale=scale).reshape(n, c)
-
-
 def interpolate_positions(pos: Tensor, prefix: int, native: tuple[int, int], grid: tuple[int, int]) -> Tensor:
     """Position embeddings ``(prefix + h*w, C)`` for a patch grid ``(h, w)``.
 

@@ -36,9 +36,9 @@ from captum_gradeclip.adapters.base import (
     Substitute,
     hook_handles_removed,
     linear_probe,
-    pooled_attention,
 )
 from captum_gradeclip.adapters.hf_clip import HFVisionConfigGeometry
+from captum_gradeclip.ops import pooled_attention, projection
 
 
 @contextlib.contextmanager
@@ -122,7 +122,7 @@ class HFBlipRetrievalAdapter(HFVisionConfigGeometry, Adapter):
 
     def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
         proj = block.projection if self._is_image_block(block) else block.output.dense
-        return lambda o: F.linear(o, proj.weight, proj.bias)
+        return projection(proj)
 
     def num_channels(self) -> int:
         return int(self.model.vision_model.embeddings.patch_embedding.in_channels)

@@ -6,7 +6,6 @@ import contextlib
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters.base import (
@@ -17,8 +16,8 @@ from captum_gradeclip.adapters.base import (
     Substitute,
     linear_probe,
     pair,
-    pooled_attention,
 )
+from captum_gradeclip.ops import pooled_attention, projection
 
 
 def _pooled(output: object) -> Tensor:
@@ -112,7 +111,7 @@ class HFCLIPAdapter(HFVisionConfigGeometry, Adapter):
 
     def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
         proj = block.out_proj
-        return lambda o: F.linear(o, proj.weight, proj.bias)  # not proj(o): that would fire the probe
+        return projection(proj)  # not proj(o): that would fire the probe
 
     def text_eos_id(self) -> int | None:
         eos_token_id = self.model.text_model.eos_token_id

@@ -30,7 +30,6 @@ import contextlib
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters.base import (
@@ -40,10 +39,10 @@ from captum_gradeclip.adapters.base import (
     ResidualSite,
     Substitute,
     linear_probe,
-    pooled_attention,
 )
 from captum_gradeclip.adapters.hf_clip import HFVisionConfigGeometry, _pooled
 from captum_gradeclip.adapters.mha import check_supported, in_projections, mha_probe, out_projection
+from captum_gradeclip.ops import pooled_attention, projection
 
 
 class HFSiglipAdapter(HFVisionConfigGeometry, Adapter):
@@ -117,7 +116,7 @@ class HFSiglipAdapter(HFVisionConfigGeometry, Adapter):
 
     def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
         proj = block.out_proj
-        return lambda o: F.linear(o, proj.weight, proj.bias)
+        return projection(proj)
 
     # -- residual-stream access (used by the baselines) ---------------------------------------
     def residual_site(self, block: nn.Module) -> ResidualSite | None:

@@ -28,8 +28,8 @@ from captum_gradeclip.adapters.base import (
     Substitute,
     linear_probe,
     pair,
-    pooled_attention,
 )
+from captum_gradeclip.ops import pooled_attention, projection
 
 
 def _parts(block: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, int]:
@@ -112,7 +112,7 @@ class HFViTClassifierAdapter(Adapter):
 
     def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
         proj = _parts(block)[3]
-        return lambda o: F.linear(o, proj.weight, proj.bias)
+        return projection(proj)
 
     def patch_size(self) -> tuple[int, int]:
         return pair(self.model.config.patch_size)

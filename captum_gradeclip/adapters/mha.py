@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters.base import AttentionRecord, Substitute
+from captum_gradeclip.ops import attend, projection
 
 #: Positional parameters of ``nn.MultiheadAttention.forward``, in order.
 _MHA_ARGS = (
@@ -60,8 +61,7 @@ def in_projections(mha: nn.MultiheadAttention, query: Tensor, key: Tensor, value
 
 def out_projection(mha: nn.MultiheadAttention) -> Callable[[Tensor], Tensor]:
     """``o -> W_o o + b_o``, without calling (and hooking) ``mha.out_proj``."""
-    proj = mha.out_proj
-    return lambda o: F.linear(o, proj.weight, proj.bias)
+    return projection(mha.out_proj)
 
 
 def additive_mask(
@@ -98,30 +98,6 @@ def additive_mask(
         pad = as_additive(key_padding_mask)[:, None, None, :]
         total = pad if total is None else total + pad
     return total
-
-
-def attend(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: Tensor | None = None) -> Tensor:
-    r"""Multi-head attention :math:`\mathrm{softmax}(q k^\top / \sqrt{d} + m)\, v`, heads merged.
-
-    Args:
-        q (Tensor): ``(N, Tq, C)`` queries.
-        k, v (Tensor): ``(N, Tk, C)`` keys and values.
-        heads (int): number of heads; ``d = C / heads``.
-        mask (Tensor, optional): additive mask broadcastable to ``(N, heads, Tq, Tk)``.
-
-    Returns:
-        *Tensor* ``(N, Tq, C)``.
-    """
-    n, tq, c = q.shape
-    tk = k.shape[1]
-    d = c // heads
-    qh = q.reshape(n, tq, heads, d).transpose(1, 2)
-    kh = k.reshape(n, tk, heads, d).transpose(1, 2)
-    vh = v.reshape(n, tk, heads, d).transpose(1, 2)
-    logits = (qh @ kh.transpose(-1, -2)) * d**-0.5
-    if mask is not None:
-        logits = logits + mask
-    return (torch.softmax(logits, dim=-1) @ vh).transpose(1, 2).reshape(n, tq, c)
 
 
 @contextlib.contextmanager

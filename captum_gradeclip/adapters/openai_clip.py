@@ -40,9 +40,9 @@ from captum_gradeclip.adapters.base import (
     capture_input,
     interpolate_positions,
     pair,
-    pooled_attention,
 )
 from captum_gradeclip.adapters.mha import check_supported, in_projections, mha_probe, out_projection
+from captum_gradeclip.ops import pooled_attention, projection
 
 #: Total stride of ``ModifiedResNet``: a stride-2 stem conv, a 2x2 average pool and three stride-2 stages.
 RESNET_STRIDE = 32
@@ -239,7 +239,7 @@ class OpenAICLIPAdapter(Adapter):
         if isinstance(block, nn.MultiheadAttention):
             return out_projection(block)
         proj = block.c_proj  # the ResNet attention pool
-        return lambda o: F.linear(o, proj.weight, proj.bias)
+        return projection(proj)
 
     # -- residual-stream access (used by the baselines) ---------------------------------------
     def residual_site(self, block: nn.Module) -> ResidualSite | None:

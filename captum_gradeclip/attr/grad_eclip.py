@@ -10,10 +10,11 @@ import torch.nn.functional as F
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_gradeclip.adapters import AttentionRecord, PooledTail, pooled_attention
+from captum_gradeclip.adapters import AttentionRecord, PooledTail
 from captum_gradeclip.attr._base import AttentionAttribution, _as_leaf
 from captum_gradeclip.attr._contract import TargetType, renamed_flag
 from captum_gradeclip.methods import register
+from captum_gradeclip.ops import pooled_attention, single_head_attention
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 MODES = ("native", "paper")
@@ -42,12 +43,6 @@ def loosened_attention(q_query: Tensor, k: Tensor, heads: int, key_mask: Tensor)
     flat = span <= torch.finfo(r.dtype).eps
     lam = torch.where(flat, torch.ones_like(r), (r - r_min) / torch.where(flat, torch.ones_like(span), span))
     return lam * mask
-
-
-def single_head_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    r"""One head over all C channels: :math:`\mathrm{softmax}(q k^\top / \sqrt{C})\, v`."""
-    scale = q.shape[-1] ** -0.5
-    return torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1) @ v
 
 
 @register("Grad-ECLIP (paper)", kwargs={"mode": "paper"}, order=1)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters import Adapter, AttentionRecord
+from captum_gradeclip.ops import attention_probs
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
@@ -27,33 +28,6 @@ def allowed_keys(sim: SimilarityWrapper, inputs: Tensor, extra: tuple) -> Tensor
     if mask is None:
         return keys.expand(n, length, length)
     return keys[None] & mask.bool()[:, None, :]
-
-
-def split_heads(x: Tensor, heads: int) -> Tensor:
-    """``(N, T, C) -> (N, H, T, C / H)``."""
-    n, t, c = x.shape
-    return x.reshape(n, t, heads, c // heads).transpose(1, 2)
-
-
-def merge_heads(x: Tensor) -> Tensor:
-    """``(N, H, T, D) -> (N, T, H * D)``."""
-    n, h, t, d = x.shape
-    return x.transpose(1, 2).reshape(n, t, h * d)
-
-
-def attention_probs(q: Tensor, k: Tensor, heads: int, allowed: Tensor | None) -> Tensor:
-    r"""Per-head :math:`\mathrm{softmax}(q k^\top d^{-1/2} + \text{mask})`, ``(N, H, T, T)``.
-
-    Args:
-        q, k (Tensor): ``(N, T, C)`` in-projections, heads merged.
-        heads (int): number of heads.
-        allowed (Tensor, optional): ``(N, T, T)`` boolean key mask (see :func:`allowed_keys`).
-    """
-    qh, kh = split_heads(q, heads), split_heads(k, heads)
-    logits = (qh @ kh.transpose(-1, -2)) * qh.shape[-1] ** -0.5
-    if allowed is not None:
-        logits = logits.masked_fill(~allowed[:, None], float("-inf"))
-    return torch.softmax(logits, dim=-1)
 
 
 def record_probs(record: AttentionRecord, allowed: Tensor | None) -> Tensor:

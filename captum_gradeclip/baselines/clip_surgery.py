@@ -14,10 +14,9 @@ from captum_gradeclip.baselines._common import (
     gather_columns,
     is_pool,
     keep,
-    merge_heads,
-    split_heads,
 )
 from captum_gradeclip.methods import register
+from captum_gradeclip.ops import merge_heads, split_heads
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 

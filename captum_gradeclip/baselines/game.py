@@ -12,13 +12,12 @@ from captum_gradeclip.adapters import AttentionRecord
 from captum_gradeclip.attr._base import SimilarityAttribution
 from captum_gradeclip.baselines._common import (
     allowed_keys,
-    merge_heads,
     query_rows,
     record_probs,
     require_self_attention,
-    split_heads,
 )
 from captum_gradeclip.methods import register
+from captum_gradeclip.ops import merge_heads, split_heads
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 

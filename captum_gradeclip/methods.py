@@ -9,7 +9,9 @@ Examples::
     >>> from captum_gradeclip import methods
     >>> [m.name for m in methods.available("text")][:3]
     ['Grad-ECLIP (native)', 'Grad-ECLIP (paper)', 'Raw attention']
-    >>> explainer = methods.get("RISE").build(sim, n_masks=500, steps=3)   # options a class lacks are ignored
+    >>> explainer = methods.get("RISE").build(sim, n_masks=500, steps=3)  # options a class lacks are ignored
+    >>> type(explainer).__name__, explainer.n_masks
+    ('RISE', 500)
 """
 
 from __future__ import annotations

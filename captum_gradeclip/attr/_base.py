@@ -120,10 +120,11 @@ class SimilarityAttribution(Attribution, ABC):
 
     Examples::
 
-        >>> class Uniform(SimilarityAttribution):   # the smallest method: every token scores 1
+        >>> class Uniform(cg.SimilarityAttribution):  # the smallest method: every token scores 1
         ...     def _maps(self, inputs, extra, columns, ctx):
-        ...         return inputs.new_ones(len(inputs), len(columns), ctx.key_mask.shape[1])
-        >>> Uniform(sim).attribute(pixel_values, target=0).shape   # (N, 1, h, w)
+        ...         return torch.ones(len(inputs), len(columns), ctx.key_mask.shape[1])
+        >>> Uniform(sim).attribute(pixel_values, target=0).shape  # (N, 1, h, w) on ShapesCLIP's 8 x 8 patches
+        torch.Size([1, 1, 8, 8])
     """
 
     #: Wrapper modalities the method supports.

@@ -215,9 +215,9 @@ MUTANTS: list[Mutant] = [
     # -- the fast path --------------------------------------------------------------------------------------------
     M(
         "fast-no-residual",
-        "adapters/hf_clip.py",
-        "y = x[:, 0] + block.out_proj(o_row)",
-        "y = block.out_proj(o_row)",
+        "adapters/base.py",
+        "y = token + (o if layer_scale is None else layer_scale[0](o))",
+        "y = o if layer_scale is None else layer_scale[0](o)",
         T_ATTR,
         "the fast path's pooled tail drops the residual",
     ),

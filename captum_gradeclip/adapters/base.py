@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_gradeclip.ops import pooled_attention
+
 
 @dataclass
 class AttentionRecord:
@@ -69,6 +71,51 @@ class PooledTail:
     qkv: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]
     attend: Callable[[Tensor, Tensor, Tensor], Tensor]
     finish: Callable[[Tensor, Tensor], Tensor]
+
+
+def block_tail(
+    layer: nn.Module,
+    num_heads: int,
+    scale: float,
+    qkv: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]],
+    out: Callable[[Tensor], Tensor],
+    norm2: Callable[[Tensor], Tensor],
+    mlp: Callable[[Tensor], Tensor],
+    head: Callable[[Tensor], Tensor],
+    *,
+    layer_scale: tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] | None = None,
+    seq_first: bool = False,
+) -> PooledTail:
+    r"""The pooled tail of a pre-norm transformer block whose pooled token is token 0, from the block's parts.
+
+    :math:`y = x_0 + \gamma_1 W_o\, o_0`, :math:`y \leftarrow y + \gamma_2\, \mathrm{MLP}(\mathrm{norm}_2(y))`,
+    embedding :math:`\mathrm{head}(y)`, with the model's own multi-head attention for :math:`o_0`. Every ViT loader
+    (transformers CLIP, ViT and BLIP, OpenAI clip, open_clip) is this block; an adapter names its parts.
+
+    Args:
+        layer (nn.Module): the residual block (its first input is ``x``).
+        num_heads (int): heads of the attention.
+        scale (float): the attention's logit scale.
+        qkv (callable): ``x -> (q, k, v)`` batch-first, heads merged (the first norm and the in-projections).
+        out (callable): the out-projection, applied without calling a hooked module
+            (:func:`~captum_gradeclip.ops.projection`).
+        norm2, mlp (callable): the second norm and the MLP.
+        head (callable): the pooled token to the embedding (final norm, projection).
+        layer_scale (tuple, optional): ``(ls_1, ls_2)``, open_clip's layer scales. Default: none.
+        seq_first (bool, optional): ``x`` is ``(T, N, C)``. Default: False.
+    """
+
+    def attend(q_row: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return pooled_attention(q_row, k, v, num_heads, scale)
+
+    def finish(x: Tensor, o_row: Tensor) -> Tensor:
+        token, o = (x[0] if seq_first else x[:, 0]), out(o_row)
+        y = token + (o if layer_scale is None else layer_scale[0](o))
+        m = mlp(norm2(y))
+        y = y + (m if layer_scale is None else layer_scale[1](m))
+        return head(y)
+
+    return PooledTail(layer=layer, num_heads=num_heads, qkv=qkv, attend=attend, finish=finish)
 
 
 def interpolate_positions(pos: Tensor, prefix: int, native: tuple[int, int], grid: tuple[int, int]) -> Tensor:

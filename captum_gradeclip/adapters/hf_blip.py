@@ -25,7 +25,6 @@ import math
 from collections.abc import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters.base import (
@@ -34,11 +33,12 @@ from captum_gradeclip.adapters.base import (
     PooledTail,
     ResidualSite,
     Substitute,
+    block_tail,
     hook_handles_removed,
     linear_probe,
 )
 from captum_gradeclip.adapters.hf_clip import HFVisionConfigGeometry
-from captum_gradeclip.ops import pooled_attention, projection
+from captum_gradeclip.ops import projection
 
 
 @contextlib.contextmanager
@@ -110,15 +110,11 @@ class HFBlipRetrievalAdapter(HFVisionConfigGeometry, Adapter):
             q, k, v = block.qkv(layer.layer_norm1(x)).chunk(3, dim=-1)
             return q, k, v
 
-        def attend(q_row: Tensor, k: Tensor, v: Tensor) -> Tensor:
-            return pooled_attention(q_row, k, v, block.num_heads, block.scale)
-
-        def finish(x: Tensor, o_row: Tensor) -> Tensor:
-            y = x[:, 0] + F.linear(o_row, block.projection.weight, block.projection.bias)
-            y = y + layer.mlp(layer.layer_norm2(y))
+        def head(y: Tensor) -> Tensor:
             return self.model.vision_proj(vision.post_layernorm(y))
 
-        return PooledTail(layer=layer, num_heads=block.num_heads, qkv=qkv, attend=attend, finish=finish)
+        out = projection(block.projection)
+        return block_tail(layer, block.num_heads, block.scale, qkv, out, layer.layer_norm2, layer.mlp, head)
 
     def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
         proj = block.projection if self._is_image_block(block) else block.output.dense

@@ -14,10 +14,11 @@ from captum_gradeclip.adapters.base import (
     PooledTail,
     ResidualSite,
     Substitute,
+    block_tail,
     linear_probe,
     pair,
 )
-from captum_gradeclip.ops import pooled_attention, projection
+from captum_gradeclip.ops import projection
 
 
 def _pooled(output: object) -> Tensor:
@@ -82,15 +83,11 @@ class HFCLIPAdapter(HFVisionConfigGeometry, Adapter):
             h = layer.layer_norm1(x)
             return block.q_proj(h), block.k_proj(h), block.v_proj(h)
 
-        def attend(q_row: Tensor, k: Tensor, v: Tensor) -> Tensor:
-            return pooled_attention(q_row, k, v, block.num_heads, block.scale)
-
-        def finish(x: Tensor, o_row: Tensor) -> Tensor:
-            y = x[:, 0] + block.out_proj(o_row)
-            y = y + layer.mlp(layer.layer_norm2(y))
+        def head(y: Tensor) -> Tensor:
             return self.model.visual_projection(vision.post_layernorm(y))
 
-        return PooledTail(layer=layer, num_heads=block.num_heads, qkv=qkv, attend=attend, finish=finish)
+        out = projection(block.out_proj)
+        return block_tail(layer, block.num_heads, block.scale, qkv, out, layer.layer_norm2, layer.mlp, head)
 
     # -- residual-stream access (used by the baselines) ---------------------------------------
     def residual_site(self, block: nn.Module) -> ResidualSite | None:

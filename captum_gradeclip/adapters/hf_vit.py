@@ -18,7 +18,6 @@ import contextlib
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters.base import (
@@ -26,10 +25,11 @@ from captum_gradeclip.adapters.base import (
     AttentionRecord,
     PooledTail,
     Substitute,
+    block_tail,
     linear_probe,
     pair,
 )
-from captum_gradeclip.ops import pooled_attention, projection
+from captum_gradeclip.ops import projection
 
 
 def _parts(block: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, int]:
@@ -100,15 +100,8 @@ class HFViTClassifierAdapter(Adapter):
             h = layer.layernorm_before(x)
             return q_proj(h), k_proj(h), v_proj(h)
 
-        def attend(q_row: Tensor, k: Tensor, v: Tensor) -> Tensor:
-            return pooled_attention(q_row, k, v, heads, block.scaling)
-
-        def finish(x: Tensor, o_row: Tensor) -> Tensor:
-            y = x[:, 0] + F.linear(o_row, o_proj.weight, o_proj.bias)
-            y = y + layer.mlp(layer.layernorm_after(y))
-            return vit.layernorm(y)
-
-        return PooledTail(layer=layer, num_heads=heads, qkv=qkv, attend=attend, finish=finish)
+        out = projection(o_proj)
+        return block_tail(layer, heads, block.scaling, qkv, out, layer.layernorm_after, layer.mlp, vit.layernorm)
 
     def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
         proj = _parts(block)[3]

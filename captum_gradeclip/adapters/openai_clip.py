@@ -37,6 +37,7 @@ from captum_gradeclip.adapters.base import (
     PooledTail,
     ResidualSite,
     Substitute,
+    block_tail,
     capture_input,
     interpolate_positions,
     pair,
@@ -201,23 +202,24 @@ class OpenAICLIPAdapter(Adapter):
         attn = layer.attn
         batch_first = attn.batch_first
         scale = (attn.embed_dim // attn.num_heads) ** -0.5
-        ls_1 = getattr(layer, "ls_1", nn.Identity())
-        ls_2 = getattr(layer, "ls_2", nn.Identity())
-        project = out_projection(attn)
+        layer_scale = (getattr(layer, "ls_1", nn.Identity()), getattr(layer, "ls_2", nn.Identity()))
 
         def qkv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             h = layer.ln_1(x if batch_first else x.transpose(0, 1))
             return in_projections(attn, h, h, h)
 
-        def attend(q_row: Tensor, k: Tensor, v: Tensor) -> Tensor:
-            return pooled_attention(q_row, k, v, attn.num_heads, scale)
-
-        def finish(x: Tensor, o_row: Tensor) -> Tensor:
-            y = (x[:, 0] if batch_first else x[0]) + ls_1(project(o_row))
-            y = y + ls_2(layer.mlp(layer.ln_2(y)))
-            return self._vit_head(y)
-
-        return PooledTail(layer=layer, num_heads=attn.num_heads, qkv=qkv, attend=attend, finish=finish)
+        return block_tail(
+            layer,
+            attn.num_heads,
+            scale,
+            qkv,
+            out_projection(attn),
+            layer.ln_2,
+            layer.mlp,
+            self._vit_head,
+            layer_scale=layer_scale,
+            seq_first=not batch_first,
+        )
 
     def _pool_tail(self, block: nn.Module) -> PooledTail | None:
         pool = self.visual.attnpool

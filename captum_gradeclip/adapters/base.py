@@ -73,6 +73,12 @@ class PooledTail:
     finish: Callable[[Tensor, Tensor], Tensor]
 
 
+def text_config_id(model: nn.Module, name: str) -> int | None:
+    """A transformers model's text-config token id (``"pad_token_id"``, ...), or ``None`` where it has none."""
+    value = getattr(model.config.text_config, name, None)
+    return None if value is None else int(value)
+
+
 def block_tail(
     layer: nn.Module,
     num_heads: int,
@@ -268,6 +274,10 @@ class Adapter(ABC):
 
     #: An image classifier (scored by class logits, see :meth:`class_logits`) rather than an image-text model.
     is_classifier: bool = False
+
+    #: How the loader itself converts a model to low precision, for the error about a model that mixes dtypes
+    #: (e.g. a model cast whole that the loader keeps partly in float32); empty when casting whole is the way.
+    low_precision_advice: str = ""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model

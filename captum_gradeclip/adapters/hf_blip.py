@@ -36,6 +36,7 @@ from captum_gradeclip.adapters.base import (
     block_tail,
     hook_handles_removed,
     linear_probe,
+    text_config_id,
 )
 from captum_gradeclip.adapters.hf_clip import HFVisionConfigGeometry
 from captum_gradeclip.ops import projection
@@ -139,8 +140,7 @@ class HFBlipRetrievalAdapter(HFVisionConfigGeometry, Adapter):
         return self.model.text_proj(tokens)  # BERT layers end in their own LayerNorm
 
     def pad_token_id(self) -> int | None:
-        pad = getattr(self.model.config.text_config, "pad_token_id", None)
-        return None if pad is None else int(pad)
+        return text_config_id(self.model, "pad_token_id")
 
     def eos_index(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         return torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)  # [CLS]

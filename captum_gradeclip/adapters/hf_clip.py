@@ -17,6 +17,7 @@ from captum_gradeclip.adapters.base import (
     block_tail,
     linear_probe,
     pair,
+    text_config_id,
 )
 from captum_gradeclip.ops import projection
 
@@ -103,8 +104,7 @@ class HFCLIPAdapter(HFVisionConfigGeometry, Adapter):
         return self.model.text_projection(self.model.text_model.final_layer_norm(tokens))
 
     def pad_token_id(self) -> int | None:
-        pad = getattr(self.model.config.text_config, "pad_token_id", None)
-        return None if pad is None else int(pad)
+        return text_config_id(self.model, "pad_token_id")
 
     def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
         proj = block.out_proj

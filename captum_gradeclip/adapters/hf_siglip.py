@@ -39,6 +39,7 @@ from captum_gradeclip.adapters.base import (
     ResidualSite,
     Substitute,
     linear_probe,
+    text_config_id,
 )
 from captum_gradeclip.adapters.hf_clip import HFVisionConfigGeometry, _pooled
 from captum_gradeclip.adapters.mha import check_supported, in_projections, mha_probe, out_projection
@@ -136,8 +137,7 @@ class HFSiglipAdapter(HFVisionConfigGeometry, Adapter):
         return text.head(text.final_layer_norm(tokens))
 
     def pad_token_id(self) -> int | None:
-        pad = getattr(self.model.config.text_config, "pad_token_id", None)
-        return None if pad is None else int(pad)
+        return text_config_id(self.model, "pad_token_id")
 
     def eos_index(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, dtype=torch.long, device=input_ids.device)

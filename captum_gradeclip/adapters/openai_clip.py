@@ -53,6 +53,7 @@ class OpenAICLIPAdapter(Adapter):
     """OpenAI ``clip`` models: ``clip.model.CLIP`` with a ViT or ModifiedResNet image tower."""
 
     loader_name = "OpenAI clip (clip.model.CLIP, ViT or ResNet)"
+    low_precision_advice = "OpenAI clip keeps its LayerNorms in float32: clip.model.convert_weights(model) for float16"
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)

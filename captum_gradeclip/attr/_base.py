@@ -89,10 +89,10 @@ def _half_precision_hint(x: Tensor, model: nn.Module) -> Iterator[None]:
                 f"use float32 there (model.float() and float32 inputs). Original error: {error}"
             ) from error
         if low and "mixed dtype" in str(error):
+            advice = getattr(getattr(model, "adapter", None), "low_precision_advice", "")
             raise RuntimeError(
                 f"the model mixes {sorted(map(str, low))} and float32 in one operation on {x.device.type}. "
-                "Convert it the loader's own way (OpenAI clip keeps its LayerNorms in float32: "
-                "clip.model.convert_weights(model) for float16), or use float32 "
+                f"Convert it the loader's own way{f' ({advice})' if advice else ''}, or use float32 "
                 f"(model.float() and float32 inputs). Original error: {error}"
             ) from error
         raise

@@ -166,7 +166,7 @@ class ImageTextSimilarity(SimilarityWrapper):
 
     Examples::
 
-        >>> sim = ImageTextSimilarity(model, texts=["a dog", "a cat"], processor=processor)
+        >>> sim = ImageTextSimilarity(model, texts=["a red circle", "a blue square"], processor=processor)
         >>> sim(pixel_values).shape
         torch.Size([1, 2])
     """

@@ -26,14 +26,15 @@ SHIPPED = [
 
 
 def test_the_registry_lists_every_shipped_method_in_table_order():
-    assert [m.name for m in registry.available()] == SHIPPED
-    assert [m.name for m in registry.available("text")] == [
-        n for n in SHIPPED if n not in ("MaskCLIP", "CLIP Surgery", "RISE")
-    ]
+    names = [m.name for m in registry.available()]
+    assert [n for n in names if n in SHIPPED] == SHIPPED  # a new method file adds itself after them
+    text = [m.name for m in registry.available("text")]
+    assert [n for n in text if n in SHIPPED] == [n for n in SHIPPED if n not in ("MaskCLIP", "CLIP Surgery", "RISE")]
+    assert all("text" in registry.get(n).modalities for n in text)
     pooled = [m.name for m in registry.available("image", attention_pool=True)]
     assert "GAME" not in pooled and "Rollout" not in pooled and "RISE" in pooled
     every_class = {m.cls for m in registry.available()}
-    assert every_class == {cg.GradECLIP, *(getattr(cg.baselines, n) for n in cg.baselines.__all__)}
+    assert {cg.GradECLIP, *(getattr(cg.baselines, n) for n in cg.baselines.__all__)} <= every_class
     assert all(issubclass(c, SimilarityAttribution) for c in every_class)
 
 

@@ -138,6 +138,10 @@ def explain_dataset_parser() -> ArgumentParser:
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="the most pixels (width x height) an image may "
         f"have; larger images become error rows (default: {DEFAULT_MAX_PIXELS:_})"
     )  # fmt: skip
+    parser.add_argument(
+        "--fresh", action="store_true", help="discard the store in --out (a run with other inputs or settings: its "
+        "manifest and chunk files only) and start again"
+    )  # fmt: skip
     return parser
 
 

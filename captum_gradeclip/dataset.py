@@ -254,11 +254,13 @@ def run(
     config: dict,
     rank: int = 0,
     world_size: int = 1,
+    fresh: bool = False,
 ) -> dict:
     """Explains every pending chunk of this rank, then (rank 0) writes the summary into the manifest.
 
     Rank 0 holds the store's lock for the whole run (another run into the same ``out`` is refused at once),
-    removes the temporary files of killed runs, and refuses a store made with another configuration.
+    removes the temporary files of killed runs, and refuses a store made with another configuration (or, with
+    ``fresh``, discards it).
 
     Args:
         explainer (DatasetExplainer): does the work of one chunk.
@@ -268,6 +270,7 @@ def run(
         config (dict): what defines the run (inputs, model, mode, ...); a store made with another config is
             refused.
         rank, world_size (int): this process's place in the process group.
+        fresh (bool, optional): discard whatever store ``out`` holds and start again. Default: False.
 
     Returns:
         *dict*: the summary (items, errors by reason, chunks done in this call, seconds).
@@ -283,6 +286,8 @@ def run(
             stack.enter_context(locked(root))
             (root / SHARDS).mkdir(exist_ok=True)
             remove_temporary_files(root)
+            if fresh:
+                discard_store(root)
             _start_or_resume(root, manifest)
         _barrier(world_size)
         if rank != 0:
@@ -339,15 +344,21 @@ def _start_or_resume(root: Path, manifest: dict) -> None:
             changed += sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
             raise StoreError(
                 f"`out` {root} holds a run with other inputs or settings ({', '.join(changed)} changed); "
-                "it is not mixed with this one: use a new --out, or delete the old store"
+                "it is not mixed with this one: use a new --out, or --fresh to discard the old store"
             )
         return
     atomic_write_json(path, manifest)
 
 
-def check_out(root: Path, manifest: dict) -> None:
+def discard_store(root: Path) -> None:
+    """Deletes the store in ``root`` (its manifest and chunk files; nothing else); call it holding the lock."""
+    for path in [root / MANIFEST, *(root / SHARDS).glob("chunk-*.json"), *(root / SHARDS).glob("chunk-*.safetensors")]:
+        path.unlink(missing_ok=True)
+
+
+def check_out(root: Path, manifest: dict, fresh: bool = False) -> None:
     """Checks before any computing that ``root`` can take this run: a writable directory, not in use by another
-    run, and empty or holding this same run.
+    run, and empty or holding this same run (any store, with ``fresh``).
 
     Raises:
         CLIError: if it is a file or not writable.
@@ -355,7 +366,7 @@ def check_out(root: Path, manifest: dict) -> None:
     """
     check_output_directory(root)
     with locked(root):
-        if (root / MANIFEST).exists():
+        if (root / MANIFEST).exists() and not fresh:
             _start_or_resume(root, manifest)
 
 
@@ -426,14 +437,14 @@ def main(argv: list[str] | None = None) -> None:
                   "dtype": args.dtype, "max_pixels": args.max_pixels}  # fmt: skip
         rank, world_size = _init_distributed(args.device)
         if rank == 0:
-            check_out(args.out, _manifest(items, args.chunk_size, config))  # before any computing
+            check_out(args.out, _manifest(items, args.chunk_size, config), args.fresh)  # before any computing
         loaded = load_model(args.model, args.dtype)  # a CLIError becomes one line and exit code 2 in __main__
         loaded.model.to(args.device)
         classes = sorted({i.label for i in items if i.label}) if labels else None
         explainer = DatasetExplainer(
             loaded, args.images, args.mode, args.batch_size, classes, args.templates, args.max_pixels
         )
-        summary = run(explainer, items, args.out, args.chunk_size, config, rank, world_size)
+        summary = run(explainer, items, args.out, args.chunk_size, config, rank, world_size, args.fresh)
     except (ValueError, FileNotFoundError, TypeError) as error:  # a CLIError: one line and exit 2 in __main__
         print(f"captum-gradeclip explain-dataset: error: {printable(error)}", file=sys.stderr)
         raise SystemExit(2) from None

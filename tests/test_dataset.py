@@ -418,6 +418,13 @@ def test_a_rerun_with_other_inputs_is_refused_not_mixed(dataset, tmp_path):
     pairs.write_bytes(dataset["pairs"].read_bytes() + b"img0.png,a circle\n")
     code, line = _run_dataset(dataset, edited, "--pairs", str(pairs))
     assert code == 2 and "(items, pairs_sha256 changed)" in line
+    # --fresh discards the old store (and only its files) and starts again
+    (edited / "notes.txt").write_text("mine")
+    code, line = _run_dataset(dataset, edited, "--pairs", str(pairs), "--fresh")
+    assert code == 0 and "explained 18 items" in line and "did 18 items in this run" in line
+    store = cg.results.open(edited)
+    assert [r["item"] for r in store] == list(range(18)) and store.manifest["config"]["pairs"] == str(pairs)
+    assert (edited / "notes.txt").read_text() == "mine"
 
 
 def test_a_second_run_into_a_busy_out_is_refused_in_one_line(dataset, tmp_path):

@@ -289,6 +289,7 @@ def run(
             if fresh:
                 discard_store(root)
             _start_or_resume(root, manifest)
+            _check_images_unchanged(root, manifest, items, explainer.images)
         _barrier(world_size)
         if rank != 0:
             _start_or_resume(root, manifest)
@@ -315,7 +316,8 @@ def _run_chunks(
             chunk_items = items[c * chunk_size : (c + 1) * chunk_size]
             tensors, errors = explainer.explain_chunk(chunk_items)
             meta = {str(i.index): {"image": i.image, "text": i.text, "label": i.label} for i in chunk_items}
-            record = {"items": [i.index for i in chunk_items], "errors": errors, "meta": meta}
+            stats = {str(i.index): _image_stat(explainer.images, i.image) for i in chunk_items}
+            record = {"items": [i.index for i in chunk_items], "errors": errors, "meta": meta, "image_stats": stats}
             write_chunk(root, c, tensors, record)
             bar.update(len(chunk_items))
     seconds = time.perf_counter() - start
@@ -350,13 +352,43 @@ def _start_or_resume(root: Path, manifest: dict) -> None:
     atomic_write_json(path, manifest)
 
 
+def _image_stat(images: Path, name: str) -> list[int] | None:
+    """``[size, mtime_ns]`` of an image file inside ``images``, or ``None`` (missing, or outside)."""
+    try:
+        stat = resolve_inside(images, name).stat()
+    except (ImageError, OSError):
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _check_images_unchanged(root: Path, manifest: dict, items: Sequence[Item], images: Path) -> None:
+    """Refuses to resume when an image file of a complete chunk changed (size or time), appeared or vanished
+    since it was explained: old and new results would be mixed."""
+    changed: dict[str, None] = {}  # distinct files, in item order
+    for chunk in range(manifest["chunks"]):
+        path = root / SHARDS / f"chunk-{chunk:06d}.json"
+        if not path.exists() or not chunk_complete(root, chunk, manifest):
+            continue
+        for index, stat in json.loads(path.read_text()).get("image_stats", {}).items():
+            if _image_stat(images, items[int(index)].image) != stat:
+                changed[items[int(index)].image] = None
+    if changed:
+        raise StoreError(
+            f"`out` {printable(root)}: {len(changed)} image file(s) changed, appeared or vanished since they were "
+            f"explained (e.g. {printable(next(iter(changed)))}); old and new results are not mixed: use --fresh "
+            "to start again, or a new --out"
+        )
+
+
 def discard_store(root: Path) -> None:
     """Deletes the store in ``root`` (its manifest and chunk files; nothing else); call it holding the lock."""
     for path in [root / MANIFEST, *(root / SHARDS).glob("chunk-*.json"), *(root / SHARDS).glob("chunk-*.safetensors")]:
         path.unlink(missing_ok=True)
 
 
-def check_out(root: Path, manifest: dict, fresh: bool = False) -> None:
+def check_out(
+    root: Path, manifest: dict, fresh: bool = False, items: Sequence[Item] = (), images: Path | None = None
+) -> None:
     """Checks before any computing that ``root`` can take this run: a writable directory, not in use by another
     run, and empty or holding this same run (any store, with ``fresh``).
 
@@ -368,6 +400,8 @@ def check_out(root: Path, manifest: dict, fresh: bool = False) -> None:
     with locked(root):
         if (root / MANIFEST).exists() and not fresh:
             _start_or_resume(root, manifest)
+            if images is not None:
+                _check_images_unchanged(root, manifest, items, images)
 
 
 def _summary(root: Path, chunks: int) -> dict:
@@ -437,7 +471,8 @@ def main(argv: list[str] | None = None) -> None:
                   "dtype": args.dtype, "max_pixels": args.max_pixels}  # fmt: skip
         rank, world_size = _init_distributed(args.device)
         if rank == 0:
-            check_out(args.out, _manifest(items, args.chunk_size, config), args.fresh)  # before any computing
+            manifest = _manifest(items, args.chunk_size, config)
+            check_out(args.out, manifest, args.fresh, items, args.images)  # before any computing
         loaded = load_model(args.model, args.dtype)  # a CLIError becomes one line and exit code 2 in __main__
         loaded.model.to(args.device)
         classes = sorted({i.label for i in items if i.label}) if labels else None

@@ -486,3 +486,18 @@ def test_cli_errors_are_one_line_and_come_before_the_model_is_loaded(dataset, tm
     )
     with pytest.raises(CLIError, match=r"^captum-gradeclip explain-dataset: unrecognized arguments: --bogus"):
         main(_args(dataset, tmp_path / "n", "--bogus"))
+
+
+def test_a_rerun_after_image_files_changed_in_place_is_refused(dataset, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(dataset["images"], images)
+    out = tmp_path / "store"
+    assert _run_dataset(dataset, out, "--images", str(images))[0] == 0
+    assert _run_dataset(dataset, out, "--images", str(images))[0] == 0  # nothing changed: resumes (0 items to do)
+    Image.new("RGB", (40, 36), "red").save(images / "img0.png")  # fixed in place
+    Image.new("RGB", (40, 36), "blue").save(images / "nowhere.png")  # a missing image now exists
+    code, line = _run_dataset(dataset, out, "--images", str(images))
+    assert code == 2 and "2 image file(s) changed, appeared or vanished since they were explained" in line
+    code, line = _run_dataset(dataset, out, "--images", str(images), "--fresh")
+    assert code == 0 and "did 17 items in this run" in line
+    assert "missing image" not in {r.get("error", "").split(":")[0] for r in cg.results.open(out)}

@@ -49,7 +49,9 @@ NOTEBOOKS = DOCS / "tutorial_notebooks"  # copies of ../tutorials/*.ipynb, made 
 shutil.rmtree(NOTEBOOKS, ignore_errors=True)
 NOTEBOOKS.mkdir()
 for notebook in sorted((ROOT / "tutorials").glob("*.ipynb")):
-    shutil.copy(notebook, NOTEBOOKS / notebook.name)
+    # a link from tutorials/ to a docs page (../docs/X.md) points from tutorial_notebooks/ to ../X.md
+    text = notebook.read_text(encoding="utf-8").replace("](../docs/", "](../")
+    (NOTEBOOKS / notebook.name).write_text(text, encoding="utf-8")
 
 
 def setup(app: object) -> None:

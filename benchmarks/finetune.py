@@ -47,6 +47,7 @@ EVAL_SEED = 3_000_000  # held out: training draws from one seeded stream, qualit
 ANCHOR_WEIGHT = 10.0
 DISTILL_WEIGHT = 3.0
 HARD_NEGATIVES = True
+OBJECT_WEIGHTS = None
 
 
 def load(model_dir: Path | None) -> tuple[torch.nn.Module, object]:
@@ -97,17 +98,23 @@ def measure(model: torch.nn.Module, processor: object, data: tuple, n_pair: int,
     }
 
 
-def batches(seed: int, batch_size: int):
-    """An endless seeded stream of normalised multi-object scenes, their captions and one hard negative each.
+def batches(seed: int, batch_size: int, object_weights: tuple[float, float, float] | None = None):
+    """An endless seeded stream of normalised scenes, their captions and one hard negative each.
 
-    The hard negative of a scene (:func:`~captum_gradeclip.zoo.train_shapes.hard_negative`: swapped colours, or one
-    changed attribute) comes from a second generator, so the scenes do not depend on whether negatives are used.
+    A scene has 2 or 3 objects (equally likely), or 1, 2 or 3 with ``object_weights`` (the shipped ShapesCLIP was
+    trained on 0.3, 0.5, 0.2). The hard negative of a scene
+    (:func:`~captum_gradeclip.zoo.train_shapes.hard_negative`: swapped colours, or one changed attribute) comes from
+    a second generator, so the scenes do not depend on whether negatives are used.
     """
     rng, negative_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     while True:
         images, captions, negatives = [], [], []
         for _ in range(batch_size):
-            array, objects = shapes.render(rng, int(rng.integers(2, shapes.MAX_OBJECTS + 1)))
+            if object_weights is None:
+                count = int(rng.integers(2, shapes.MAX_OBJECTS + 1))
+            else:
+                count = int(rng.choice(3, p=object_weights)) + 1
+            array, objects = shapes.render(rng, count)
             images.append(array)
             captions.append(shapes.caption([(o.colour, o.shape) for o in objects]))
             negatives.append(ts.hard_negative(objects, negative_rng))
@@ -158,7 +165,7 @@ def finetune(model: torch.nn.Module, processor: object, settings: dict, seed: in
         trainable=trainable,
     )
     start = time.perf_counter()
-    stream = batches(seed, settings["batch_size"])
+    stream = batches(seed, settings["batch_size"], settings["object_weights"])
     bar = tqdm(range(settings["steps"]), desc=f"fine-tune, seed {seed}", file=sys.stderr, mininterval=5)
     for _ in bar:
         pixels, captions, negatives = next(stream)
@@ -211,6 +218,14 @@ def main(argv: list[str] | None = None) -> dict:
         default=HARD_NEGATIVES,
         help="add one hard negative caption per scene to the CLIP loss",
     )
+    parser.add_argument(
+        "--object-weights",
+        type=float,
+        nargs=3,
+        default=OBJECT_WEIGHTS,
+        metavar=("P1", "P2", "P3"),
+        help="how often a training scene has 1, 2 or 3 objects (default: 2 or 3, equally often)",
+    )
     parser.add_argument("--eval-scenes", type=int, default=300)
     parser.add_argument("--eval-pairs", type=int, default=500, help="2-object scenes for recall, multiple of 100")
     parser.add_argument("--eval-singles", type=int, default=240, help="1-object scenes for zero-shot")
@@ -221,6 +236,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch_size < 2:
         parser.error("--steps must be at least 1 and --batch-size at least 2")
+    if args.object_weights is not None:
+        if min(args.object_weights) < 0 or abs(sum(args.object_weights) - 1) > 1e-6:
+            parser.error("--object-weights must be three non-negative numbers that sum to 1")
+        args.object_weights = tuple(args.object_weights)
     if args.eval_singles < 1 or args.eval_scenes < 1:
         parser.error("--eval-singles and --eval-scenes must be at least 1")
 
@@ -228,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = eval_set(processor, args.eval_scenes)
     before = measure(model, processor, data, args.eval_pairs, args.eval_singles)
     keys = ("steps", "batch_size", "lr", "region_weight", "ema", "anchor_weight", "distill_weight", "hard_negatives")
-    keys += ("train",)
+    keys += ("object_weights", "train")
     settings = {k: getattr(args, k) for k in keys}
     report: dict = {"settings": settings, "seeds": args.seeds, "before": before, "runs": []}
     report["evaluation"] = {k: getattr(args, k) for k in ("eval_scenes", "eval_pairs", "eval_singles")}

@@ -66,3 +66,15 @@ def test_finetune_benchmark_reports_mean_and_spread_over_seeds(model_dir, tmp_pa
     text = page.read_text()
     assert "<!-- finetune: seeds -->" in text and "<!-- finetune: variants -->" in text, "both sections kept"
     assert f"| {variants['runs'][0]['label']} |" in text
+
+
+def test_training_stream_object_counts_and_negatives():
+    batches = runpy.run_path(str(FINETUNE))["batches"]
+    pixels, captions, negatives = next(batches(0, 8))
+    assert pixels.shape == (8, 3, 64, 64) and len(captions) == len(negatives) == 8
+    assert all(caption.count(" a ") + 1 in (2, 3) for caption in captions), "2 or 3 objects by default"
+    assert all(n != c for n, c in zip(negatives, captions, strict=True)), "a negative differs from its caption"
+    _, singles, _ = next(batches(0, 8, (1.0, 0.0, 0.0)))
+    assert all(caption.count(" a ") == 0 for caption in singles)
+    again = next(batches(0, 8))
+    assert again[1] == captions and torch.equal(again[0], pixels), "seeded"

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--chunk-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=900_000, help="first scene seed (held out from training)")
+    parser.add_argument("--device", default="cpu", help="explain-dataset's --device: cpu (default) or cuda")
     parser.add_argument("--write", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args(argv)
     command = sys.argv[1:] if argv is None else argv
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         root = Path(tmp)
         images, pairs = write_dataset(root, args.items, args.seed)
         common = ["--images", str(images), "--pairs", str(pairs), "--model", args.model,
-                  "--batch-size", str(args.batch_size), "--chunk-size", str(args.chunk_size)]  # fmt: skip
+                  "--batch-size", str(args.batch_size), "--chunk-size", str(args.chunk_size),
+                  "--device", args.device]  # fmt: skip
         single = [sys.executable, "-m", "captum_gradeclip", "explain-dataset"]
         port = str(29500 + os.getpid() % 500)
         distributed = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", port,

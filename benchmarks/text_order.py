@@ -88,12 +88,15 @@ def measure(scores: Tensor, words: Tensor, kinds: Tensor, curve: metrics.Perturb
     }
 
 
-def run(task: quality.Task, score: str, steps: int, batch_size: int, seed: int) -> dict[str, dict[str, float]]:
+def run(
+    task: quality.Task, score: str, steps: int, batch_size: int, seed: int, device: str = "cpu"
+) -> dict[str, dict[str, float]]:
     tokenizer, ids, mask = quality.caption_tokens(task)
+    kinds = word_kinds(tokenizer, ids).to(device)
+    ids, mask = ids.to(device), mask.to(device)
     own = torch.arange(len(task.captions))
-    tsim = cg.TextImageSimilarity(task.model, images=task.pixels, score=score)
+    tsim = cg.TextImageSimilarity(task.model.to(device), images=task.pixels, score=score)
     words = tsim.adapter.text_context(ids, mask)[2].bool()
-    kinds = word_kinds(tokenizer, ids)
     rows = {}
     for name, make in METHODS.items():
         explainer = make(tsim)
@@ -128,12 +131,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32, help="texts per explanation call")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="where the model runs: cpu (default) or cuda")
     parser.add_argument("--write", type=Path, help="also write the tables to this markdown page")
     args = parser.parse_args(argv)
     if args.scenes < 2:
         parser.error("--scenes must be at least 2")
     task = quality.shapes_task(args.scenes, args.model.partition(":")[2] or "vit")
-    results = {score: run(task, score, args.steps, args.batch_size, args.seed) for score in args.score}
+    results = {score: run(task, score, args.steps, args.batch_size, args.seed, args.device) for score in args.score}
     text = markdown(task, " ".join(["python", "benchmarks/text_order.py", *argv]), results)
     print(text)
     if args.write:

@@ -47,16 +47,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--scenes", type=int, default=300)
     parser.add_argument("--out", type=Path, default=Path("word_importance"))
     parser.add_argument("--write", type=Path, default=None, help="also write the tables to this markdown page")
+    parser.add_argument("--device", default="cpu", help="where the model runs: cpu (default) or cuda")
     args = parser.parse_args(argv)
     if args.scenes < 2:
         parser.error("--scenes must be at least 2")
     if args.model_dir is None:
-        model, processor = cg.zoo.load_shapes_clip()
+        model, processor = cg.zoo.load_shapes_clip(device=args.device)
     else:
         from transformers import CLIPModel, CLIPProcessor
 
         model, processor = (
-            CLIPModel.from_pretrained(args.model_dir).eval(),
+            CLIPModel.from_pretrained(args.model_dir).to(args.device).eval(),
             CLIPProcessor.from_pretrained(args.model_dir),
         )
     args.out.mkdir(parents=True, exist_ok=True)

@@ -119,7 +119,7 @@ def read_image(path: str | Path) -> Image.Image:
     return load_image(path)
 
 
-def load_model(spec: str, dtype: str = "float32") -> LoadedModel:
+def load_model(spec: str, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
     """Loads the model named by ``spec``.
 
     Args:
@@ -128,6 +128,8 @@ def load_model(spec: str, dtype: str = "float32") -> LoadedModel:
             (``open_clip.create_model_and_transforms``) or ``openai:NAME`` (``clip.load``).
         dtype (str, optional): ``"float32"``, ``"bfloat16"`` or ``"float16"``: the model's
             parameters and the pixels it is given (see :func:`with_dtype`). Default: ``"float32"``.
+        device (str, optional): where the model runs: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+            (see :func:`resolve_device`). Default: ``"cpu"``.
 
     Returns:
         *LoadedModel*.
@@ -136,6 +138,7 @@ def load_model(spec: str, dtype: str = "float32") -> LoadedModel:
         CLIError: for an unknown spec, a missing extra, an unreachable hub, or a model that no
             adapter supports.
     """
+    where = resolve_device(device)  # before the loading
     kind, _, rest = spec.partition(":")
     loaders = {"shapes": _load_shapes, "hf": _load_hf, "open_clip": _load_open_clip, "openai": _load_openai}
     if kind not in loaders or (kind != "shapes" and not rest):
@@ -148,7 +151,26 @@ def load_model(spec: str, dtype: str = "float32") -> LoadedModel:
         get_adapter(loaded.model)
     except TypeError as error:
         raise CLIError(f"{spec}: {_first_line(error)}") from None
-    return with_dtype(loaded, dtype)
+    loaded = with_dtype(loaded, dtype)
+    loaded.model.to(where)
+    return loaded
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device named by ``--device``, checked against what this machine has.
+
+    Raises:
+        CLIError: for a name torch does not know, or a GPU that torch does not see.
+    """
+    try:
+        where = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CLIError(f"`--device` must be a torch device such as cpu, cuda or cuda:1; got {device!r}") from None
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"`--device {device}`: torch sees no CUDA GPU on this machine (use --device cpu)")
+    if where.type == "cuda" and where.index is not None and where.index >= torch.cuda.device_count():
+        raise CLIError(f"`--device {device}`: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+    return where
 
 
 def with_dtype(loaded: LoadedModel, dtype: str) -> LoadedModel:

@@ -24,6 +24,7 @@ MODEL_HELP = (
 )
 MODE_HELP = "native (default): Grad-ECLIP as adapted to each model; paper: exactly as in the Grad-ECLIP paper"
 DTYPE_HELP = "the model's precision: float32 (default), bfloat16 or float16"
+DEVICE_HELP = "where the model runs: cpu (default), cuda, cuda:1, ..."
 
 #: Each command: its one-line summary, what it does (for its --help), an example.
 COMMANDS = {
@@ -90,6 +91,7 @@ def demo_parser() -> ArgumentParser:
         "--model", default="shapes", help="shapes (default: the ViT ShapesCLIP) or shapes:resnet (its ResNet twin; "
         "needs the openclip extra)"
     )  # fmt: skip
+    parser.add_argument("--device", default="cpu", help=DEVICE_HELP)
     return parser
 
 
@@ -110,6 +112,7 @@ def explain_parser() -> ArgumentParser:
         help="folder for explanation.png and index.html (default: gradeclip_explain)",
     )  # fmt: skip
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help=DTYPE_HELP)
+    parser.add_argument("--device", default="cpu", help=DEVICE_HELP)
     return parser
 
 
@@ -132,7 +135,7 @@ def explain_dataset_parser() -> ArgumentParser:
     parser.add_argument(
         "--chunk-size", type=int, default=256, help="items per stored shard, the unit of resuming (default: 256)"
     )
-    parser.add_argument("--device", default="cpu", help="where to run: cpu (default), cuda, cuda:1, ...")
+    parser.add_argument("--device", default="cpu", help=DEVICE_HELP)
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help=DTYPE_HELP)
     parser.add_argument(
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="the most pixels (width x height) an image may "

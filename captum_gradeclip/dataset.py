@@ -419,12 +419,18 @@ def _barrier(world_size: int) -> None:
         dist.barrier()
 
 
-def _init_distributed(device: str) -> tuple[int, int]:
+def _init_distributed(device: str) -> tuple[int, int, str]:
+    """``(rank, world_size, device)``; under torchrun, ``--device cuda`` is each process's own GPU (its local rank)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return 0, 1
-    dist.init_process_group("nccl" if device == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+        return 0, 1, device
+    gpu = device.startswith("cuda")
+    if device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    if gpu:
+        torch.cuda.set_device(torch.device(device))
+    dist.init_process_group("nccl" if gpu else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
 
 
 def check_templates(templates: Sequence[str] | None) -> None:
@@ -469,12 +475,11 @@ def main(argv: list[str] | None = None) -> None:
                   "pairs": str(args.pairs.resolve()), "pairs_sha256": _sha256(args.pairs),
                   "templates": args.templates, "chunk_size": args.chunk_size, "batch_size": args.batch_size,
                   "dtype": args.dtype, "max_pixels": args.max_pixels}  # fmt: skip
-        rank, world_size = _init_distributed(args.device)
+        rank, world_size, device = _init_distributed(args.device)
         if rank == 0:
             manifest = _manifest(items, args.chunk_size, config)
             check_out(args.out, manifest, args.fresh, items, args.images)  # before any computing
-        loaded = load_model(args.model, args.dtype)  # a CLIError becomes one line and exit code 2 in __main__
-        loaded.model.to(args.device)
+        loaded = load_model(args.model, args.dtype, device)  # a CLIError: one line and exit code 2 in __main__
         classes = sorted({i.label for i in items if i.label}) if labels else None
         explainer = DatasetExplainer(
             loaded, args.images, args.mode, args.batch_size, classes, args.templates, args.max_pixels

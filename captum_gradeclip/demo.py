@@ -72,7 +72,11 @@ def demo_image() -> np.ndarray:
 
 
 def run(
-    out: Path, scenes: tuple[tuple[int, int], ...] = DEMO_SCENES, mode: str = "native", model: str = "shapes"
+    out: Path,
+    scenes: tuple[tuple[int, int], ...] = DEMO_SCENES,
+    mode: str = "native",
+    model: str = "shapes",
+    device: str = "cpu",
 ) -> list[dict]:
     """Explains the demo scenes with ShapesCLIP; writes ``scene_K.png`` and ``index.html`` to ``out``.
 
@@ -86,6 +90,7 @@ def run(
         mode (str, optional): Grad-ECLIP's mode. Default: ``"native"``.
         model (str, optional): ``"shapes"`` (the ViT ShapesCLIP) or ``"shapes:resnet"`` (the ResNet one).
             Default: ``"shapes"``.
+        device (str, optional): where the model runs (``"cpu"``, ``"cuda"``, ...). Default: ``"cpu"``.
 
     Returns:
         *list[dict]*, one per scene: ``caption``, ``texts``, ``scores``, ``words``, ``hits`` (per
@@ -93,7 +98,7 @@ def run(
     """
     if model.partition(":")[0] != "shapes":
         raise CLIError(f"the demo runs on ShapesCLIP: --model shapes or shapes:resnet; got {model!r}")
-    loaded = load_model(model)
+    loaded = load_model(model, device=device)
     prompts = shapes.all_prompts()
     out.mkdir(parents=True, exist_ok=True)
     results, entries = [], []
@@ -129,7 +134,7 @@ def run(
 def main(argv: list[str] | None = None) -> None:
     parser = demo_parser()
     args = parser.parse_args(argv)
-    results = run(args.out, mode=args.mode, model=args.model)
+    results = run(args.out, mode=args.mode, model=args.model, device=args.device)
     for k, result in enumerate(results):
         print(f"scene {k}: {result['caption']}")
         for j, text in enumerate(result["texts"]):

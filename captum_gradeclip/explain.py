@@ -40,8 +40,9 @@ def explain(
     Warns:
         UserWarning: naming the words the model's tokenizer does not know.
     """
-    pixels = loaded.pixels(image)  # type: ignore[arg-type]
-    input_ids, attention_mask = loaded.tokenize(texts)
+    device = next(loaded.model.parameters()).device
+    pixels = loaded.pixels(image).to(device)  # type: ignore[arg-type]
+    input_ids, attention_mask = loaded.tokenize(texts)  # on the CPU: the wrappers and explanations move them
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
     sim = cg.ImageTextSimilarity(loaded.model, batch, score=score)
     scores = sim(pixels).detach()[0]
@@ -61,7 +62,7 @@ def explain(
     if unknown:
         shapes_clip = loaded.name.partition(":")[0] == "shapes"
         warnings.warn(unknown_words_message(list(dict.fromkeys(unknown)), shapes_clip), UserWarning, stacklevel=2)
-    return loaded.display_image(pixels), scores.float(), maps.float(), words
+    return loaded.display_image(pixels.cpu()), scores.float().cpu(), maps.float().cpu(), words
 
 
 #: Two scores closer than this are a tie: no text is marked best.
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         raise CLIError("captum-gradeclip explain: every TEXT must be non-empty")
     image = read_image(args.image)
     check_output_directory(args.out)  # before the computing
-    loaded = load_model(args.model, args.dtype)
+    loaded = load_model(args.model, args.dtype, args.device)
     for j, text in enumerate(texts):
         n_tokens = loaded.count_tokens(text)
         if loaded.max_tokens is not None and n_tokens > loaded.max_tokens:

@@ -19,11 +19,13 @@ import traceback
 from dataclasses import dataclass
 
 import torch
+from torch.fx.experimental import _config as fx_config
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 _A = torch.ops.aten
 _READS = {_A._local_scalar_dense.default, _A.nonzero.default, _A.is_nonzero.default, _A.equal.default}
+_MASKED = {_A.index.Tensor, _A.index_put.default, _A.index_put_.default}
 
 
 @dataclass
@@ -47,11 +49,14 @@ class MetaDevice(TorchDispatchMode):
         if not any(t.is_meta for t in tensors):
             return func(*args, **kwargs)
         to_host = func is _A._to_copy.default and getattr(kwargs.get("device"), "type", None) == "cpu"
+        masked = func in _MASKED and any(t.dtype == torch.bool for t in tensors[1:])
+        if masked:  # a boolean index counts its entries on the host: recorded, then shaped as if all were kept
+            self._record(func)
+            with fx_config.patch(meta_nonzero_assume_all_nonzero=True):
+                return func(*args, **kwargs)
         if func not in _READS and not to_host:
             return func(*args, **kwargs)
-        stack = [f for f in traceback.extract_stack() if "captum_gradeclip" in f.filename]
-        where = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in stack]
-        self.reads.append(HostRead(str(func), where))
+        self._record(func)
         if func is _A._local_scalar_dense.default:
             return True if args[0].dtype == torch.bool else 1
         if func is _A.nonzero.default:
@@ -59,3 +64,9 @@ class MetaDevice(TorchDispatchMode):
         if func is _A.equal.default:
             return True
         return torch.ones(args[0].shape, dtype=kwargs.get("dtype") or args[0].dtype)
+
+    def _record(self, func) -> None:
+        stack = [f for f in traceback.extract_stack() if "captum_gradeclip" in f.filename]
+        self.reads.append(
+            HostRead(str(func), [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in stack])
+        )

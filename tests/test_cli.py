@@ -163,3 +163,24 @@ def test_hf_directory_with_a_truncated_or_pickled_checkpoint_is_one_line(tmp_pat
     with pytest.raises(CLIError, match=r"cannot load \(.*\); use --model shapes") as info:
         load_model(f"hf:{pickled}")
     assert "\n" not in str(info.value) and not (tmp_path / "payload-ran").exists()  # refused, never run
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", ""])
+def test_a_device_torch_does_not_know_is_one_line(device):
+    with pytest.raises(CLIError, match=r"`--device` must be a torch device such as cpu, cuda or cuda:1"):
+        load_model("shapes", device=device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_one_line_before_loading(monkeypatch):
+    monkeypatch.setattr("captum_gradeclip.cli._load_shapes", lambda *a: pytest.fail("loaded before the check"))
+    with pytest.raises(CLIError, match=r"`--device cuda`: torch sees no CUDA GPU on this machine \(use --device cpu\)"):
+        load_model("shapes", device="cuda")
+
+
+def test_the_model_goes_to_the_device_and_the_commands_take_it():
+    from captum_gradeclip.commands import PARSERS
+
+    assert next(load_model("shapes", device="cpu").model.parameters()).device.type == "cpu"
+    for name, parser in PARSERS.items():
+        assert "--device" in parser().format_help(), name

@@ -154,3 +154,16 @@ def test_reference_embeddings_from_the_cpu_join_the_model(on_meta):
     assert sim.reference_embeds.device.type == tsim.reference_embeds.device.type == "meta"
     maps, _ = run(lambda: cg.GradECLIP(sim).attribute(on_meta["pixels"], target=0))
     assert maps.device.type == "meta"
+
+
+def test_word_analysis_takes_cpu_images_and_texts():
+    # (the fine-tuning step checks its data on the host, which the stand-in cannot answer: tests/test_cuda.py)
+    from captum_gradeclip.zoo import shapes
+    from captum_gradeclip.zoo import train_shapes as ts
+
+    torch.manual_seed(0)
+    config = ts.TrainConfig(width=32, vision_layers=2, text_layers=1, heads=2, projection_dim=16)
+    model, processor = ts.build_model(config).eval().to("meta"), ts.build_processor()
+    images = [s.image for s in shapes.make_scenes(range(3), n_objects=2)]
+    records, _ = run(lambda: cg.analysis.word_importances(model, processor, images, ["a red circle"] * 3))
+    assert len(records) == 3  # (its words are read from data the stand-in does not hold)

@@ -202,6 +202,8 @@ class RegionPhraseFinetuner:
         targets = torch.full((len(captions), max(slots, 1)), -1, dtype=torch.long)
         for i, phrases in enumerate(per_image):
             targets[i, : len(phrases)] = torch.tensor([unique.index(p) for p in phrases], dtype=torch.long)
+        device = next(self.model.parameters()).device  # the images and phrase slots join the model, wherever held
+        pixel_values, targets = pixel_values.to(device), targets.to(device)
 
         model = self.model.train()
         teacher = self.teacher if self.teacher is not None else model

@@ -1,6 +1,6 @@
 """Region-phrase fine-tuning of ShapesCLIP with Grad-ECLIP maps: region accuracy and global accuracy, before/after.
 
-    python benchmarks/finetune.py                       # the shipped ShapesCLIP, 3 seeds, about 15 minutes of CPU
+    python benchmarks/finetune.py                       # the shipped ShapesCLIP, 3 seeds, 5-10 CPU minutes each
     python benchmarks/finetune.py --variants --seeds 0  # variants of the settings (plain recipe, ...), one seed
     python benchmarks/finetune.py --model-dir DIR       # any ``CLIPModel.from_pretrained`` directory of the world
 

@@ -127,11 +127,8 @@ ALPHA = 0.75
 WRAP = 26
 
 
-def _overlay(fig: Figure, axis: object, picture: np.ndarray, heat: Tensor, title: str) -> float:
-    """The image in its own colours under the map (scaled to its maximum), with a colour bar; returns the max."""
-    attr = to_hwc(heat, size=picture.shape[:2])[..., 0]
-    top = float(np.clip(attr, 0, None).max())
-    relative = np.clip(attr, 0, None) / top if top > 0 else np.zeros_like(attr)
+def _show_image(fig: Figure, axis: object, picture: np.ndarray, title: str) -> None:
+    """The image alone on ``axis``, drawn by Captum's visualiser."""
     captum_viz.visualize_image_attr(
         np.ones((*picture.shape[:2], 1)),
         picture,
@@ -140,6 +137,14 @@ def _overlay(fig: Figure, axis: object, picture: np.ndarray, heat: Tensor, title
         use_pyplot=False,
         title=title,
     )
+
+
+def _overlay(fig: Figure, axis: object, picture: np.ndarray, heat: Tensor, title: str) -> float:
+    """The image in its own colours under the map (scaled to its maximum), with a colour bar; returns the max."""
+    attr = to_hwc(heat, size=picture.shape[:2])[..., 0]
+    top = float(np.clip(attr, 0, None).max())
+    relative = np.clip(attr, 0, None) / top if top > 0 else np.zeros_like(attr)
+    _show_image(fig, axis, picture, title)
     shown = axis.imshow(  # type: ignore[attr-defined]
         relative, cmap=CMAP, vmin=0.0, vmax=1.0, alpha=ALPHA * relative, interpolation="bilinear"
     )
@@ -214,14 +219,7 @@ def explanation_figure(
         left=0.02, right=1 - 0.45 / (2.9 * columns),
     )  # fmt: skip
     axis = fig.add_subplot(grid[0, 0])
-    captum_viz.visualize_image_attr(
-        np.ones((*picture.shape[:2], 1)),
-        picture,
-        "original_image",
-        plt_fig_axis=(fig, axis),
-        use_pyplot=False,
-        title="image",
-    )
+    _show_image(fig, axis, picture, "image")
     axis.title.set_fontsize(9)
     for j, (caption, heat) in enumerate(zip(captions, maps, strict=True)):
         label = caption if values is None else f"{caption}\n{names[j]} {values[j]:.3f}"

@@ -197,8 +197,8 @@ class SimilarityAttribution(Attribution, ABC):
                 ``False`` applies (the methods are defined inside attention blocks).
 
         Returns:
-            *Tensor* (or a 1-tuple, mirroring ``inputs``) on the input's device:
-            ``(N, 1, h, w)`` maps for images with a target, ``(N, M, h, w)`` with
+            *Tensor* (or a 1-tuple, mirroring ``inputs``) of raw, unnormalised scores on
+            the input's device: ``(N, 1, h, w)`` maps for images with a target, ``(N, M, h, w)`` with
             ``target=None``; ``(N, L)`` token scores for text with a target,
             ``(N, M, L)`` with ``target=None`` (SOS, EOS and padding score 0).
         """

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters import AttentionRecord, PooledTail
 from captum_gradeclip.attr._base import AttentionAttribution, _as_leaf
-from captum_gradeclip.attr._contract import TargetType, renamed_flag
+from captum_gradeclip.attr._contract import renamed_flag
 from captum_gradeclip.methods import register
 from captum_gradeclip.ops import pooled_attention, single_head_attention
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
@@ -132,38 +131,6 @@ class GradECLIP(AttentionAttribution):
     @staticmethod
     def get_name() -> str:
         return "Grad-ECLIP"
-
-    @log_usage()
-    def attribute(  # type: ignore[override]
-        self,
-        inputs: Tensor | tuple[Tensor, ...],
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        attribute_to_layer_input: bool = False,
-    ) -> Tensor | tuple[Tensor, ...]:
-        r"""Explains the wrapper's scores for ``inputs``.
-
-        Args:
-            inputs (Tensor or tuple[Tensor]): ``pixel_values (N, C, H, W)`` for an
-                :class:`ImageTextSimilarity`, ``input_ids (N, L)`` for a
-                :class:`TextImageSimilarity`.
-            target (int, tuple, list, Tensor or None, optional): the output column to
-                explain, in Captum's forms: an int or a 1-tuple ``(column,)`` for every
-                example; a list of ints or 1-tuples, one per example; a tensor with one
-                element (broadcast) or one per example. ``None`` (this package's
-                extension) explains every column.
-            additional_forward_args (optional): for text, ``(attention_mask,)``.
-            attribute_to_layer_input (bool, optional): Captum's layer switch; only
-                ``False`` applies, as Grad-ECLIP is defined inside the attention block.
-
-        Returns:
-            *Tensor* (or a 1-tuple, mirroring ``inputs``) of raw, unnormalised maps on
-            the input's device: ``(N, 1, h, w)`` for images with a target,
-            ``(N, M, h, w)`` with ``target=None``; ``(N, L)`` token scores for text
-            with a target, ``(N, M, L)`` with ``target=None``. SOS, EOS and padding
-            score 0.
-        """
-        return super().attribute(inputs, target, additional_forward_args, attribute_to_layer_input)
 
     def _substitute(self, record: AttentionRecord, o: Tensor) -> Tensor:
         if self._recompute:

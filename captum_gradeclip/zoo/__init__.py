@@ -12,10 +12,19 @@
 from captum_gradeclip.zoo import shapes
 from captum_gradeclip.zoo.shapes_clip import (
     BACKBONES,
+    MODEL_SPECS,
     ShapesProcessor,
     load_shapes_clip,
     shapes_clip_path,
     training_info,
 )
 
-__all__ = ["BACKBONES", "ShapesProcessor", "load_shapes_clip", "shapes", "shapes_clip_path", "training_info"]
+__all__ = [
+    "BACKBONES",
+    "MODEL_SPECS",
+    "ShapesProcessor",
+    "load_shapes_clip",
+    "shapes",
+    "shapes_clip_path",
+    "training_info",
+]

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 
 #: Backbones and the package directory that holds each one's weights.
 BACKBONES: dict[str, str] = {"vit": "shapes_clip_vit", "resnet": "shapes_clip_resnet"}
+#: The ``--model`` spec of each backbone, read by the command line and the benchmarks.
+MODEL_SPECS: dict[str, str] = {"shapes": "vit", "shapes:resnet": "resnet"}
 
 #: The open_clip model's config file in the ResNet directory (``open_clip.model.CLIP`` keyword arguments).
 OPEN_CLIP_CONFIG = "open_clip_config.json"

@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     gradcam = LayerGradCam(prompts, bench.gradcam_layer)
     naive = median_time(lambda: [gradcam.attribute(one, target=j) for j in range(pairs)], 1, args.device)
     row(case, "captum LayerGradCam", naive * args.prompts / pairs, forward, None, f"scaled from {pairs} targets")
-    if not hasattr(getattr(model, "visual", None), "attnpool"):  # GAME needs self-attention, not a ResNet pool
+    if not prompts.adapter.attention_pool("image"):  # GAME needs self-attention, not a pooling block
         game = GAME(prompts, layers=1)
         naive = median_time(lambda: [game.attribute(one, target=j) for j in range(pairs)], 1, args.device)
         row(case, "GAME (last block)", naive * args.prompts / pairs, forward, None, f"scaled from {pairs} targets")

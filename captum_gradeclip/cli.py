@@ -197,20 +197,17 @@ def with_dtype(loaded: LoadedModel, dtype: str) -> LoadedModel:
 def convert_model(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     """Converts ``model`` in place to ``dtype`` the loader's way, and returns it.
 
-    OpenAI ``clip`` keeps its LayerNorms in float32 and converts the rest with
-    ``clip.model.convert_weights`` (float16 only); every other model is cast whole.
+    The loader's adapter says how (:meth:`~captum_gradeclip.adapters.Adapter.convert`): OpenAI ``clip`` keeps
+    its LayerNorms in float32 and converts the rest with ``clip.model.convert_weights`` (float16 only); every
+    other model is cast whole.
 
     Raises:
-        ValueError: for an OpenAI ``clip`` model and a dtype other than float16 or float32.
+        ValueError: where the loader cannot convert to ``dtype`` (OpenAI ``clip``: other than float16 or float32).
     """
-    if type(model).__module__ != "clip.model" or dtype is torch.float32:
-        return model.to(dtype)
-    if dtype is not torch.float16:
-        raise ValueError("OpenAI clip converts to float16 only")
-    from clip.model import convert_weights
+    from captum_gradeclip.adapters import adapter_class
 
-    convert_weights(model)
-    return model
+    adapter_cls = adapter_class(model)
+    return model.to(dtype) if adapter_cls is None else adapter_cls.convert(model, dtype)
 
 
 def _hf_loaded(model: torch.nn.Module, processor: object, spec: str) -> LoadedModel:

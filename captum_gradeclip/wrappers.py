@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_gradeclip.adapters import Adapter, get_adapter
+from captum_gradeclip.adapters import Adapter, Classifier, ImageTower, Scorer, TextTower, get_adapter
 from captum_gradeclip.vocabulary import warn_unknown_words
 
 SCORES = ("cosine", "logit", "softmax")
@@ -185,10 +185,13 @@ class ImageTextSimilarity(SimilarityWrapper):
         interpolate_pos_encoding: bool = True,
     ) -> None:
         super().__init__(model, score)
+        self.adapter.require(ImageTower, "ImageTextSimilarity")
+        self.adapter.require(Scorer, "ImageTextSimilarity")
         self.interpolate_pos_encoding = interpolate_pos_encoding
         if (texts is None) == (text_embeds is None):
             raise ValueError("give exactly one of `texts` and `text_embeds`")
         if text_embeds is None:
+            self.adapter.require(TextTower, "ImageTextSimilarity with `texts`")
             context = self.adapter.text_context_length()
             input_ids, attention_mask = _tokenized(texts, tokenizer, processor, "texts", context)
             device = _device_of(model)
@@ -240,9 +243,12 @@ class TextImageSimilarity(SimilarityWrapper):
         interpolate_pos_encoding: bool = True,
     ) -> None:
         super().__init__(model, score)
+        self.adapter.require(TextTower, "TextImageSimilarity")
+        self.adapter.require(Scorer, "TextImageSimilarity")
         if (images is None) == (image_embeds is None):
             raise ValueError("give exactly one of `images` and `image_embeds`")
         if image_embeds is None:
+            self.adapter.require(ImageTower, "TextImageSimilarity with `images`")
             _check_pixels(self.adapter, images, interpolate_pos_encoding, argument="images")
             images = images.to(_device_of(model))  # type: ignore[union-attr]
             with torch.no_grad():
@@ -295,6 +301,9 @@ class ImageClassification(SimilarityWrapper):
 
     def __init__(self, model: nn.Module, *, score: str = "logit", interpolate_pos_encoding: bool = True) -> None:
         super().__init__(model, score)
+        if not isinstance(self.adapter, Classifier):
+            raise TypeError(f"`model` {type(model).__name__} is not an image classifier ({self.adapter.loader_name})")
+        self.adapter.require(ImageTower, "ImageClassification")
         self.interpolate_pos_encoding = interpolate_pos_encoding
         self.classes = self.adapter.num_classes()
 

@@ -12,7 +12,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -263,17 +263,35 @@ def capture_input(layer: nn.Module, forward: Callable[[], object]) -> Tensor:
 Substitute = Callable[[AttentionRecord, Tensor], Tensor]
 
 
-class Adapter(ABC):
-    """Loader-specific knowledge about one image-text model.
+_R = TypeVar("_R")
 
-    Subclasses register themselves in :data:`captum_gradeclip.adapters.ADAPTERS`.
+
+class MissingRole(AttributeError, TypeError):
+    """A member of a role asked of an adapter that does not declare the role (an ``AttributeError``, so that
+    ``hasattr`` is False, and a ``TypeError``, as the model does not support what was asked)."""
+
+
+class Adapter(ABC):
+    """Loader-specific knowledge about one model: the core every loader has (attention access).
+
+    An adapter also implements the *roles* its model has, and only those: :class:`ImageTower`,
+    :class:`TextTower`, :class:`Scorer` (image-text scores), :class:`Classifier` (class logits),
+    :class:`ResidualAccess` (the residual stream at a block) and :class:`TokenProjection` (every token
+    through the tower's head). The roles a class derives from are its declared capabilities
+    (:meth:`capabilities`); code that needs one asks with :meth:`require`, which names the loader and
+    what it lacks. Subclasses register themselves in :data:`captum_gradeclip.adapters.ADAPTERS`.
+
+    A new loader is one class: ``class MyAdapter(Adapter, ImageTower, TextTower, Scorer)`` with
+    :meth:`matches`, :meth:`probe` and :meth:`out_projection`, and each role's abstract members.
+
+    Examples::
+
+        >>> sim.adapter.capabilities()   # ShapesCLIP, a transformers CLIPModel
+        ('ImageTower', 'TextTower', 'Scorer', 'ResidualAccess', 'TokenProjection')
     """
 
     #: Human readable name of the loader, used in error messages.
     loader_name: str = ""
-
-    #: An image classifier (scored by class logits, see :meth:`class_logits`) rather than an image-text model.
-    is_classifier: bool = False
 
     #: How the loader itself converts a model to low precision, for the error about a model that mixes dtypes
     #: (e.g. a model cast whole that the loader keeps partly in float32); empty when casting whole is the way.
@@ -287,47 +305,68 @@ class Adapter(ABC):
     def matches(cls, model: object) -> bool:
         """Whether this adapter understands ``model``."""
 
+    @classmethod
+    def convert(cls, model: nn.Module, dtype: torch.dtype) -> nn.Module:
+        """Converts ``model`` in place to ``dtype`` the loader's way and returns it (the default: cast whole).
+
+        Raises:
+            ValueError: where the loader cannot convert to ``dtype``.
+        """
+        return model.to(dtype)
+
+    @classmethod
+    def capabilities(cls) -> tuple[str, ...]:
+        """The roles the adapter declares (derives from), by name, in the order of :data:`ROLES`."""
+        return tuple(role.__name__ for role in ROLES if issubclass(cls, role))
+
+    def require(self, role: type[_R], needed_by: str) -> _R:
+        """``self`` as ``role``, or a TypeError naming ``needed_by``, the missing role and this loader.
+
+        Examples::
+
+            >>> sim.adapter.require(TextTower, "TextImageSimilarity") is sim.adapter
+            True
+        """
+        if not isinstance(self, role):
+            raise TypeError(
+                f"{needed_by} needs {_ROLE_WORDS[role]} (the adapter role `{role.__name__}`), which the "
+                f"{self.loader_name} adapter lacks (it declares: {', '.join(self.capabilities()) or 'none'})"
+            )
+        return self
+
+    def __getattr__(self, name: str) -> object:  # only reached when the normal lookup failed
+        role = next((r for r in ROLES if name in _members(r)), None)
+        if role is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        raise MissingRole(
+            f"the {self.loader_name} adapter has no `{name}`: it does not declare the adapter role `{role.__name__}` "
+            f"({_ROLE_WORDS[role]}; it declares: {', '.join(self.capabilities()) or 'none'})"
+        )
+
+    @property
+    def is_classifier(self) -> bool:
+        """Whether the model is an image classifier (scored by class logits, the :class:`Classifier` role)."""
+        return isinstance(self, Classifier)
+
     def module_name(self, module: nn.Module) -> str:
         """The dotted name of ``module`` in the model, for error messages (its class name if it is not there)."""
         return next((name for name, m in self.model.named_modules() if m is module), type(module).__name__)
 
-    # -- embeddings -------------------------------------------------------------
-    @abstractmethod
-    def embed_images(self, pixel_values: Tensor, interpolate_pos_encoding: bool) -> Tensor:
-        """Image embeddings ``(N, E)``, not normalised."""
-
-    @abstractmethod
-    def embed_texts(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
-        """Text embeddings ``(N, E)``, not normalised."""
-
-    @abstractmethod
-    def logit_scale(self) -> Tensor:
-        """The model's (exponentiated) logit scale as a 0-d tensor."""
-
-    def logit_bias(self) -> Tensor | None:
-        """The model's logit bias as a 0-d tensor (SigLIP), or ``None`` (the default: no bias)."""
-        return None
-
-    def num_classes(self) -> int:
-        """Number of classes of an image classifier's head.
-
-        Raises:
-            TypeError: the default: the model is not an image classifier.
-        """
-        raise TypeError(f"`model` {type(self.model).__name__} is not an image classifier ({self.loader_name})")
-
-    def class_logits(self, features: Tensor) -> Tensor:
-        """Class logits ``(N, K)`` of pooled image features ``(N, E)`` (see :meth:`embed_images`).
-
-        Raises:
-            TypeError: the default: the model is not an image classifier.
-        """
-        raise TypeError(f"`model` {type(self.model).__name__} is not an image classifier ({self.loader_name})")
-
-    # -- structure ------------------------------------------------------------------
-    @abstractmethod
+    # -- attention access -------------------------------------------------------------
     def attention_blocks(self, modality: str) -> list[nn.Module]:
-        """The attention modules of the ``"image"`` or ``"text"`` tower, in order."""
+        """The attention modules of the ``"image"`` or ``"text"`` tower, in order (from the tower's role).
+
+        Raises:
+            TypeError: the adapter does not have that tower.
+        """
+        if modality == "image":
+            return self.require(ImageTower, "explaining images").image_blocks()
+        return self.require(TextTower, "explaining texts").text_blocks()
+
+    def attention_pool(self, modality: str) -> bool:
+        """Whether the tower's last attention block is a pool (one pooled query over the tokens: a ResNet's
+        attention pool, SigLIP's head) rather than token-to-token self-attention (the default: False)."""
+        return False
 
     @abstractmethod
     def probe(self, block: nn.Module, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:
@@ -345,7 +384,23 @@ class Adapter(ABC):
     def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
         """The block's out-projection ``o -> W_o o + b_o``, as a function that fires no hooks."""
 
-    # -- geometry ---------------------------------------------------------------------
+
+class ImageTower(ABC):
+    """Role: the model embeds images (a ViT with a class token, or an attention pool)."""
+
+    model: nn.Module
+
+    #: Number of leading non-patch tokens (CLS) in the image sequence.
+    image_prefix_tokens: int = 1
+
+    @abstractmethod
+    def embed_images(self, pixel_values: Tensor, interpolate_pos_encoding: bool) -> Tensor:
+        """Image embeddings ``(N, E)``, not normalised."""
+
+    @abstractmethod
+    def image_blocks(self) -> list[nn.Module]:
+        """The image tower's attention modules, first to last."""
+
     @abstractmethod
     def patch_size(self) -> tuple[int, int]:
         """Patch size ``(ph, pw)`` of the image tower."""
@@ -363,12 +418,23 @@ class Adapter(ABC):
         ph, pw = self.patch_size()
         return pixel_values.shape[-2] // ph, pixel_values.shape[-1] // pw
 
-    #: Number of leading non-patch tokens (CLS) in the image sequence.
-    image_prefix_tokens: int = 1
+
+class TextTower(ABC):
+    """Role: the model embeds token ids, pooled at one position."""
+
+    model: nn.Module
 
     #: Whether each text token attends only to itself and earlier tokens (CLIP); ``False`` for a
     #: bidirectional text tower (SigLIP, BLIP).
     causal_text: bool = True
+
+    @abstractmethod
+    def embed_texts(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+        """Text embeddings ``(N, E)``, not normalised."""
+
+    @abstractmethod
+    def text_blocks(self) -> list[nn.Module]:
+        """The text tower's attention modules, first to last."""
 
     @abstractmethod
     def eos_index(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
@@ -393,10 +459,54 @@ class Adapter(ABC):
         words = valid & (positions[None, :] > 0) & (positions[None, :] != eos[:, None])
         return eos, valid, words
 
-    # -- residual-stream access (Grad-CAM, MaskCLIP, CLIP Surgery, M2IB) -------------------
-    def residual_site(self, block: nn.Module) -> ResidualSite | None:
-        """Where the residual stream enters attention ``block``, or ``None`` (the default: unsupported)."""
+    def pad_token_id(self) -> int | None:
+        """The text tower's padding id, or ``None`` (the default: unknown)."""
         return None
+
+    # -- what input checks need to know (None: unknown, not checked) ------------------------
+    def text_vocab_size(self) -> int | None:
+        """The text tower's vocabulary size: ``config.text_config.vocab_size`` or the model's ``vocab_size``."""
+        return _text_attribute(self.model, "vocab_size")
+
+    def text_context_length(self) -> int | None:
+        """The most tokens the text tower reads: ``max_position_embeddings`` or the model's ``context_length``."""
+        return _text_attribute(self.model, "max_position_embeddings", "context_length")
+
+    def text_eos_id(self) -> int | None:
+        """The token id the text tower pools at, when it pools at a fixed id (default: ``None``)."""
+        return None
+
+
+class Scorer(ABC):
+    """Role: image-text scores, a logit scale (and bias) over the cosine of the two embeddings."""
+
+    @abstractmethod
+    def logit_scale(self) -> Tensor:
+        """The model's (exponentiated) logit scale as a 0-d tensor."""
+
+    def logit_bias(self) -> Tensor | None:
+        """The model's logit bias as a 0-d tensor (SigLIP), or ``None`` (the default: no bias)."""
+        return None
+
+
+class Classifier(ABC):
+    """Role: an image classifier, scored by class logits of the pooled image features."""
+
+    @abstractmethod
+    def num_classes(self) -> int:
+        """Number of classes of the classifier's head."""
+
+    @abstractmethod
+    def class_logits(self, features: Tensor) -> Tensor:
+        """Class logits ``(N, K)`` of pooled image features ``(N, E)`` (see :meth:`ImageTower.embed_images`)."""
+
+
+class ResidualAccess(ABC):
+    """Role: the residual stream entering an attention block (Grad-CAM, MaskCLIP, CLIP Surgery, M2IB)."""
+
+    @abstractmethod
+    def residual_site(self, block: nn.Module) -> ResidualSite | None:
+        """Where the residual stream enters attention ``block``, or ``None`` where the loader has no access."""
 
     def probe_layer(
         self, block: nn.Module, substitute: Callable[[Tensor], Tensor] | None = None
@@ -416,11 +526,16 @@ class Adapter(ABC):
         site = self.residual_site(block)
         if site is None:
             raise TypeError(
-                f"the {self.loader_name} adapter has no residual-stream access to {type(block).__name__} "
-                "(`probe_layer`)"
+                f"the {getattr(self, 'loader_name', type(self).__name__)} adapter has no residual-stream access to "
+                f"{type(block).__name__} (`probe_layer`)"
             )
         return layer_probe(site, substitute)
 
+
+class TokenProjection(ABC):
+    """Role: every token through what follows the tower's last attention layer (MaskCLIP, CLIP Surgery)."""
+
+    @abstractmethod
     def project_tokens(self, tokens: Tensor, modality: str) -> Tensor:
         """Every token through what follows the tower's last attention layer: ``(N, T, C) -> (N, T, E)``.
 
@@ -428,28 +543,25 @@ class Adapter(ABC):
         layer, and this is the final norm and projection. After an attention pool
         (ResNet, SigLIP's head), ``tokens`` are outputs of the pool's out-projection,
         and this is whatever the model applies to the pooled one.
-
-        Raises:
-            TypeError: the default: the adapter cannot project tokens.
         """
-        raise TypeError(f"the {self.loader_name} adapter cannot project tokens (`project_tokens`)")
 
-    def pad_token_id(self) -> int | None:
-        """The text tower's padding id, or ``None`` (the default: unknown)."""
-        return None
 
-    # -- what input checks need to know (None: unknown, not checked) ------------------------
-    def text_vocab_size(self) -> int | None:
-        """The text tower's vocabulary size: ``config.text_config.vocab_size`` or the model's ``vocab_size``."""
-        return _text_attribute(self.model, "vocab_size")
+#: The adapter roles, in the order :meth:`Adapter.capabilities` lists them.
+ROLES: tuple[type, ...] = (ImageTower, TextTower, Scorer, Classifier, ResidualAccess, TokenProjection)
 
-    def text_context_length(self) -> int | None:
-        """The most tokens the text tower reads: ``max_position_embeddings`` or the model's ``context_length``."""
-        return _text_attribute(self.model, "max_position_embeddings", "context_length")
+_ROLE_WORDS: dict[type, str] = {
+    ImageTower: "an image tower",
+    TextTower: "a text tower",
+    Scorer: "image-text scores",
+    Classifier: "an image classifier's head",
+    ResidualAccess: "residual-stream access",
+    TokenProjection: "token projection",
+}
 
-    def text_eos_id(self) -> int | None:
-        """The token id the text tower pools at, when it pools at a fixed id (default: ``None``)."""
-        return None
+
+def _members(role: type) -> frozenset[str]:
+    """The public names a role defines (its methods and attributes)."""
+    return frozenset(name for name in vars(role) if not name.startswith("_"))
 
 
 def _text_attribute(model: nn.Module, *names: str) -> int | None:

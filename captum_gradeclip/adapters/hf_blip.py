@@ -30,9 +30,14 @@ from torch import Tensor, nn
 from captum_gradeclip.adapters.base import (
     Adapter,
     AttentionRecord,
+    ImageTower,
     PooledTail,
+    ResidualAccess,
     ResidualSite,
+    Scorer,
     Substitute,
+    TextTower,
+    TokenProjection,
     block_tail,
     hook_handles_removed,
     linear_probe,
@@ -61,7 +66,9 @@ def fused_qkv_probe(
         yield record
 
 
-class HFBlipRetrievalAdapter(HFVisionConfigGeometry, Adapter):
+class HFBlipRetrievalAdapter(
+    HFVisionConfigGeometry, Adapter, ImageTower, TextTower, Scorer, ResidualAccess, TokenProjection
+):
     """``transformers.BlipForImageTextRetrieval``, ITC cosine path (ViT image tower, BERT text tower)."""
 
     loader_name = "transformers BlipForImageTextRetrieval (ITC)"
@@ -85,9 +92,10 @@ class HFBlipRetrievalAdapter(HFVisionConfigGeometry, Adapter):
         value = math.exp(float(self.model.config.logit_scale_init_value))
         return torch.tensor(value, device=self.model.vision_proj.weight.device)
 
-    def attention_blocks(self, modality: str) -> list[nn.Module]:
-        if modality == "image":
-            return [layer.self_attn for layer in self.model.vision_model.encoder.layers]
+    def image_blocks(self) -> list[nn.Module]:
+        return [layer.self_attn for layer in self.model.vision_model.encoder.layers]
+
+    def text_blocks(self) -> list[nn.Module]:
         return [layer.attention for layer in self.model.text_encoder.encoder.layer]
 
     def _is_image_block(self, block: nn.Module) -> bool:

@@ -11,9 +11,14 @@ from torch import Tensor, nn
 from captum_gradeclip.adapters.base import (
     Adapter,
     AttentionRecord,
+    ImageTower,
     PooledTail,
+    ResidualAccess,
     ResidualSite,
+    Scorer,
     Substitute,
+    TextTower,
+    TokenProjection,
     block_tail,
     linear_probe,
     pair,
@@ -44,7 +49,7 @@ class HFVisionConfigGeometry:
         return int(self.model.config.vision_config.num_channels)
 
 
-class HFCLIPAdapter(HFVisionConfigGeometry, Adapter):
+class HFCLIPAdapter(HFVisionConfigGeometry, Adapter, ImageTower, TextTower, Scorer, ResidualAccess, TokenProjection):
     """``transformers.CLIPModel`` (ViT image tower, causal text tower)."""
 
     loader_name = "transformers CLIPModel"
@@ -66,8 +71,11 @@ class HFCLIPAdapter(HFVisionConfigGeometry, Adapter):
     def _tower(self, modality: str) -> nn.Module:
         return self.model.vision_model if modality == "image" else self.model.text_model
 
-    def attention_blocks(self, modality: str) -> list[nn.Module]:
-        return [layer.self_attn for layer in self._tower(modality).encoder.layers]
+    def image_blocks(self) -> list[nn.Module]:
+        return [layer.self_attn for layer in self.model.vision_model.encoder.layers]
+
+    def text_blocks(self) -> list[nn.Module]:
+        return [layer.self_attn for layer in self.model.text_model.encoder.layers]
 
     def probe(self, block: nn.Module, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:
         return linear_probe(

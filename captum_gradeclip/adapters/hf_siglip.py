@@ -35,9 +35,14 @@ from torch import Tensor, nn
 from captum_gradeclip.adapters.base import (
     Adapter,
     AttentionRecord,
+    ImageTower,
     PooledTail,
+    ResidualAccess,
     ResidualSite,
+    Scorer,
     Substitute,
+    TextTower,
+    TokenProjection,
     linear_probe,
     text_config_id,
 )
@@ -46,7 +51,7 @@ from captum_gradeclip.adapters.mha import check_supported, in_projections, mha_p
 from captum_gradeclip.ops import pooled_attention, projection
 
 
-class HFSiglipAdapter(HFVisionConfigGeometry, Adapter):
+class HFSiglipAdapter(HFVisionConfigGeometry, Adapter, ImageTower, TextTower, Scorer, ResidualAccess, TokenProjection):
     """``transformers.SiglipModel`` (ViT with a MAP pooling head, bidirectional text tower pooled at the end)."""
 
     loader_name = "transformers SiglipModel"
@@ -80,10 +85,14 @@ class HFSiglipAdapter(HFVisionConfigGeometry, Adapter):
     def logit_bias(self) -> Tensor | None:
         return self.model.logit_bias.reshape(())
 
-    def attention_blocks(self, modality: str) -> list[nn.Module]:
-        if modality == "image":
-            return [self._head().attention]
+    def image_blocks(self) -> list[nn.Module]:
+        return [self._head().attention]
+
+    def text_blocks(self) -> list[nn.Module]:
         return [layer.self_attn for layer in self.model.text_model.encoder.layers]
+
+    def attention_pool(self, modality: str) -> bool:
+        return modality == "image"  # the image tower's explained block is the pooling head's attention
 
     def probe(self, block: nn.Module, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:
         if isinstance(block, nn.MultiheadAttention):

@@ -17,12 +17,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-import torch
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters.base import (
     Adapter,
     AttentionRecord,
+    Classifier,
+    ImageTower,
     PooledTail,
     Substitute,
     block_tail,
@@ -46,11 +47,10 @@ def _layers(vit: nn.Module) -> nn.ModuleList:
     return layers if layers is not None else vit.encoder.layer
 
 
-class HFViTClassifierAdapter(Adapter):
-    """``transformers.ViTForImageClassification``: image only, scored by class logits."""
+class HFViTClassifierAdapter(Adapter, ImageTower, Classifier):
+    """``transformers.ViTForImageClassification``: image only (no text tower), scored by class logits."""
 
     loader_name = "transformers ViTForImageClassification (with cg.ImageClassification)"
-    is_classifier = True
 
     @classmethod
     def matches(cls, model: object) -> bool:
@@ -62,27 +62,13 @@ class HFViTClassifierAdapter(Adapter):
         out = self.model.vit(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
         return out.last_hidden_state[:, 0]
 
-    def _no_text(self) -> TypeError:
-        return TypeError(
-            "`model` ViTForImageClassification has no text tower: explain it with "
-            "cg.ImageClassification(model), whose target is a class index"
-        )
-
-    def embed_texts(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
-        raise self._no_text()
-
-    def logit_scale(self) -> Tensor:
-        return torch.tensor(1.0)
-
     def num_classes(self) -> int:
         return int(self.model.config.num_labels)
 
     def class_logits(self, features: Tensor) -> Tensor:
         return self.model.classifier(features)
 
-    def attention_blocks(self, modality: str) -> list[nn.Module]:
-        if modality != "image":
-            raise self._no_text()
+    def image_blocks(self) -> list[nn.Module]:
         return [layer.attention for layer in _layers(self.model.vit)]
 
     def probe(self, block: nn.Module, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:
@@ -115,6 +101,3 @@ class HFViTClassifierAdapter(Adapter):
 
     def num_channels(self) -> int:
         return int(self.model.config.num_channels)
-
-    def eos_index(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
-        raise self._no_text()

@@ -37,6 +37,11 @@ class OpenCLIPAdapter(OpenAICLIPAdapter):
     def matches(cls, model: object) -> bool:
         return type(model).__module__.startswith("open_clip.") and type(model).__name__ in ("CLIP", "CustomTextCLIP")
 
+    @classmethod
+    def convert(cls, model: nn.Module, dtype: torch.dtype) -> nn.Module:
+        """Cast whole (OpenAI clip's ``convert_weights`` is for OpenAI clip only)."""
+        return model.to(dtype)
+
     def _check_image_tower(self) -> None:
         v = self.visual
         name = type(v).__name__

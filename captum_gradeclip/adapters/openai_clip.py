@@ -34,9 +34,14 @@ from torch import Tensor, nn
 from captum_gradeclip.adapters.base import (
     Adapter,
     AttentionRecord,
+    ImageTower,
     PooledTail,
+    ResidualAccess,
     ResidualSite,
+    Scorer,
     Substitute,
+    TextTower,
+    TokenProjection,
     block_tail,
     capture_input,
     interpolate_positions,
@@ -49,7 +54,7 @@ from captum_gradeclip.ops import pooled_attention, projection
 RESNET_STRIDE = 32
 
 
-class OpenAICLIPAdapter(Adapter):
+class OpenAICLIPAdapter(Adapter, ImageTower, TextTower, Scorer, ResidualAccess, TokenProjection):
     """OpenAI ``clip`` models: ``clip.model.CLIP`` with a ViT or ModifiedResNet image tower."""
 
     loader_name = "OpenAI clip (clip.model.CLIP, ViT or ResNet)"
@@ -169,12 +174,33 @@ class OpenAICLIPAdapter(Adapter):
         return self.model.logit_scale.exp().reshape(())
 
     # -- structure ---------------------------------------------------------------------------
-    def attention_blocks(self, modality: str) -> list[nn.Module]:
-        if modality == "image":
-            self._check_image_tower()
-            if self._is_resnet():
-                return [self.visual.attnpool]
-            return [block.attn for block in self.visual.transformer.resblocks]
+    @classmethod
+    def convert(cls, model: nn.Module, dtype: torch.dtype) -> nn.Module:
+        """OpenAI ``clip`` keeps its LayerNorms in float32 and converts the rest with ``clip.model.convert_weights``
+        (float16 only).
+
+        Raises:
+            ValueError: for a dtype other than float16 or float32.
+        """
+        if dtype is torch.float32:
+            return model.to(dtype)
+        if dtype is not torch.float16:
+            raise ValueError("OpenAI clip converts to float16 only")
+        from clip.model import convert_weights
+
+        convert_weights(model)
+        return model
+
+    def image_blocks(self) -> list[nn.Module]:
+        self._check_image_tower()
+        if self._is_resnet():
+            return [self.visual.attnpool]
+        return [block.attn for block in self.visual.transformer.resblocks]
+
+    def attention_pool(self, modality: str) -> bool:
+        return modality == "image" and self._is_resnet()
+
+    def text_blocks(self) -> list[nn.Module]:
         blocks = [block.attn for block in self._text_transformer().resblocks]
         for block in blocks:
             check_supported(block, self.module_name(block))

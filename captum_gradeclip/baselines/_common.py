@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from captum_gradeclip.adapters import Adapter, AttentionRecord
+from captum_gradeclip.adapters import AttentionRecord, ResidualAccess, TokenProjection
 from captum_gradeclip.ops import attention_probs
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
@@ -61,10 +61,12 @@ def gather_columns(per_reference: Tensor, columns: Tensor) -> Tensor:
 
 def capability(sim: SimilarityWrapper, name: str, method: str, blocks: tuple[nn.Module, ...] = ()) -> Any:
     """The adapter method ``name`` that ``method`` needs (``probe_layer`` at every one of ``blocks``, or
-    ``project_tokens``), or a clear TypeError naming the loader."""
+    ``project_tokens``), or a clear TypeError naming the loader.
+
+    The adapter has it where it declares the role (:class:`~captum_gradeclip.adapters.ResidualAccess`,
+    :class:`~captum_gradeclip.adapters.TokenProjection`) and, for ``probe_layer``, reaches every block."""
     adapter = sim.adapter
-    base = "residual_site" if name == "probe_layer" else name
-    missing = getattr(type(adapter), base) is getattr(Adapter, base)
+    missing = not isinstance(adapter, _ROLE_OF[name])
     if not missing and name == "probe_layer":
         missing = any(adapter.residual_site(block) is None for block in blocks)
     if missing:
@@ -72,6 +74,10 @@ def capability(sim: SimilarityWrapper, name: str, method: str, blocks: tuple[nn.
             f"{method} needs the adapter capability `{name}`, which the {adapter.loader_name} adapter lacks"
         )
     return getattr(adapter, name)
+
+
+#: The adapter role that provides each capability a baseline asks :func:`capability` for.
+_ROLE_OF: dict[str, type] = {"probe_layer": ResidualAccess, "project_tokens": TokenProjection}
 
 
 def is_pool(record: AttentionRecord) -> bool:

@@ -240,11 +240,19 @@ def hf_task(name: str, data: Path, limit: int | None) -> Task:
     )
 
 
+def shapes_specs() -> dict[str, str]:
+    """The ShapesCLIP ``--model`` specs and their backbones (:data:`captum_gradeclip.zoo.MODEL_SPECS`)."""
+    from captum_gradeclip.zoo import MODEL_SPECS
+
+    return MODEL_SPECS
+
+
 def shapes_task(scenes: int, backbone: str = "vit") -> Task:
     """ShapesCLIP on held-out scenes: each image explained for one of its objects, against all 24 prompts.
 
-    ``backbone``: ``"vit"`` (``--model shapes``) or ``"resnet"`` (``--model shapes:resnet``, open_clip's
-    ModifiedResNet; its processor resizes the 64x64 scenes to 128x128, and the masks stay 64x64).
+    ``backbone``: the backbone of a ``--model`` spec in :data:`captum_gradeclip.zoo.MODEL_SPECS`: ``"vit"``
+    (``--model shapes``), ``"resnet"`` (``--model shapes:resnet``, open_clip's ModifiedResNet; its processor resizes
+    the 64x64 scenes to 128x128, and the masks stay 64x64), ...
     """
     try:
         from captum_gradeclip.zoo import load_shapes_clip, shapes
@@ -259,7 +267,8 @@ def shapes_task(scenes: int, backbone: str = "vit") -> Task:
     picked = [s.objects[i % len(s.objects)] for i, s in enumerate(world)]
     prompts = shapes.all_prompts()
     image_processor = getattr(processor, "image_processor", processor)
-    kind = {"vit": "ViT", "resnet": "ResNet: open_clip ModifiedResNet, attention pool, 4x4 grid"}[backbone]
+    kinds = {"vit": "ViT", "resnet": "ResNet: open_clip ModifiedResNet, attention pool, 4x4 grid"}
+    kind = kinds.get(backbone, backbone)
     return Task(
         name=f"ShapesCLIP ({kind}, parameters sha256 {weights[:12]}) on {scenes} held-out scenes "
         f"(seeds {SHAPES_SEED}..{SHAPES_SEED + scenes - 1})",
@@ -539,7 +548,9 @@ def markdown(
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="shapes", help="shapes (ViT ShapesCLIP) | shapes:resnet | hf:NAME_OR_PATH")
+    parser.add_argument(
+        "--model", default="shapes", help=f"ShapesCLIP: {' | '.join(shapes_specs())}; or hf:NAME_OR_PATH"
+    )
     parser.add_argument("--data", type=Path, help="folder of images and one CSV image,text[,box] (with hf:)")
     parser.add_argument("--scenes", type=int, default=500, help="held-out shapes scenes (with shapes)")
     parser.add_argument("--limit", type=int, help="use only the first rows of the CSV")
@@ -562,14 +573,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         select_methods(args.methods, args)  # unknown names fail before the model loads
-        if args.model in ("shapes", "shapes:resnet"):
-            task = shapes_task(args.scenes, args.model.partition(":")[2] or "vit")
+        if args.model in shapes_specs():
+            task = shapes_task(args.scenes, shapes_specs()[args.model])
         elif args.model.startswith("hf:"):
             if args.data is None:
                 raise ValueError("`--model hf:...` needs `--data DIR`")
             task = hf_task(args.model[3:], args.data, args.limit)
         else:
-            raise ValueError(f"`--model` must be 'shapes', 'shapes:resnet' or 'hf:NAME_OR_PATH'; got {args.model!r}")
+            specs = ", ".join(repr(spec) for spec in shapes_specs())
+            raise ValueError(f"`--model` must be {specs} or 'hf:NAME_OR_PATH'; got {args.model!r}")
         setup = [task.name, *without_options(argv, "--cache")]
         cached = json.loads(args.cache.read_text()) if args.cache and args.cache.is_file() else {}
         results = cached.get("results", {}) if cached.get("setup") == setup else {}

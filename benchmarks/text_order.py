@@ -31,7 +31,7 @@ from torch import Tensor
 import captum_gradeclip as cg
 from captum_gradeclip import methods as registry
 from captum_gradeclip import metrics
-from captum_gradeclip.zoo import shapes
+from captum_gradeclip.zoo import MODEL_SPECS, shapes
 
 import quality
 from _pages import write_section
@@ -125,7 +125,7 @@ def markdown(task: quality.Task, command: str, results: dict[str, dict[str, dict
 def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="shapes", choices=["shapes", "shapes:resnet"])
+    parser.add_argument("--model", default="shapes", choices=list(MODEL_SPECS))
     parser.add_argument("--scenes", type=int, default=200)
     parser.add_argument("--score", nargs="+", default=["softmax"], choices=sorted(quality.SCORE_WORDS))
     parser.add_argument("--steps", type=int, default=20)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     args = parser.parse_args(argv)
     if args.scenes < 2:
         parser.error("--scenes must be at least 2")
-    task = quality.shapes_task(args.scenes, args.model.partition(":")[2] or "vit")
+    task = quality.shapes_task(args.scenes, MODEL_SPECS[args.model])
     results = {score: run(task, score, args.steps, args.batch_size, args.seed, args.device) for score in args.score}
     text = markdown(task, " ".join(["python", "benchmarks/text_order.py", *argv]), results)
     print(text)

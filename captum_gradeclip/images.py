@@ -11,9 +11,9 @@
   values' range (kept as they are when already in [0, 1]), instead of being clipped to white.
 - **Orientation.** The EXIF orientation tag is applied (:func:`PIL.ImageOps.exif_transpose`).
 
-Every refusal is an :class:`ImageError`, a :class:`~captum_gradeclip.cli.CLIError` (one line, exit code 2) whose
-``reason`` is a short category (``"missing image"``, ``"corrupt image"``, ``"too large"``, ``"outside --images"``);
-the dataset runner turns it into an error row.
+Every refusal is an :class:`ImageError`, a :class:`~captum_gradeclip.cli.commands.CLIError` (one line, exit code
+2) whose ``reason`` is a short category (``"missing image"``, ``"corrupt image"``, ``"too large"``,
+``"outside --images"``); the dataset runner turns it into an error row.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from captum_gradeclip import commands
-from captum_gradeclip.cli import CLIError
+from captum_gradeclip.cli import commands
+from captum_gradeclip.cli.commands import CLIError
 
 #: Default pixel budget per image (width times height): 100 megapixels.
 DEFAULT_MAX_PIXELS = commands.DEFAULT_MAX_PIXELS  # one value, defined where the CLI's help reads it

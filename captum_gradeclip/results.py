@@ -160,7 +160,7 @@ class ResultStore:
 
     Examples::
 
-        >>> from captum_gradeclip import dataset
+        >>> from captum_gradeclip.cli import dataset
         >>> scene.image.save(tmp_path / "scene.png")
         >>> _ = (tmp_path / "pairs.csv").write_text("image,text\\nscene.png,a red square\\n")
         >>> dataset.main(["--images", str(tmp_path), "--pairs", str(tmp_path / "pairs.csv"),
@@ -307,7 +307,7 @@ class ResultStore:
 
         Examples::
 
-            >>> from captum_gradeclip import dataset
+            >>> from captum_gradeclip.cli import dataset
             >>> scene.image.save(tmp_path / "scene.png")
             >>> _ = (tmp_path / "pairs.csv").write_text("image,text\\nscene.png,a red square\\n")
             >>> for out in ("a", "b"):
@@ -356,7 +356,7 @@ def open(root: str | Path, partial: bool = False) -> ResultStore:
 
     Examples::
 
-        >>> from captum_gradeclip import dataset
+        >>> from captum_gradeclip.cli import dataset
         >>> scene.image.save(tmp_path / "scene.png")
         >>> _ = (tmp_path / "pairs.csv").write_text("image,text\\nscene.png,a red square\\n")
         >>> dataset.main(["--images", str(tmp_path), "--pairs", str(tmp_path / "pairs.csv"),

@@ -24,7 +24,7 @@ UNKNOWN_TEXTS = ["a woman", "a uniform", "a red flag"]
 
 
 def main(out: Path) -> None:
-    from captum_gradeclip import demo, explain
+    from captum_gradeclip.cli import demo, explain
     from captum_gradeclip.zoo import shapes
 
     start = time.perf_counter()

@@ -60,3 +60,16 @@ def test_word_kinds_reads_both_shipped_tokenizers(module, backbone):
     ids = tokenizer(["a red circle and a cyan cross"], return_tensors="pt")["input_ids"]
     kinds = module["word_kinds"](tokenizer, ids)[0].tolist()
     assert kinds[1:-1] == [2, 0, 1, 2, 2, 0, 1]  # between the start and end tokens
+
+
+def test_every_shapes_spec_of_the_zoo_table_is_a_choice(monkeypatch, capsys):
+    from captum_gradeclip import zoo
+
+    monkeypatch.setitem(zoo.MODEL_SPECS, "shapes:twin", "vit")
+    text_order = runpy.run_path(str(SCRIPT))
+    with pytest.raises(SystemExit):
+        text_order["main"](["--model", "shapes:twin", "--scenes", "1"])  # accepted, then --scenes is refused
+    assert "--scenes must be at least 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        text_order["main"](["--model", "shapes:nope"])
+    assert "invalid choice: 'shapes:nope'" in capsys.readouterr().err

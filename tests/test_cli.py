@@ -173,14 +173,25 @@ def test_a_device_torch_does_not_know_is_one_line(device):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_without_a_gpu_is_one_line_before_loading(monkeypatch):
-    monkeypatch.setattr("captum_gradeclip.cli._load_shapes", lambda *a: pytest.fail("loaded before the check"))
+    monkeypatch.setattr("captum_gradeclip.cli.models._load_shapes", lambda *a: pytest.fail("loaded before the check"))
     with pytest.raises(CLIError, match=r"`--device cuda`: torch sees no CUDA GPU on this machine \(use --device cpu\)"):
         load_model("shapes", device="cuda")
 
 
 def test_the_model_goes_to_the_device_and_the_commands_take_it():
-    from captum_gradeclip.commands import PARSERS
+    from captum_gradeclip.cli.commands import PARSERS
 
     assert next(load_model("shapes", device="cpu").model.parameters()).device.type == "cpu"
     for name, parser in PARSERS.items():
         assert "--device" in parser().format_help(), name
+
+
+def test_shapes_specs_come_from_the_zoo_table(monkeypatch, tmp_path):
+    from captum_gradeclip import zoo
+    from captum_gradeclip.cli import demo
+
+    monkeypatch.setitem(zoo.MODEL_SPECS, "shapes:twin", "vit")  # a new backbone's spec: one entry in the table
+    loaded = load_model("shapes:twin")
+    assert type(loaded.model).__name__ == "CLIPModel" and loaded.name == "shapes:twin"
+    with pytest.raises(CLIError, match=r"^the demo runs on ShapesCLIP: --model shapes or shapes:resnet or shapes:twin"):
+        demo.run(tmp_path, model="hf:x")

@@ -12,7 +12,7 @@ import pytest
 
 import captum_gradeclip
 from captum_gradeclip.__main__ import main
-from captum_gradeclip.commands import COMMANDS, PARSERS
+from captum_gradeclip.cli.commands import COMMANDS, PARSERS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -21,7 +21,7 @@ from transformers import CLIPImageProcessor, CLIPProcessor
 
 import captum_gradeclip as cg
 from captum_gradeclip.cli import CLIError, load_model
-from captum_gradeclip.dataset import main
+from captum_gradeclip.cli.dataset import main
 from tests.conftest import make_clip, rel_err
 from tests.test_wrappers import _word_tokenizer
 
@@ -293,7 +293,7 @@ def test_hostile_rows_become_error_rows_and_deep_images_read_in_their_range(data
 def test_a_chunk_decodes_one_batch_of_images_at_a_time(dataset, tmp_path, monkeypatch):
     import weakref
 
-    from captum_gradeclip import dataset as module
+    from captum_gradeclip.cli import dataset as module
 
     alive, peak = set(), []
 
@@ -314,7 +314,7 @@ def test_a_chunk_decodes_one_batch_of_images_at_a_time(dataset, tmp_path, monkey
 
 
 def test_read_pairs_bom_header_only_and_bad_rows_name_the_file_and_line(tmp_path):
-    from captum_gradeclip.dataset import read_pairs
+    from captum_gradeclip.cli.dataset import read_pairs
 
     bom = tmp_path / "bom.csv"
     bom.write_bytes("\ufeffimage,text\na.png,a red circle\n".encode())

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from captum_gradeclip.demo import DEMO_SCENES
+from captum_gradeclip.cli.demo import DEMO_SCENES
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ def test_known_words_do_not_warn(shapes_clip):
 
 
 def test_another_tokenizer_warns_without_the_shapes_world():
-    from captum_gradeclip.demo import tiny_random_clip
+    from captum_gradeclip.cli.demo import tiny_random_clip
 
     model, tokenizer = tiny_random_clip(["a", "red", "circle"])
     with pytest.warns(UserWarning, match=r"the tokenizer does not know the words 'dog'") as caught:

@@ -186,7 +186,7 @@ def test_cli_loads_it_as_shapes_resnet():
 
 
 def test_explain_and_demo_take_model_shapes_resnet(tmp_path, capsys):
-    from captum_gradeclip import demo, explain
+    from captum_gradeclip.cli import demo, explain
 
     image = tmp_path / "scene.png"
     shapes.make_scene(5, n_objects=2).image.save(image)

@@ -1,14 +1,17 @@
 """The command line's parsers and help texts, kept free of heavy imports so that ``--help`` answers at once.
 
 ``captum-gradeclip --help``, ``--version`` and ``captum-gradeclip COMMAND --help`` import only this module (and
-``argparse``); the commands import torch, transformers and matplotlib when they run.
+``argparse``); the commands import torch, transformers and matplotlib when they run. Every error a command
+reports goes through :func:`fail`: one line, exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 from pathlib import Path
+from typing import NoReturn
 
 PROG = "captum-gradeclip"
 MODEL_SPECS = "shapes | hf:NAME_OR_PATH | open_clip:ARCH[:PRETRAINED] | openai:NAME"
@@ -60,6 +63,15 @@ COMMANDS = {
 
 class CLIError(Exception):
     """An error the CLI reports as one line, with exit status 2."""
+
+
+def fail(error: BaseException | str, prog: str = PROG) -> NoReturn:
+    """Reports ``error`` as one line on stderr, ``PROG: error: MESSAGE`` (control characters written out), and
+    exits with status 2, without a traceback: the one error path of every command."""
+    from captum_gradeclip.images import printable
+
+    print(f"{prog}: error: {printable(error)}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -34,8 +34,9 @@ from PIL import Image
 from tqdm import tqdm
 
 import captum_gradeclip as cg
-from captum_gradeclip.cli import LoadedModel, check_output_directory, load_model
-from captum_gradeclip.commands import explain_dataset_parser
+from captum_gradeclip.cli.commands import PROG, explain_dataset_parser, fail
+from captum_gradeclip.cli.files import check_output_directory
+from captum_gradeclip.cli.models import LoadedModel, load_model
 from captum_gradeclip.images import DEFAULT_MAX_PIXELS, ImageError, load_image, printable, resolve_inside
 from captum_gradeclip.results import (
     FORMAT_VERSION,
@@ -126,7 +127,7 @@ class DatasetExplainer:
 
     Args:
         loaded (LoadedModel): the model and its loader's own preprocessing, from
-            :func:`captum_gradeclip.cli.load_model` (any ``--model`` spec).
+            :func:`captum_gradeclip.cli.models.load_model` (any ``--model`` spec).
         images (Path): the folder that image paths are relative to.
         mode (str): Grad-ECLIP mode.
         batch_size (int): items per forward pass.
@@ -479,15 +480,14 @@ def main(argv: list[str] | None = None) -> None:
         if rank == 0:
             manifest = _manifest(items, args.chunk_size, config)
             check_out(args.out, manifest, args.fresh, items, args.images)  # before any computing
-        loaded = load_model(args.model, args.dtype, device)  # a CLIError: one line and exit code 2 in __main__
+        loaded = load_model(args.model, args.dtype, device)  # a CLIError: one line and exit code 2 in cli.main
         classes = sorted({i.label for i in items if i.label}) if labels else None
         explainer = DatasetExplainer(
             loaded, args.images, args.mode, args.batch_size, classes, args.templates, args.max_pixels
         )
         summary = run(explainer, items, args.out, args.chunk_size, config, rank, world_size, args.fresh)
-    except (ValueError, FileNotFoundError, TypeError) as error:  # a CLIError: one line and exit 2 in __main__
-        print(f"captum-gradeclip explain-dataset: error: {printable(error)}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except (ValueError, FileNotFoundError, TypeError) as error:  # a CLIError: one line and exit 2 in cli.main
+        fail(error, f"{PROG} explain-dataset")
     finally:
         if world_size > 1:
             dist.destroy_process_group()

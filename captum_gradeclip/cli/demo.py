@@ -24,11 +24,11 @@ from captum.attr import LayerAttribution
 from PIL import Image
 from tqdm import tqdm
 
-from captum_gradeclip.cli import CLIError, load_model
-from captum_gradeclip.commands import demo_parser
-from captum_gradeclip.explain import explain
+from captum_gradeclip.cli.commands import CLIError, demo_parser
+from captum_gradeclip.cli.explain import explain
+from captum_gradeclip.cli.models import load_model
 from captum_gradeclip.viz import ReportEntry, explanation_figure, figure_png, save_html
-from captum_gradeclip.zoo import shapes
+from captum_gradeclip.zoo import MODEL_SPECS, shapes
 
 IMAGE_SIZE = 96  # of the tiny random CLIP: a multiple of its patch size 16
 #: Held-out shapes-world seeds of the demo scenes (two and three objects).
@@ -88,8 +88,8 @@ def run(
         out (Path): the directory to write to.
         scenes (tuple, optional): ``(seed, n_objects)`` of each scene. Default: :data:`DEMO_SCENES`.
         mode (str, optional): Grad-ECLIP's mode. Default: ``"native"``.
-        model (str, optional): ``"shapes"`` (the ViT ShapesCLIP) or ``"shapes:resnet"`` (the ResNet one).
-            Default: ``"shapes"``.
+        model (str, optional): a ShapesCLIP spec of :data:`captum_gradeclip.zoo.MODEL_SPECS`: ``"shapes"``
+            (the ViT ShapesCLIP), ``"shapes:resnet"`` (the ResNet one), ... Default: ``"shapes"``.
         device (str, optional): where the model runs (``"cpu"``, ``"cuda"``, ...). Default: ``"cpu"``.
 
     Returns:
@@ -97,7 +97,7 @@ def run(
         object, whether its prompt's map peaks on it) and ``png``.
     """
     if model.partition(":")[0] != "shapes":
-        raise CLIError(f"the demo runs on ShapesCLIP: --model shapes or shapes:resnet; got {model!r}")
+        raise CLIError(f"the demo runs on ShapesCLIP: --model {' or '.join(MODEL_SPECS)}; got {model!r}")
     loaded = load_model(model, device=device)
     prompts = shapes.all_prompts()
     out.mkdir(parents=True, exist_ok=True)

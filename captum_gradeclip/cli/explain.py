@@ -13,8 +13,9 @@ import warnings
 import torch
 
 import captum_gradeclip as cg
-from captum_gradeclip.cli import CLIError, LoadedModel, check_output_directory, load_model, read_image
-from captum_gradeclip.commands import explain_parser
+from captum_gradeclip.cli.commands import CLIError, explain_parser
+from captum_gradeclip.cli.files import check_output_directory, read_image
+from captum_gradeclip.cli.models import LoadedModel, load_model
 from captum_gradeclip.viz import ReportEntry, explanation_figure, figure_png, save_html
 from captum_gradeclip.vocabulary import UNKNOWN_TOKENS, unknown_words_message
 

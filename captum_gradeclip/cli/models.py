@@ -1,7 +1,7 @@
-"""What the command-line subcommands share: one-line errors, loading a model from a spec, reading an image.
+"""``--model`` specs: loading a model and the loader's own preprocessing, as the commands use them.
 
-Every CLI error is a :class:`CLIError`: ``captum-gradeclip`` prints it as one line and exits
-with status 2, without a traceback.
+Every error here is a :class:`~captum_gradeclip.cli.commands.CLIError`: ``captum-gradeclip`` prints it as one line
+and exits with status 2, without a traceback. The ShapesCLIP specs come from :data:`captum_gradeclip.zoo.MODEL_SPECS`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import logging
 import os
 import pickle
 import socket
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -22,9 +21,9 @@ import torch
 from PIL import Image
 from safetensors import SafetensorError
 
-from captum_gradeclip.commands import MODEL_SPECS, ArgumentParser, CLIError
+from captum_gradeclip.cli.commands import MODEL_SPECS, CLIError
 
-__all__ = ["DTYPES", "MODEL_SPECS", "ArgumentParser", "CLIError", "LoadedModel", "load_model", "read_image"]
+__all__ = ["DTYPES", "LoadedModel", "convert_model", "hub_reachable", "load_model", "resolve_device", "with_dtype"]
 
 HUB_HINT = "use --model shapes (the embedded model) or a local path"
 #: ``--dtype`` choices.
@@ -108,22 +107,12 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
-def read_image(path: str | Path) -> Image.Image:
-    """Opens an image file as RGB with :func:`captum_gradeclip.images.load_image` (the one image reader).
-
-    Raises:
-        CLIError: if the file is missing, is not a readable image or exceeds the pixel budget.
-    """
-    from captum_gradeclip.images import load_image
-
-    return load_image(path)
-
-
 def load_model(spec: str, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
     """Loads the model named by ``spec``.
 
     Args:
-        spec (str): ``shapes`` (the embedded ShapesCLIP; ``shapes:resnet``: its ResNet backbone),
+        spec (str): ``shapes`` (the embedded ShapesCLIP; each spec of :data:`captum_gradeclip.zoo.MODEL_SPECS`,
+            e.g. ``shapes:resnet``, names one of its backbones),
             ``hf:NAME_OR_PATH`` (a transformers ``from_pretrained`` name or directory), ``open_clip:ARCH[:PRETRAINED]``
             (``open_clip.create_model_and_transforms``) or ``openai:NAME`` (``clip.load``).
         dtype (str, optional): ``"float32"``, ``"bfloat16"`` or ``"float16"``: the model's
@@ -236,10 +225,11 @@ def _hf_loaded(model: torch.nn.Module, processor: object, spec: str) -> LoadedMo
 
 
 def _load_shapes(rest: str, spec: str) -> LoadedModel:
+    from captum_gradeclip.zoo import MODEL_SPECS as SHAPES_SPECS
     from captum_gradeclip.zoo import load_shapes_clip
 
-    try:
-        model, processor = load_shapes_clip(rest or "vit")
+    try:  # a spec of the table, or shapes:BACKBONE (an unknown one: load_shapes_clip names the known ones)
+        model, processor = load_shapes_clip(SHAPES_SPECS.get(spec, rest or "vit"))
     except (ValueError, FileNotFoundError, ImportError) as error:
         raise CLIError(f"{spec}: {_first_line(error)}") from None
     return _hf_loaded(model, processor, spec)
@@ -339,22 +329,3 @@ def _load_openai(name: str, spec: str) -> LoadedModel:
                            f"{HUB_HINT} (openai:/path/to/model.pt)") from None  # fmt: skip
         raise CLIError(f"{spec}: cannot load ({_first_line(error)}); {HUB_HINT}") from None
     return _bpe_loaded(model.float(), preprocess, clip.tokenize, _tokenizer, spec)
-
-
-def check_output_directory(path: Path, argument: str = "--out") -> None:
-    """Makes ``path`` (a directory) if needed and checks that files can be written there, before any computing.
-
-    Raises:
-        CLIError: if ``path`` is a file, or cannot be created or written to.
-    """
-    from captum_gradeclip.images import printable
-
-    if path.exists() and not path.is_dir():
-        raise CLIError(f"`{argument}` {printable(path)} exists and is not a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test.tmp-"):
-            pass
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise CLIError(f"`{argument}` {printable(path)} is not writable ({reason})") from None

@@ -36,8 +36,8 @@ _NAMES = {
     "SimilarityWrapper": "captum_gradeclip.wrappers",
     "TextImageSimilarity": "captum_gradeclip.wrappers",
     "get_adapter": "captum_gradeclip.adapters",
-    "to_hwc": "captum_gradeclip.visualization",
-    "words": "captum_gradeclip.visualization",
+    "to_hwc": "captum_gradeclip.viz",
+    "words": "captum_gradeclip.vocabulary",
 }
 _SUBMODULES = ("analysis", "baselines", "finetune", "methods", "metrics", "results", "zoo")
 
@@ -66,7 +66,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from captum_gradeclip import analysis, baselines, finetune, methods, metrics, results, zoo
     from captum_gradeclip.adapters import get_adapter
     from captum_gradeclip.attr import AttentionAttribution, GradECLIP, SimilarityAttribution
-    from captum_gradeclip.visualization import to_hwc, words
+    from captum_gradeclip.viz import to_hwc
+    from captum_gradeclip.vocabulary import words
     from captum_gradeclip.wrappers import (
         ImageClassification,
         ImageTextSimilarity,

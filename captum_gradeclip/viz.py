@@ -1,6 +1,7 @@
-"""Pictures of explanations: one matplotlib figure per image, and an HTML report.
+"""Pictures of explanations: maps for Captum's visualizers, one matplotlib figure per image, and an HTML report.
 
-Built on Captum's visualizers: the image panels are
+:func:`to_hwc` hands one map to :func:`captum.attr.visualization.visualize_image_attr`. The figures are built on
+Captum's visualizers too: the image panels are
 :func:`captum.attr.visualization.visualize_image_attr`, the words are coloured with Captum's
 colour scale (the one :func:`captum.attr.visualization.visualize_text` uses), and the HTML report
 writes the words with :func:`captum.attr.visualization.format_word_importances`.
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from captum.attr import LayerAttribution
 from captum.attr import visualization as captum_viz
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -26,9 +28,38 @@ from PIL import Image
 from torch import Tensor
 
 from captum_gradeclip._compat import _get_color
-from captum_gradeclip.visualization import to_hwc
 
 WordScores = Sequence[tuple[str, float]]
+
+
+def to_hwc(attr: Tensor, size: tuple[int, int] | None = None, interpolate_mode: str = "bilinear") -> np.ndarray:
+    """Prepares one map for :func:`captum.attr.visualization.visualize_image_attr`.
+
+    Args:
+        attr (Tensor): one map of shape ``(h, w)``, ``(1, h, w)`` or ``(1, 1, h, w)``.
+        size (tuple[int, int], optional): ``(H, W)`` to upsample to, through
+            :meth:`captum.attr.LayerAttribution.interpolate`; use the image's size
+            for blended heat maps. Default: keep the grid size.
+        interpolate_mode (str, optional): mode for upsampling. Default: ``"bilinear"``.
+
+    Returns:
+        *numpy.ndarray* of shape ``(H, W, 1)`` (Captum 0.8 requires the channel axis).
+
+    Examples::
+
+        >>> from captum.attr import visualization as viz
+        >>> fig, ax = viz.visualize_image_attr(
+        ...     to_hwc(maps[0], size=image.shape[:2]), image, "blended_heat_map", use_pyplot=False)
+    """
+    if not isinstance(attr, Tensor):
+        attr = torch.as_tensor(attr)
+    single = attr.reshape(attr.shape[-2:]) if attr.dim() >= 2 and attr[..., 0, 0].numel() == 1 else None
+    if single is None:
+        raise ValueError(f"`attr` must hold exactly one 2-D map; got shape {tuple(attr.shape)}")
+    grid = single.detach().float().cpu()[None, None]
+    if size is not None:
+        grid = LayerAttribution.interpolate(grid, tuple(int(s) for s in size), interpolate_mode)
+    return grid[0].permute(1, 2, 0).numpy()
 
 
 def _image_array(image: object) -> np.ndarray:

@@ -50,3 +50,10 @@ def test_words_keep_unknown_tokens_and_show_them_as_typed():
         ("very dark", 1.0),
         ("red", 2.0),
     ]
+
+
+def test_the_former_module_still_imports_the_one_implementation():
+    from captum_gradeclip import visualization, viz, vocabulary
+
+    assert visualization.to_hwc is cg.to_hwc is viz.to_hwc
+    assert visualization.words is cg.words is vocabulary.words

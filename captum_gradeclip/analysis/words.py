@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_gradeclip.attr import GradECLIP
-from captum_gradeclip.visualization import words as merge_words
+from captum_gradeclip.vocabulary import words as merge_words
 from captum_gradeclip.wrappers import TextImageSimilarity
 from captum_gradeclip.zoo import shapes
 

@@ -1,7 +1,7 @@
 """Behaviour lock for refactors: every method's maps, token scores and a few metrics on every tiny loader.
 
-    python benchmarks/equivalence.py --record FILE    # on the reference tree
-    python benchmarks/equivalence.py --compare FILE   # after a change: identical, or how far apart
+    python -m benchmarks.equivalence --record FILE    # on the reference tree
+    python -m benchmarks.equivalence --compare FILE   # after a change: identical, or how far apart
 
 Runs Grad-ECLIP (native and paper mode) and every baseline on every tiny random loader the tests build
 (``tests.adapters.conftest.LOADERS``, plus the HF ViT classifier), image and text side, for fixed seeds, with
@@ -18,8 +18,6 @@ import sys
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import captum_gradeclip as cg
 from captum_gradeclip import baselines

@@ -45,9 +45,9 @@ step() {  # step NAME COMMAND...: runs it, logs it to OUT/NAME.log, keeps going
 }
 
 step cuda_tests python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_device.py
-step speed_fp32 python3 benchmarks/speed.py --device cuda --dtype fp32 --repeats 5 --write "$out/speed.md"
-step speed_bf16 python3 benchmarks/speed.py --device cuda --dtype bf16 --repeats 5 --write "$out/speed.md"
-step speed_256_bf16 python3 benchmarks/speed.py --device cuda --dtype bf16 --repeats 5 --images 256 --prompts 10 \
+step speed_fp32 python3 -m benchmarks.speed --device cuda --dtype fp32 --repeats 5 --write "$out/speed.md"
+step speed_bf16 python3 -m benchmarks.speed --device cuda --dtype bf16 --repeats 5 --write "$out/speed.md"
+step speed_256_bf16 python3 -m benchmarks.speed --device cuda --dtype bf16 --repeats 5 --images 256 --prompts 10 \
     --captions 10 --metric-images 0 --no-memory --naive-pairs 1 --write "$out/speed_256.md"
-step quality python3 benchmarks/quality.py --device cuda --scenes 500 --score cosine softmax --out "$out/quality.md"
+step quality python3 -m benchmarks.quality --device cuda --scenes 500 --score cosine softmax --out "$out/quality.md"
 exit $status

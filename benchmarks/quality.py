@@ -1,8 +1,8 @@
 """Explanation quality of Grad-ECLIP and the baselines, side by side, on one model and one data set.
 
-    python benchmarks/quality.py --model shapes --scenes 500             # held-out ShapesCLIP scenes -> docs/quality.md
-    python benchmarks/quality.py --model shapes:resnet --scenes 500      # the ResNet ShapesCLIP, beside the ViT
-    python benchmarks/quality.py --model hf:NAME_OR_PATH --data DIR      # any HF CLIP on a folder of images + one CSV
+    python -m benchmarks.quality --model shapes --scenes 500             # held-out ShapesCLIP scenes -> docs/quality.md
+    python -m benchmarks.quality --model shapes:resnet --scenes 500      # the ResNet ShapesCLIP, beside the ViT
+    python -m benchmarks.quality --model hf:NAME_OR_PATH --data DIR      # any HF CLIP on a folder of images + one CSV
 
 ``DIR`` holds the images and one CSV with a header: ``image,text[,box]`` (``box`` as ``x0 y0 x1 y1`` in the
 image's pixels). Images are resized to the model's input size (no crop, so the boxes stay valid) and
@@ -49,10 +49,9 @@ from torch import Tensor, nn
 from transformers.utils import logging as hf_logging
 
 import captum_gradeclip as cg
+from benchmarks._pages import without_options, write_section
 from captum_gradeclip import methods as registry
 from captum_gradeclip import metrics
-
-from _pages import without_options, write_section
 
 hf_logging.set_verbosity_error()
 
@@ -524,7 +523,7 @@ def markdown(
 ) -> str:
     """This model's section of the page."""
     argv = without_options(argv, "--cache")  # where a run keeps its progress is no part of the result
-    command = "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in argv)
+    command = "python -m benchmarks.quality " + " ".join(shlex.quote(a) for a in argv)
     lines = [
         f"## Model: `--model {args.model}`",
         "",

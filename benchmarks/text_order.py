@@ -1,7 +1,7 @@
 """Why a method wins or loses text insertion: which words it ranks first.
 
-    python benchmarks/text_order.py --model shapes:resnet --scenes 200 --score softmax cosine --write docs/text_order.md
-    python benchmarks/text_order.py --model shapes --scenes 200 --score softmax cosine --write docs/text_order.md
+    python -m benchmarks.text_order --model shapes:resnet --scenes 200 --score softmax cosine --write docs/text_order.md
+    python -m benchmarks.text_order --model shapes --scenes 200 --score softmax cosine --write docs/text_order.md
 
 The text side of ``quality.py`` (held-out ShapesCLIP captions, each explained against its own image among all
 the scenes' images), with what the insertion order is made of, per method:
@@ -29,12 +29,11 @@ import torch
 from torch import Tensor
 
 import captum_gradeclip as cg
+from benchmarks import quality
+from benchmarks._pages import write_section
 from captum_gradeclip import methods as registry
 from captum_gradeclip import metrics
 from captum_gradeclip.zoo import MODEL_SPECS, shapes
-
-import quality
-from _pages import write_section
 
 METHODS: dict[str, Callable[[cg.TextImageSimilarity], object]] = {
     "Grad-ECLIP (native)": registry.get("Grad-ECLIP (native)").build,
@@ -138,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
         parser.error("--scenes must be at least 2")
     task = quality.shapes_task(args.scenes, MODEL_SPECS[args.model])
     results = {score: run(task, score, args.steps, args.batch_size, args.seed, args.device) for score in args.score}
-    text = markdown(task, " ".join(["python", "benchmarks/text_order.py", *argv]), results)
+    text = markdown(task, " ".join(["python", "-m", "benchmarks.text_order", *argv]), results)
     print(text)
     if args.write:
         write_section(args.write, "text_order.py", INTRO, args.model, text)

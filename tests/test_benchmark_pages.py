@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from _pages import without_options, write_section
+from benchmarks._pages import without_options, write_section
 
 
 def test_a_rerun_replaces_its_own_section_and_keeps_the_others_in_order(tmp_path):

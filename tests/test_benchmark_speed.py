@@ -25,4 +25,4 @@ def test_speed_benchmark_smoke(tmp_path, capsys):
         assert math.isfinite(ratio) and ratio > 0
     page = out.read_text()
     assert page.startswith("# Speed benchmark") and rows[0] in page
-    assert "<!-- speed.py: tiny cpu fp32 -->\n## `tiny` on cpu, fp32\n\n`python benchmarks/speed.py --model" in page
+    assert "<!-- speed.py: tiny cpu fp32 -->\n## `tiny` on cpu, fp32\n\n`python -m benchmarks.speed --model" in page

@@ -183,12 +183,16 @@ def caption_tokens(task: Task) -> tuple[Callable[..., dict], Tensor, Tensor]:
 
 
 def _load_hf(name: str) -> tuple[nn.Module, object]:
-    from transformers import AutoModel, AutoProcessor
+    """The command line's loader (:func:`captum_gradeclip.cli.models.hf_pretrained`): a directory or a cached name
+    loads offline."""
+    from captum_gradeclip.cli.commands import CLIError
+    from captum_gradeclip.cli.models import hf_pretrained
 
     try:
-        return AutoModel.from_pretrained(name).eval(), AutoProcessor.from_pretrained(name)
-    except OSError as error:
-        raise ValueError(f"`--model hf:{name}`: cannot load it (the model hub may be unreachable)") from error
+        model, processor = hf_pretrained(name)
+    except CLIError as error:
+        raise ValueError(str(error)) from None
+    return model.eval(), processor
 
 
 def hf_task(name: str, data: Path, limit: int | None) -> Task:

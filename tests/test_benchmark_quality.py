@@ -174,3 +174,13 @@ def test_cache_resumes_without_recomputing(run, tmp_path, monkeypatch):
     module["main"](argv)
     assert out.read_text() == first and "## Score: softmax" in first
     assert "--cache" not in first and str(tmp_path) not in first.split("Reproduce with:")[1].split("--out")[0]
+
+
+def test_the_model_loads_with_the_command_line_s_loader(tmp_path, capsys):
+    main = runpy.run_path(str(QUALITY))["main"]
+    missing = tmp_path / "no-model"
+    (tmp_path / "pairs.csv").write_text("image,text\nx.png,a red square\n")
+    with pytest.raises(SystemExit):
+        main(["--model", f"hf:{missing}", "--data", str(tmp_path), "--out", str(tmp_path / "q.md")])
+    error = capsys.readouterr().err
+    assert f"hf:{missing}: no such directory {missing} (expected a save_pretrained directory)" in error

@@ -23,7 +23,16 @@ from safetensors import SafetensorError
 
 from captum_gradeclip.cli.commands import MODEL_SPECS, CLIError
 
-__all__ = ["DTYPES", "LoadedModel", "convert_model", "hub_reachable", "load_model", "resolve_device", "with_dtype"]
+__all__ = [
+    "DTYPES",
+    "LoadedModel",
+    "convert_model",
+    "hf_pretrained",
+    "hub_reachable",
+    "load_model",
+    "resolve_device",
+    "with_dtype",
+]
 
 HUB_HINT = "use --model shapes (the embedded model) or a local path"
 #: ``--dtype`` choices.
@@ -236,28 +245,42 @@ def _load_shapes(rest: str, spec: str) -> LoadedModel:
 
 
 def _load_hf(name: str, spec: str) -> LoadedModel:
+    return _hf_loaded(*hf_pretrained(name, spec), spec)
+
+
+def hf_pretrained(name: str, spec: str | None = None) -> tuple[torch.nn.Module, object]:
+    """A transformers model and its processor from a ``from_pretrained`` name or a ``save_pretrained`` directory.
+
+    A directory or a cached name loads offline; otherwise the hub is asked only when it answers.
+
+    Args:
+        name (str): the hub name or the directory.
+        spec (str, optional): how the user named it, for the errors. Default: ``hf:NAME``.
+
+    Raises:
+        CLIError: for a missing directory, an unreachable hub, or files that do not load.
+    """
     from transformers import AutoModel, AutoProcessor
 
+    spec = spec or f"hf:{name}"
     local = Path(name).expanduser()
     looks_local = local.exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name
     if looks_local and not local.is_dir():
         raise CLIError(f"{spec}: no such directory {local} (expected a save_pretrained directory)")
     try:
         if looks_local:
-            return _hf_loaded(
+            return (
                 AutoModel.from_pretrained(local, local_files_only=True),
                 AutoProcessor.from_pretrained(local, local_files_only=True),
-                spec,
             )
         with contextlib.suppress(OSError, ValueError):  # already in the local cache: works offline
-            return _hf_loaded(
+            return (
                 AutoModel.from_pretrained(name, local_files_only=True),
                 AutoProcessor.from_pretrained(name, local_files_only=True),
-                spec,
             )
         if not hub_reachable():
             raise CLIError(f"{spec}: the Hugging Face hub is unreachable and {name!r} is not cached; {HUB_HINT}")
-        return _hf_loaded(AutoModel.from_pretrained(name), AutoProcessor.from_pretrained(name), spec)
+        return AutoModel.from_pretrained(name), AutoProcessor.from_pretrained(name)
     except (OSError, ValueError, KeyError, SafetensorError, pickle.UnpicklingError) as error:
         # a truncated safetensors file, or a pickle that is not plain weights (refused, never run)
         raise CLIError(f"{spec}: cannot load ({_first_line(error)}); {HUB_HINT}") from None

@@ -1,9 +1,13 @@
 """The adapter contract: everything that is specific to one model loader.
 
-Method code talks to models only through an :class:`Adapter`. An adapter knows how
-to embed images and texts, where the attention blocks are, how to read the
-query/key/value projections and the attention output ``o`` (heads merged, before
-the out-projection) of a block, the patch grid and the EOS position.
+Method code talks to models only through an :class:`Adapter`. Every adapter gives attention access: where the
+attention blocks are, how to read the query/key/value projections and the attention output ``o`` (heads merged,
+before the out-projection) of a block, its out-projection and, optionally, the fast path's pooled tail (usually
+:func:`block_tail` naming the block's parts). The rest is split by role, and a loader derives from the roles its
+model has: :class:`ImageTower` (image embeddings, blocks, patch grid), :class:`TextTower` (text embeddings,
+blocks, pooled position), :class:`Scorer` (logit scale and bias), :class:`Classifier` (class logits),
+:class:`ResidualAccess` (the residual stream at a block) and :class:`TokenProjection` (every token through the
+tower's head).
 """
 
 from __future__ import annotations

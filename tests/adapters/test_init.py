@@ -167,8 +167,8 @@ def test_a_new_adapter_module_in_the_package_is_found(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(adapters, "__path__", [*adapters.__path__, str(tmp_path)])
     try:
-        found = adapters._discover()
-        assert [(c.__module__, c.__name__) for c in found] == [("captum_gradeclip.adapters.toy_loader", "Toy")]
+        found = [c for c in adapters._discover() if c.__module__ == "captum_gradeclip.adapters.toy_loader"]
+        assert [c.__name__ for c in found] == ["Toy"]  # the abstract Half is not a loader
         assert found[0].capabilities() == ()
     finally:
         with contextlib.suppress(KeyError):

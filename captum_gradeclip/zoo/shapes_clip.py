@@ -212,8 +212,13 @@ class ShapesProcessor:
 
     def pixels(self, arrays: np.ndarray) -> torch.Tensor:
         """``(N, H, W, 3)`` uint8 arrays of one size -> ``(N, 3, S, S)`` normalised, resized pixel values."""
-        x = torch.from_numpy(np.array(arrays, copy=True)).permute(0, 3, 1, 2).float() / 255.0  # a writable copy
-        x = (x - torch.tensor(self.image_mean).view(1, 3, 1, 1)) / torch.tensor(self.image_std).view(1, 3, 1, 1)
+        return self.pixel_values(torch.from_numpy(np.array(arrays, copy=True)).permute(0, 3, 1, 2))  # a writable copy
+
+    def pixel_values(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` uint8 images -> ``(N, 3, S, S)`` normalised, resized pixel values, on their device."""
+        x = images.float() / 255.0
+        mean = torch.tensor(self.image_mean, device=x.device).view(1, 3, 1, 1)
+        x = (x - mean) / torch.tensor(self.image_std, device=x.device).view(1, 3, 1, 1)
         if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
             x = F.interpolate(x, size=(self.image_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
         return x

@@ -22,17 +22,27 @@ contrastive loss:
   the present objects as soft targets.
 
 Pixels are normalised; without that the loss sits at ln(batch) and nothing is learned.
+
+- ``--backbone vit-deep`` trains ShapesCLIP-Deep: an HF ``CLIPModel`` with 6 vision layers of width 96 whose
+  processor resizes the 64x64 scenes to 112x112 (patch 8: a 14x14 grid).
+
+Batches are rendered with torch on ``--device`` (:mod:`~captum_gradeclip.zoo.shapes_batch`, the same world
+and distribution as :func:`shapes.render`) and their captions come from a table tokenized once
+(:class:`CaptionTable`); ``--set renderer=numpy`` renders scene by scene in numpy, as the shipped ViT and
+ResNet were trained.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +51,7 @@ import torch.nn.functional as F
 import transformers
 from tqdm import tqdm
 
-from captum_gradeclip.zoo import shapes
+from captum_gradeclip.zoo import shapes, shapes_batch
 from captum_gradeclip.zoo.shapes_clip import (
     OPEN_CLIP_CONFIG,
     ShapesProcessor,
@@ -62,11 +72,28 @@ RESNET_TOKENS = ("<pad>", "<unk>", "<s>", *shapes.VOCABULARY, "</s>")
 RESNET_CONTEXT_LENGTH = 16
 #: ``--backbone resnet``'s defaults, applied before ``--set``.
 RESNET_DEFAULTS: dict = {"backbone": "resnet", "steps": 1000}
+#: ``--backbone vit-deep``'s defaults (ShapesCLIP-Deep: 6 layers, the 64-pixel scenes resized to 112, a 14x14
+#: grid), applied before ``--set``.
+DEEP_DEFAULTS: dict = {
+    "backbone": "vit",
+    "steps": 2500,
+    "batch_size": 64,
+    "warmup": 200,
+    "width": 96,
+    "vision_layers": 6,
+    "image_size": 112,
+    "patch_size": 8,
+}
+PRESETS: dict[str, dict] = {"vit": {}, "resnet": RESNET_DEFAULTS, "vit-deep": DEEP_DEFAULTS}
 
 
 @dataclass
 class TrainConfig:
-    """Model size and optimisation settings; the defaults reproduce the shipped weights."""
+    """Model size and optimisation settings.
+
+    The defaults, with ``renderer="numpy"``, reproduce the shipped ViT (its ``training.json`` predates the
+    ``renderer`` field); :data:`RESNET_DEFAULTS` and :data:`DEEP_DEFAULTS` give the other two shipped models.
+    """
 
     seed: int = 0
     steps: int = 1500
@@ -91,6 +118,12 @@ class TrainConfig:
     resnet_width: int = 16
     resnet_image_size: int = 128
     resnet_head_width: int = 32
+    #: The side of the rendered scenes; the processor resizes them to the model's ``image_size``.
+    scene_size: int = shapes.IMAGE_SIZE
+    #: ``"torch"``: batches rendered on the training device (:mod:`~captum_gradeclip.zoo.shapes_batch`) and
+    #: captions tokenized once; ``"numpy"``: scene by scene with :func:`shapes.render`, as the shipped ViT
+    #: and ResNet were trained (their ``training.json`` predates this field).
+    renderer: str = "torch"
 
 
 def build_tokenizer(backbone: str = "vit") -> object:
@@ -134,6 +167,7 @@ def build_processor(image_size: int = shapes.IMAGE_SIZE, backbone: str = "vit") 
         crop_size={"height": image_size, "width": image_size},
         image_mean=list(PIXEL_MEAN),
         image_std=list(PIXEL_STD),
+        resample=2,  # bilinear: what the trainer's torch resize (:func:`normalise`) reproduces
     )
     return CLIPProcessor(image_processor=image_processor, tokenizer=build_tokenizer())
 
@@ -200,7 +234,12 @@ def build_model(config: TrainConfig) -> torch.nn.Module:
 
 def hard_negative(objects: list[shapes.ShapeObject], rng: np.random.Generator) -> str:
     """A caption that differs from the scene's in binding only: swapped colours, or one changed attribute."""
-    pairs = [(o.colour, o.shape) for o in objects]
+    return shapes.caption(negative_pairs([(o.colour, o.shape) for o in objects], rng))
+
+
+def negative_pairs(pairs: list[tuple[str, str]], rng: np.random.Generator) -> list[tuple[str, str]]:
+    """The ``(colour, shape)`` pairs of :func:`hard_negative`'s caption, in caption order."""
+    pairs = list(pairs)
     swaps = [
         (i, j)
         for i in range(len(pairs))
@@ -210,7 +249,7 @@ def hard_negative(objects: list[shapes.ShapeObject], rng: np.random.Generator) -
     if swaps and rng.random() < 0.6:
         i, j = swaps[int(rng.integers(len(swaps)))]
         pairs[i], pairs[j] = (pairs[j][0], pairs[i][1]), (pairs[i][0], pairs[j][1])
-        return shapes.caption(pairs)
+        return pairs
     k = int(rng.integers(len(pairs)))
     colour, shape = pairs[k]
     if rng.random() < 0.5:  # change the colour, preferably to one used by another object (binding)
@@ -223,7 +262,7 @@ def hard_negative(objects: list[shapes.ShapeObject], rng: np.random.Generator) -
             s for s in shapes.SHAPES if s != shape and (colour, s) not in pairs
         ]
         pairs[k] = (colour, others[int(rng.integers(len(others)))])
-    return shapes.caption(pairs)
+    return pairs
 
 
 def sample_batch(
@@ -232,33 +271,115 @@ def sample_batch(
     prompt_index: dict[str, int],
     pixels: Callable[[np.ndarray], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, list[str], list[str], torch.Tensor]:
-    """Images ``(B, 3, H, W)`` normalised, captions, hard negatives and ``(B, P)`` prompt targets.
+    """The numpy renderer's batch: images ``(B, 3, H, W)`` normalised, captions, hard negatives and
+    ``(B, P)`` prompt targets.
 
-    ``pixels`` turns the ``(B, H, W, 3)`` uint8 scenes into pixel values (default :func:`normalise`).
+    ``pixels`` turns the ``(B, S, S, 3)`` uint8 scenes into pixel values (default: :func:`normalise` to
+    ``config.image_size``).
     """
     counts = rng.choice(3, size=config.batch_size, p=config.object_weights) + 1
     images, captions, negatives = [], [], []
     targets = torch.zeros(config.batch_size, len(prompt_index))
     for b, n in enumerate(counts):
-        array, objects = shapes.render(rng, int(n), config.image_size)
+        array, objects = shapes.render(rng, int(n), config.scene_size)
         images.append(array)
         captions.append(shapes.caption([(o.colour, o.shape) for o in objects]))
         negatives.append(hard_negative(objects, rng))
         for o in objects:
             targets[b, prompt_index[o.prompt]] = 1.0 / len(objects)
-    return (pixels or normalise)(np.stack(images)), captions, negatives, targets
+    if pixels is None:
+        return normalise(np.stack(images), config.image_size), captions, negatives, targets
+    return pixels(np.stack(images)), captions, negatives, targets
 
 
-def normalise(images: np.ndarray) -> torch.Tensor:
-    """``(B, H, W, 3)`` uint8 -> ``(B, 3, H, W)`` float, as the saved ``CLIPImageProcessor`` does."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(PIXEL_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+#: Every ``(colour, shape)`` pair, in :func:`shapes.all_prompts` order.
+PAIRS: tuple[tuple[str, str], ...] = tuple((c, s) for c in shapes.COLOURS for s in shapes.SHAPES)
 
 
-def _embed_texts(model: torch.nn.Module, processor: object, texts: list[str]) -> torch.Tensor:
-    batch = processor(text=texts, padding=True, return_tensors="pt")  # type: ignore[operator]
+class CaptionTable:
+    """Every caption of 1 to :data:`shapes.MAX_OBJECTS` distinct objects, tokenized once by ``processor``.
+
+    ``table(pairs)`` gives the ``input_ids`` and ``attention_mask`` of the captions of ``(B, MAX_OBJECTS)``
+    pair indices (-1 past the last object): the rows the processor gives for those captions, padded to
+    the longest caption.
+
+    Args:
+        processor: the model's processor (its tokenizer is called once, on all captions).
+        device (torch.device or str, optional): where the table lives. Default: ``"cpu"``.
+    """
+
+    def __init__(self, processor: object, device: torch.device | str = "cpu") -> None:
+        n = len(PAIRS)
+        captions = [
+            shapes.caption([PAIRS[i] for i in combo])
+            for k in range(1, shapes.MAX_OBJECTS + 1)
+            for combo in itertools.product(range(n), repeat=k)
+        ]
+        batch = processor(text=captions, padding=True, return_tensors="pt")  # type: ignore[operator]
+        self.input_ids = batch["input_ids"].to(device)
+        self.attention_mask = batch["attention_mask"].to(device)
+        starts = [sum(n**j for j in range(1, k + 1)) for k in range(shapes.MAX_OBJECTS)]
+        self.offsets = torch.tensor(starts, device=device)
+        self.size = n
+
+    def rows(self, pairs: torch.Tensor) -> torch.Tensor:
+        """The table's row of each caption: ``(B,)`` from ``(B, MAX_OBJECTS)`` pair indices."""
+        counts = (pairs >= 0).sum(dim=1)
+        index = torch.zeros_like(counts)
+        for k in range(pairs.shape[1]):
+            index = torch.where(counts > k, index * self.size + pairs[:, k], index)
+        return self.offsets[counts - 1] + index
+
+    def __call__(self, pairs: torch.Tensor) -> dict[str, torch.Tensor]:
+        rows = self.rows(pairs)
+        return {"input_ids": self.input_ids[rows], "attention_mask": self.attention_mask[rows]}
+
+
+def sample_batch_torch(
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    config: TrainConfig,
+    table: CaptionTable,
+    pixels: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The torch renderer's batch, on ``generator.device``.
+
+    Returns:
+        *tuple*: pixel values ``(B, 3, H, W)``, the pair indices of the captions ``(B, MAX_OBJECTS)``
+        and of their hard negatives (as :func:`negative_pairs` draws them), and ``(B, P)`` prompt targets.
+    """
+    counts = rng.choice(3, size=config.batch_size, p=config.object_weights) + 1
+    pairs = shapes_batch.sample_pairs(counts, rng)
+    negatives = np.full_like(pairs, -1)
+    index = {pair: i for i, pair in enumerate(PAIRS)}
+    for b, n in enumerate(counts):
+        negatives[b, :n] = [index[p] for p in negative_pairs([PAIRS[i] for i in pairs[b, :n]], rng)]
+    scenes = shapes_batch.render_batch(pairs, generator, config.scene_size)
+    present = scenes.pairs >= 0
+    targets = (F.one_hot(scenes.pairs.clamp(min=0), table.size) * present[..., None]).sum(dim=1).float()
+    targets = targets / scenes.counts[:, None]
+    return pixels(scenes.images), scenes.pairs, torch.as_tensor(negatives, device=generator.device), targets
+
+
+def normalise(images: np.ndarray | torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """Scenes -> pixel values ``(B, 3, S, S)``, as the saved ``CLIPImageProcessor`` makes them.
+
+    Args:
+        images: ``(B, H, W, 3)`` uint8 arrays, or a ``(B, 3, H, W)`` uint8 tensor (kept on its device).
+        size (int, optional): the model's side ``S``; other sizes are resized bilinearly and rounded to
+            grey levels (the processor resizes the 8-bit image: the two agree within one grey level).
+            Default: the images' own side.
+    """
+    x = torch.from_numpy(images).permute(0, 3, 1, 2) if isinstance(images, np.ndarray) else images
+    x = x.float()
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).round()
+    mean = torch.tensor(PIXEL_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(PIXEL_STD, device=x.device).view(1, 3, 1, 1)
+    return (x / 255.0 - mean) / std
+
+
+def _embed_texts(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     return F.normalize(encode_texts(model, batch), dim=-1)
 
 
@@ -267,7 +388,10 @@ def _embed_images(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
 
 
 def train(
-    config: TrainConfig, progress: bool = True, callback: Callable[[int, torch.nn.Module, object], None] | None = None
+    config: TrainConfig,
+    progress: bool = True,
+    callback: Callable[[int, torch.nn.Module, object], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[torch.nn.Module, object, list[float]]:
     """Trains a ShapesCLIP from scratch.
 
@@ -276,18 +400,28 @@ def train(
         progress (bool, optional): show a tqdm bar. Default: True.
         callback (callable, optional): called as ``callback(step, model, processor)`` after
             every step (the model is in train mode; a callback that evaluates must restore it).
+        device (str or torch.device, optional): where the model trains and, with
+            ``config.renderer == "torch"``, where the scenes are rendered. Default: ``"cpu"``.
 
     Returns:
-        *tuple*: the trained model (in eval mode: a ``CLIPModel``, or an open_clip ``CLIP`` for
-        ``backbone="resnet"``), its processor, and the loss of every step.
+        *tuple*: the trained model (in eval mode, on ``device``: a ``CLIPModel``, or an open_clip
+        ``CLIP`` for ``backbone="resnet"``), its processor, and the loss of every step.
     """
+    if config.renderer not in ("torch", "numpy"):
+        raise ValueError(f"`renderer` must be 'torch' or 'numpy'; got {config.renderer!r}")
+    device = torch.device(device)
     resnet = config.backbone == "resnet"
     processor = build_processor(config.resnet_image_size if resnet else config.image_size, config.backbone)
-    to_pixels = processor.pixels if resnet else None  # type: ignore[attr-defined]
-    model = build_model(config).train()
+    model = build_model(config).to(device).train()
     prompts = shapes.all_prompts()
     prompt_index = {p: i for i, p in enumerate(prompts)}
     rng = np.random.default_rng([config.seed, 20261129])
+    if config.renderer == "torch":
+        generator = torch.Generator(device).manual_seed(config.seed)
+        table = CaptionTable(processor, device)
+        prompt_pairs = torch.full((len(prompts), shapes.MAX_OBJECTS), -1, device=device)
+        prompt_pairs[:, 0] = torch.arange(len(prompts), device=device)
+        resize = processor.pixel_values if resnet else partial(normalise, size=config.image_size)  # type: ignore[attr-defined]
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
     optimizer = torch.optim.AdamW(
@@ -299,16 +433,26 @@ def train(
             return (step + 1) / config.warmup
         return 0.5 * (1 + math.cos(math.pi * (step - config.warmup) / max(1, config.steps - config.warmup)))
 
+    def batch() -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """Pixels, the captions + hard negatives + prompts tokenized, and the prompt targets."""
+        if config.renderer == "torch":
+            pixels, pairs, negatives, targets = sample_batch_torch(rng, generator, config, table, resize)
+            return pixels, table(torch.cat([pairs, negatives, prompt_pairs])), targets
+        to_pixels = processor.pixels if resnet else None  # type: ignore[attr-defined]
+        pixels, captions, negatives, targets = sample_batch(rng, config, prompt_index, to_pixels)
+        texts = processor(text=captions + negatives + prompts, padding=True, return_tensors="pt")  # type: ignore[operator]
+        return pixels.to(device), {k: v.to(device) for k, v in texts.items()}, targets.to(device)
+
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    labels = torch.arange(config.batch_size, device=device)
     losses: list[float] = []
     bar = tqdm(range(config.steps), desc="training ShapesCLIP", disable=not progress)
     for step in bar:
-        pixels, captions, negatives, targets = sample_batch(rng, config, prompt_index, to_pixels)
-        b = len(captions)
+        pixels, texts, targets = batch()
+        b = config.batch_size
         image_embeds = _embed_images(model, pixels)
-        text_embeds = _embed_texts(model, processor, captions + negatives + prompts)
+        text_embeds = _embed_texts(model, texts)
         scale = model.logit_scale.exp().clamp(max=100.0)
-        labels = torch.arange(b)
         image_to_text = F.cross_entropy(scale * image_embeds @ text_embeds[: 2 * b].T, labels)
         text_to_image = F.cross_entropy(scale * text_embeds[:b] @ image_embeds.T, labels)
         prompt_logits = scale * image_embeds @ text_embeds[2 * b :].T
@@ -319,11 +463,12 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        losses.append(loss.detach())
+        if progress and step % 20 == 0:
+            bar.set_postfix(loss=f"{float(losses[-1]):.3f}", refresh=False)
         if callback is not None:
             callback(step + 1, model, processor)
-    return model.eval(), processor, losses
+    return model.eval(), processor, torch.stack(losses).tolist()
 
 
 def save(
@@ -366,13 +511,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m captum_gradeclip.zoo.train_shapes", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="directory to write the model and processor to")
     parser.add_argument(
-        "--backbone", choices=("vit", "resnet"), default="vit",
+        "--backbone", choices=sorted(PRESETS), default="vit",
         help="vit: HF CLIPModel (default); resnet: open_clip CLIP with a ModifiedResNet (defaults: "
-        + ", ".join(f"{k}={v}" for k, v in RESNET_DEFAULTS.items() if k != "backbone") + ")",
+        + ", ".join(f"{k}={v}" for k, v in RESNET_DEFAULTS.items() if k != "backbone")
+        + "); vit-deep: ShapesCLIP-Deep, an HF CLIPModel (defaults: "
+        + ", ".join(f"{k}={v}" for k, v in DEEP_DEFAULTS.items() if k != "backbone") + ")",
     )  # fmt: skip
+    parser.add_argument("--device", default="cpu", help="where to train and render, e.g. cuda (default: cpu)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--steps", type=int, default=None, help=f"default {defaults.steps} (vit)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--batch-size", type=int, default=None, help=f"default {defaults.batch_size} (vit)")
     parser.add_argument(
         "--threads", type=int, default=1,
         help="torch CPU threads (default 1: the shipped weights; robust when other jobs share the cores)",
@@ -383,10 +531,13 @@ def main(argv: list[str] | None = None) -> None:
         "--set", action="append", default=[], metavar="FIELD=VALUE", help="override a TrainConfig field (repeatable)"
     )
     args = parser.parse_args(argv)
-    base = dict(RESNET_DEFAULTS) if args.backbone == "resnet" else {}
+    base = dict(PRESETS[args.backbone])
     if args.steps is None:
         args.steps = base.get("steps", defaults.steps)
+    if args.batch_size is None:
+        args.batch_size = base.get("batch_size", defaults.batch_size)
     base.pop("steps", None)
+    base.pop("batch_size", None)
     if args.steps < 1 or args.batch_size < 2:
         parser.error("--steps must be >= 1 and --batch-size >= 2")
     torch.set_num_threads(args.threads)
@@ -410,11 +561,14 @@ def main(argv: list[str] | None = None) -> None:
 
     load_before = os.getloadavg()
     start, cpu_start = time.perf_counter(), time.process_time()
-    model, processor, losses = train(config, callback=check)
+    model, processor, losses = train(config, callback=check, device=args.device)
+    model = model.cpu()
     minutes = (time.perf_counter() - start) / 60
     info: dict = {
         "config": asdict(config),
         "threads": args.threads,
+        "device": args.device,
+        "steps_per_second": round(config.steps / (time.perf_counter() - start), 3),
         "train_minutes": round(minutes, 2),
         "train_cpu_minutes": round((time.process_time() - cpu_start) / 60, 2),
         "load_average_before_and_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],

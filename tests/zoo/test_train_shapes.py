@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
-from captum_gradeclip.zoo import shapes
+from captum_gradeclip.zoo import shapes, shapes_batch
 from captum_gradeclip.zoo import train_shapes as ts
 
 TINY = dict(width=32, vision_layers=1, text_layers=1, heads=2, projection_dim=16, batch_size=8, warmup=2)
@@ -95,3 +96,68 @@ def test_main_rejects_bad_settings(tmp_path):
     assert info.value.code == 2
     with pytest.raises(SystemExit):
         ts.main(["--out", str(tmp_path), "--steps", "0"])
+
+
+@pytest.mark.parametrize("backbone", ["vit", "resnet"])
+def test_caption_table_rows_are_the_processors_tokens(backbone):
+    if backbone == "resnet":
+        pytest.importorskip("open_clip")
+    processor = ts.build_processor(backbone=backbone)
+    table = ts.CaptionTable(processor)
+    pairs = shapes_batch.sample_pairs(np.random.default_rng(0).integers(1, 4, 40), np.random.default_rng(1))
+    captions = [shapes.caption([ts.PAIRS[i] for i in row if i >= 0]) for row in pairs]
+    expected = processor(text=captions, padding="max_length", max_length=table.input_ids.shape[1], return_tensors="pt")
+    got = table(torch.as_tensor(pairs))
+    assert torch.equal(got["input_ids"], expected["input_ids"])
+    assert torch.equal(got["attention_mask"], expected["attention_mask"])
+    assert table.input_ids.shape[0] == 24 + 24**2 + 24**3
+
+
+def test_torch_batches_hold_targets_negatives_and_the_processors_pixels():
+    config = ts.TrainConfig(**{**TINY, "image_size": 112, "batch_size": 32})
+    processor = ts.build_processor(112)
+    table = ts.CaptionTable(processor)
+    rng, generator = np.random.default_rng(2), torch.Generator().manual_seed(2)
+    pixels, pairs, negatives, targets = ts.sample_batch_torch(
+        rng, generator, config, table, lambda images: ts.normalise(images, 112)
+    )
+    assert pixels.shape == (32, 3, 112, 112) and torch.allclose(targets.sum(-1), torch.ones(32))
+    for row, negative, target in zip(pairs.tolist(), negatives.tolist(), targets, strict=True):
+        present = [i for i in row if i >= 0]
+        assert set(target.nonzero().flatten().tolist()) == set(present)
+        named = [i for i in negative if i >= 0]
+        assert len(named) == len(present) and named != present and len(set(named)) == len(named)
+    # the same scenes through the saved processor (PIL's 8-bit bilinear resize): within one grey level
+    again = shapes_batch.render_batch(pairs, torch.Generator().manual_seed(2))
+    images = [Image.fromarray(a) for a in again.images.permute(0, 2, 3, 1).numpy()]
+    expected = processor(images=images, return_tensors="pt")["pixel_values"]
+    one_level = 1 / 255 / ts.PIXEL_STD[0]
+    assert (pixels - expected).abs().max() <= one_level + 1e-5
+    assert (pixels - expected).abs().mean() < 0.3 * one_level
+
+
+def test_both_renderers_train_seeded_and_learn():
+    for renderer in ("torch", "numpy"):
+        config = ts.TrainConfig(**TINY, steps=12, lr=3e-3, renderer=renderer)
+        model_a, _, losses = ts.train(config, progress=False)
+        model_b, _, _ = ts.train(config, progress=False)
+        params = [dict(m.named_parameters()) for m in (model_a, model_b)]
+        assert all(torch.equal(params[0][k], params[1][k]) for k in params[0]), renderer
+        assert np.mean(losses[-4:]) < np.mean(losses[:4]), (renderer, losses)
+    with pytest.raises(ValueError, match="`renderer` must be 'torch' or 'numpy'; got 'pil'"):
+        ts.train(ts.TrainConfig(**TINY, steps=1, renderer="pil"), progress=False)
+
+
+def test_main_deep_preset_builds_a_14x14_grid(tmp_path):
+    out = tmp_path / "deep"
+    ts.main(
+        ["--out", str(out), "--backbone", "vit-deep", "--steps", "1", "--batch-size", "4", "--no-eval",
+         "--set", "width=32", "--set", "heads=2", "--set", "text_layers=1"]
+    )  # fmt: skip
+    model = CLIPModel.from_pretrained(out, local_files_only=True)
+    vision = model.config.vision_config
+    assert vision.num_hidden_layers == 6 and vision.image_size // vision.patch_size == 14
+    processor = CLIPProcessor.from_pretrained(out, local_files_only=True)
+    assert processor(images=shapes.make_scene(0).image, return_tensors="pt")["pixel_values"].shape == (1, 3, 112, 112)
+    info = json.loads((out / "training.json").read_text())
+    assert info["config"]["renderer"] == "torch" and info["config"]["scene_size"] == 64

@@ -394,6 +394,59 @@ def run(
     return {m: results[m] for m in sorted(results, key=lambda m: order.index(m) if m in order else len(order))}
 
 
+def layer_study(
+    task: Task,
+    args: argparse.Namespace,
+    score: str,
+    done: dict[str, dict[str, float]] | None = None,
+    checkpoint: Callable[[dict[str, dict[str, float]]], None] | None = None,
+) -> dict[str, dict[str, float]]:
+    """The paper's layer study: Grad-ECLIP (native) over the last ``k`` blocks, ``k = 1..args.layer_study``,
+    on the image side, with the main table's metrics: ``{"layers=k": {column: value}}``."""
+    device = torch.device(args.device)
+    model, pixels, target = task.model.to(device), task.pixels.to(device), task.image_target.to(device)
+    tokenizer = caption_tokens(task)[0]
+    text_source = "processor" if _fixed_length(task.processor) else "tokenizer"
+    sim = cg.ImageTextSimilarity(model, task.prompts, score=score, **{text_source: tokenizer})
+    common = dict(steps=args.steps, batch_size=args.metric_batch_size, seed=args.seed)
+    results: dict[str, dict[str, float]] = {m: dict(r) for m, r in (done or {}).items()}
+    for k in range(1, args.layer_study + 1):
+        name = f"layers={k}"
+        if "deletion" in results.get(name, {}):
+            continue
+        maps, ratio = _explain(cg.GradECLIP(sim, layers=k), pixels, target, None, sim, args.batch_size)
+        deletion = metrics.image_deletion(
+            sim, pixels, maps, target, baseline="random", normalization=task.normalization, **common
+        )
+        insertion = metrics.image_insertion(sim, pixels, maps, target, baseline="blur", **common)
+        row = {"deletion": float(deletion.auc.mean()), "insertion": float(insertion.auc.mean()), "time_image": ratio}
+        if task.regions is not None:
+            regions = task.regions.to(device)
+            row["pointing"] = float(metrics.pointing_game(maps, masks=regions, tolerance=args.tolerance).mean())
+            row["energy"] = float(metrics.energy_pointing_game(maps, masks=regions).mean())
+        results[name] = row
+        print(f"  Grad-ECLIP {name}: " + ", ".join(f"{k}={v:.3f}" for k, v in row.items()), file=sys.stderr)
+        if checkpoint is not None:
+            checkpoint(results)
+    return results
+
+
+def study_table(study: dict[str, dict[str, float]]) -> list[str]:
+    """The layer study's rows, the best value per column in bold."""
+    keys = [c for c in COLUMNS if any(c[0] in r for r in study.values())]
+    best = {k: _best(study, k, h) for k, _, h in keys if h is not None}
+    lines = ["| Grad-ECLIP (native) | " + " | ".join(h for _, h, _ in keys) + " |", "|---|" + "---|" * len(keys)]
+    for name, row in study.items():
+        cells = [f"{row[k]:.2f}x" if k.startswith("time") else f"{row[k]:.3f}" for k, _, _ in keys]
+        cells = [f"**{c}**" if best.get(k) == name else c for c, (k, _, _) in zip(cells, keys, strict=True)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+#: The results key of a score's layer study.
+STUDY = "layer study: "
+
+
 #: The key of a result row that holds why a method does not apply, per side.
 NOT_APPLICABLE = "not_applicable"
 
@@ -544,8 +597,34 @@ def markdown(
         "",
     ]
     for score, per_method in results.items():
+        if score.startswith(STUDY):
+            continue
         lines += section(task, args, score, per_method, level="###")
+        if STUDY + score in results:
+            lines += [
+                f"#### Layer study, score {score}",
+                "",
+                "Grad-ECLIP (native) on the image side with `layers=k`: the maps of the last k attention blocks, "
+                "summed, as in the paper's layer ablation (`layers=1` is the table's native row).",
+                "",
+                *study_table(results[STUDY + score]),
+                "",
+            ]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _without_methods(argv: list[str]) -> list[str]:
+    """``argv`` without ``--methods`` and the names after it."""
+    out, skipping = [], False
+    for arg in argv:
+        if arg == "--methods" or arg.startswith("--methods="):
+            skipping = arg == "--methods"
+            continue
+        if skipping and not arg.startswith("--"):
+            continue
+        skipping = False
+        out.append(arg)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -573,6 +652,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="the wrappers' score; one table each")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "docs" / "quality.md")
     parser.add_argument("--cache", type=Path, help="JSON of finished methods: a rerun of the same command resumes")
+    parser.add_argument(
+        "--layer-study", type=int, default=0, metavar="L",
+        help="also run Grad-ECLIP (native) with layers=1..L on the image side (the paper's layer study)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         select_methods(args.methods, args)  # unknown names fail before the model loads
@@ -585,7 +668,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             specs = ", ".join(repr(spec) for spec in shapes_specs())
             raise ValueError(f"`--model` must be {specs} or 'hf:NAME_OR_PATH'; got {args.model!r}")
-        setup = [task.name, *without_options(argv, "--cache")]
+        # the methods and the layer study are cached row by row: a rerun with other --methods keeps the rows it has
+        setup = [task.name, *_without_methods(without_options(argv, "--cache", "--layer-study"))]
         cached = json.loads(args.cache.read_text()) if args.cache and args.cache.is_file() else {}
         results = cached.get("results", {}) if cached.get("setup") == setup else {}
 
@@ -600,7 +684,10 @@ def main(argv: list[str] | None = None) -> None:
             torch.manual_seed(args.seed)
             print(f"score: {score}", file=sys.stderr)
             results[score] = run(task, args, score, results.get(score), checkpoint(score))
-        results = {score: results[score] for score in args.score}
+            if args.layer_study:
+                study = STUDY + score
+                results[study] = layer_study(task, args, score, results.get(study), checkpoint(study))
+        results = {key: results[key] for score in args.score for key in (score, STUDY + score) if key in results}
     except (ValueError, FileNotFoundError, TypeError) as error:
         print(f"quality.py: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -184,3 +184,29 @@ def test_the_model_loads_with_the_command_line_s_loader(tmp_path, capsys):
         main(["--model", f"hf:{missing}", "--data", str(tmp_path), "--out", str(tmp_path / "q.md")])
     error = capsys.readouterr().err
     assert f"hf:{missing}: no such directory {missing} (expected a save_pretrained directory)" in error
+
+
+def test_cache_keeps_rows_across_method_subsets_and_the_layer_study(run, tmp_path, monkeypatch):
+    module, model, data, _ = run
+    cache, out = tmp_path / "cache.json", tmp_path / "q.md"
+    base = ["--model", f"hf:{model}", "--data", str(data), "--steps", "2", "--score", "cosine", "--out", str(out),
+            "--cache", str(cache)]  # fmt: skip
+    module["main"]([*base, "--methods", "Grad-ECLIP (native)"])
+    module["main"]([*base, "--methods", "GAME", "--layer-study", "2"])
+    saved = json.loads(cache.read_text())["results"]
+    assert set(saved["cosine"]) == {"Grad-ECLIP (native)", "GAME", "Random map (control)"}
+    study = saved["layer study: cosine"]
+    assert set(study) == {"layers=1", "layers=2"}
+    # layers=1 is Grad-ECLIP's default on images: the same maps, hence the same metrics as the table's row
+    for key in ("deletion", "insertion", "pointing", "energy"):
+        assert study["layers=1"][key] == saved["cosine"]["Grad-ECLIP (native)"][key], key
+    assert study["layers=2"]["deletion"] != study["layers=1"]["deletion"]
+    page = out.read_text()
+    assert "#### Layer study, score cosine" in page and "| layers=2 |" in page and "| GAME |" in page
+
+    def explain_again(*args, **kwargs):
+        raise AssertionError("a cached row was explained again")
+
+    monkeypatch.setitem(module["run"].__globals__, "_explain", explain_again)
+    module["main"]([*base, "--methods", "GAME", "Grad-ECLIP (native)", "--layer-study", "2"])
+    assert out.read_text().split("Reproduce with:")[1].count("| layers=") == 2

@@ -60,13 +60,16 @@ def data_only(config: ts.TrainConfig, steps: int, device: torch.device) -> float
 
 
 def full_steps(config: ts.TrainConfig, steps: int, device: torch.device) -> float:
-    """Training steps per second (``train`` with ``steps`` steps after one warm-up step)."""
-    ts.train(ts.TrainConfig(**{**config.__dict__, "steps": 1}), progress=False, device=device)
-    _sync(device)
-    start = time.perf_counter()
-    ts.train(config, progress=False, device=device)
-    _sync(device)
-    return config.steps / (time.perf_counter() - start)
+    """Training steps per second: ``train`` with ``steps + 1`` steps, timed from the end of the first step (the
+    set-up, building the model and the caption table, and the first step's warm-up are not counted)."""
+    marks: list[float] = []
+
+    def mark(step: int, model: torch.nn.Module, processor: object) -> None:
+        _sync(device)
+        marks.append(time.perf_counter())
+
+    ts.train(ts.TrainConfig(**{**config.__dict__, "steps": steps + 1}), progress=False, callback=mark, device=device)
+    return steps / (marks[-1] - marks[0])
 
 
 def _sync(device: torch.device) -> None:

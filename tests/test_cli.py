@@ -193,5 +193,6 @@ def test_shapes_specs_come_from_the_zoo_table(monkeypatch, tmp_path):
     monkeypatch.setitem(zoo.MODEL_SPECS, "shapes:twin", "vit")  # a new backbone's spec: one entry in the table
     loaded = load_model("shapes:twin")
     assert type(loaded.model).__name__ == "CLIPModel" and loaded.name == "shapes:twin"
-    with pytest.raises(CLIError, match=r"^the demo runs on ShapesCLIP: --model shapes or shapes:resnet or shapes:twin"):
+    expected = r"^the demo runs on ShapesCLIP: --model shapes or shapes:resnet or shapes:deep or shapes:twin"
+    with pytest.raises(CLIError, match=expected):
         demo.run(tmp_path, model="hf:x")

@@ -18,7 +18,9 @@ NUMBER = r"(\d+(?:\.\d+)?)"
 
 
 def _training(backbone: str) -> dict:
-    return json.loads((ZOO / f"shapes_clip_{backbone}" / "training.json").read_text())
+    from captum_gradeclip.zoo import BACKBONES
+
+    return json.loads((ZOO / BACKBONES[backbone] / "training.json").read_text())
 
 
 def _text(path: str) -> str:
@@ -85,11 +87,11 @@ def _tables(path: Path) -> list[dict[str, list[str]]]:
 
 
 def test_shapes_clip_quality_tables_show_training_json():
-    vit, resnet = _training("vit")["quality"], _training("resnet")["quality"]
+    vit, resnet, deep = (_training(b)["quality"] for b in ("vit", "resnet", "vit-deep"))
     tables = [t for t in _tables(ROOT / "docs" / "shapes_clip.md") if set(ROWS) & set(t)]
-    assert len(tables) == 2, "docs/shapes_clip.md: the ViT table and the ResNet-beside-ViT table"
+    assert len(tables) == 3, "docs/shapes_clip.md: the ViT table, ResNet beside ViT, and Deep beside ViT"
     checked = 0
-    for table, columns in zip(tables, [[vit], [resnet, vit]], strict=True):
+    for table, columns in zip(tables, [[vit], [resnet, vit], [deep, vit]], strict=True):
         for row, keys in ROWS.items():
             if row not in table:
                 continue
@@ -101,7 +103,7 @@ def test_shapes_clip_quality_tables_show_training_json():
                 assert len(shown) == len(keys), (row, cell)
                 assert all(agrees(s, quality[k]) for s, k in zip(shown, keys, strict=True)), (row, cell)
                 checked += len(keys)
-    assert checked == 9 + 10 + 9
+    assert checked == 9 + 10 + 9 + 9 + 9
 
 
 def test_shapes_clip_and_readme_training_facts_show_training_json():
@@ -118,6 +120,24 @@ def test_shapes_clip_and_readme_training_facts_show_training_json():
         r"\(`train_cpu_minutes`: #; load average # before, # after\), final loss #",
         [resnet["train_cpu_minutes"], *loads, resnet["final_loss"]],
         where,
+    )
+    deep = _training("vit-deep")
+    steps = [deep["config"]["steps"], deep["config"]["batch_size"]]
+    _check(page, r"# steps of batch # \(200-step warm-up\)", steps, where)
+    _check(
+        page,
+        r"It took # minutes on the 2-core machine with # threads \(# CPU minutes; other jobs shared the cores "
+        r"for part of the run\), final loss #",
+        [deep["train_minutes"], deep["threads"], deep["train_cpu_minutes"], deep["final_loss"]],
+        where,
+    )
+    _check(readme, r"`train_shapes --backbone vit-deep` in # minutes", [deep["train_minutes"]], "README.md")
+    quality = deep["quality"]
+    _check(
+        readme,
+        r"zero-shot top-1 #, recall@5 #, top-2 binding # \(\[docs/shapes_clip",
+        [quality["zero_shot_top1"], quality["pair_recall_at_5"], quality["pair_top2_both_present"]],
+        "README.md",
     )
     _check(readme, r"It took # minutes on this machine", [vit["train_minutes"]], "README.md")
     _check(

@@ -22,7 +22,7 @@ DEFAULT_MAX_PIXELS = 100_000_000
 MODEL_HELP = (
     f"the model: {MODEL_SPECS}. shapes (the default) is ShapesCLIP, a small CLIP that ships with the package and "
     "runs offline, but knows only its world of coloured shapes (6 colours, 4 shapes); shapes:resnet is its ResNet "
-    "twin. For photos use a real CLIP: hf:openai/clip-vit-base-patch16 (the Hugging Face hub or a local folder), "
+    "twin, shapes:deep its 6-layer ViT with a 14x14 grid. For photos use a real CLIP: hf:openai/clip-vit-base-patch16 (the Hugging Face hub or a local folder), "
     "open_clip:ViT-B-16:openai or openai:RN50 (the openclip / openai extras)"
 )
 MODE_HELP = "native (default): Grad-ECLIP as adapted to each model; paper: exactly as in the Grad-ECLIP paper"
@@ -100,8 +100,8 @@ def demo_parser() -> ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--mode", choices=["native", "paper"], default="native", help=MODE_HELP)
     parser.add_argument(
-        "--model", default="shapes", help="shapes (default: the ViT ShapesCLIP) or shapes:resnet (its ResNet twin; "
-        "needs the openclip extra)"
+        "--model", default="shapes", help="shapes (default: the ViT ShapesCLIP), shapes:resnet (its ResNet twin; "
+        "needs the openclip extra) or shapes:deep (ShapesCLIP-Deep: 6 layers, a 14x14 grid)"
     )  # fmt: skip
     parser.add_argument("--device", default="cpu", help=DEVICE_HELP)
     return parser

@@ -22,9 +22,13 @@ import torch
 import torch.nn.functional as F
 
 #: Backbones and the package directory that holds each one's weights.
-BACKBONES: dict[str, str] = {"vit": "shapes_clip_vit", "resnet": "shapes_clip_resnet"}
+BACKBONES: dict[str, str] = {
+    "vit": "shapes_clip_vit",
+    "resnet": "shapes_clip_resnet",
+    "vit-deep": "shapes_clip_vit_deep",
+}
 #: The ``--model`` spec of each backbone, read by the command line and the benchmarks.
-MODEL_SPECS: dict[str, str] = {"shapes": "vit", "shapes:resnet": "resnet"}
+MODEL_SPECS: dict[str, str] = {"shapes": "vit", "shapes:resnet": "resnet", "shapes:deep": "vit-deep"}
 
 #: The open_clip model's config file in the ResNet directory (``open_clip.model.CLIP`` keyword arguments).
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -75,12 +79,13 @@ def load_shapes_clip(backbone: str = "vit", device: str | torch.device = "cpu") 
     Args:
         backbone (str, optional): ``"vit"``, an HF ``CLIPModel`` (ViT, 64x64 input, patch 8), or
             ``"resnet"``, an open_clip ``CLIP`` with a ``ModifiedResNet`` image tower (the 64x64
-            scenes resized to 128x128: a 4x4 grid at stride 32; needs the ``openclip`` extra).
-            Default: ``"vit"``.
+            scenes resized to 128x128: a 4x4 grid at stride 32; needs the ``openclip`` extra), or
+            ``"vit-deep"``, ShapesCLIP-Deep: an HF ``CLIPModel`` with 6 layers (the 64x64 scenes resized to
+            112x112, patch 8: a 14x14 grid). Default: ``"vit"``.
         device (str or torch.device, optional): where to put the model. Default: ``"cpu"``.
 
     Returns:
-        *tuple*: ``(model, processor)`` with the model in eval mode. For ``"vit"``: a
+        *tuple*: ``(model, processor)`` with the model in eval mode. For ``"vit"`` and ``"vit-deep"``: a
         ``transformers.CLIPModel`` and its ``transformers.CLIPProcessor``; for ``"resnet"``: an
         ``open_clip.model.CLIP`` and a :class:`ShapesProcessor`. Both processors turn images into
         normalised ``pixel_values`` and texts into ``input_ids`` / ``attention_mask``.

@@ -37,7 +37,7 @@ def test_weights_are_safetensors_of_at_most_10_mb():
 
 
 def test_unknown_backbone_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"`backbone` must be one of \['resnet', 'vit'\]; got 'convnext'"):
+    with pytest.raises(ValueError, match=r"`backbone` must be one of \['resnet', 'vit', 'vit-deep'\]; got 'convnext'"):
         load_shapes_clip("convnext")
 
 

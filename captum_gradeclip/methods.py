@@ -136,3 +136,35 @@ def get(name: str) -> Method:
     if name not in _REGISTRY:
         raise KeyError(f"no method named {name!r}; registered: {', '.join(m.name for m in available())}")
     return _REGISTRY[name]
+
+
+def key(name: str) -> str:
+    """``name`` for matching: lower case, letters and digits only (``"Grad-ECLIP (paper)"`` -> ``"gradeclippaper"``)."""
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def match(name: str, methods: list[Method] | None = None) -> list[Method]:
+    """The methods that ``name`` names: the one whose name equals it, or else those whose names start with it,
+    up to case, spaces and punctuation (``"game"`` -> GAME, ``"gradeclip"`` -> both Grad-ECLIP modes).
+
+    Args:
+        name (str): a method's name or its start.
+        methods (list[Method], optional): where to look. Default: :func:`available`.
+
+    Returns:
+        *list[Method]*: the matches in listing order; empty when none (or ``name`` has no letter or digit).
+
+    Examples::
+
+        >>> from captum_gradeclip import methods
+        >>> [m.name for m in methods.match("grad-eclip")]
+        ['Grad-ECLIP (native)', 'Grad-ECLIP (paper)']
+        >>> [m.name for m in methods.match("Grad-ECLIP (paper)")]
+        ['Grad-ECLIP (paper)']
+    """
+    wanted = key(name)
+    pool = available() if methods is None else methods
+    if not wanted:
+        return []
+    exact = [m for m in pool if key(m.name) == wanted]
+    return exact or [m for m in pool if key(m.name).startswith(wanted)]

@@ -22,10 +22,18 @@ DEFAULT_MAX_PIXELS = 100_000_000
 MODEL_HELP = (
     f"the model: {MODEL_SPECS}. shapes (the default) is ShapesCLIP, a small CLIP that ships with the package and "
     "runs offline, but knows only its world of coloured shapes (6 colours, 4 shapes); shapes:resnet is its ResNet "
-    "twin, shapes:deep its 6-layer ViT with a 14x14 grid. For photos use a real CLIP: hf:openai/clip-vit-base-patch16 (the Hugging Face hub or a local folder), "
+    "twin, shapes:deep its 6-layer ViT with a 14x14 grid. For photos use a real CLIP: "
+    "hf:openai/clip-vit-base-patch16 (the Hugging Face hub or a local folder), "
     "open_clip:ViT-B-16:openai or openai:RN50 (the openclip / openai extras)"
 )
 MODE_HELP = "native (default): Grad-ECLIP as adapted to each model; paper: exactly as in the Grad-ECLIP paper"
+#: Static (``--help`` imports no torch, so it cannot read the registry); ``explain`` checks the name when it runs.
+METHOD_HELP = (
+    "the explanation method, by its name or the start of it, any case and punctuation: Grad-ECLIP (default), "
+    "Raw attention, Rollout, GAME, Grad-CAM, MaskCLIP, CLIP Surgery, RISE, M2IB (the list of "
+    "captum_gradeclip.methods; an unknown name lists them). MaskCLIP, CLIP Surgery and RISE explain the image only: "
+    "no word importances then"
+)
 DTYPE_HELP = "the model's precision: float32 (default), bfloat16 or float16"
 DEVICE_HELP = "where the model runs: cpu (default), cuda, cuda:1, ..."
 
@@ -113,6 +121,7 @@ def explain_parser() -> ArgumentParser:
     parser.add_argument("image", type=Path, help="the image file (PNG, JPEG, ...)")
     parser.add_argument("texts", nargs="+", metavar="TEXT", help="one or more texts to explain the image against")
     parser.add_argument("--model", default="shapes", help=MODEL_HELP)
+    parser.add_argument("--method", metavar="NAME", help=METHOD_HELP)
     parser.add_argument("--mode", choices=["native", "paper"], default="native", help=MODE_HELP)
     parser.add_argument(
         "--score", choices=["cosine", "logit", "softmax"], default="cosine",

@@ -1,55 +1,114 @@
 """``captum-gradeclip explain IMAGE TEXT [TEXT ...]``: explain one image against several texts.
 
-One batched Grad-ECLIP call gives a heat map per text, a second one the word importances of
+One batched call of the method (Grad-ECLIP by default, ``--method NAME`` any method of
+:mod:`captum_gradeclip.methods`) gives a heat map per text, a second one the word importances of
 every text. It prints the scores and the words, and writes one figure with every text side by side
 (``explanation.png``) and an ``index.html`` report to ``--out``.
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
 import warnings
 
 import torch
 
 import captum_gradeclip as cg
+from captum_gradeclip import methods
 from captum_gradeclip.cli.commands import CLIError, explain_parser
 from captum_gradeclip.cli.files import check_output_directory, read_image
 from captum_gradeclip.cli.models import LoadedModel, load_model
 from captum_gradeclip.viz import ReportEntry, explanation_figure, figure_png, save_html
 from captum_gradeclip.vocabulary import UNKNOWN_TOKENS, unknown_words_message
 
+#: The method ``explain`` uses without ``--method``.
+DEFAULT_METHOD = "Grad-ECLIP (native)"
+
+
+def pick_method(name: str | None) -> methods.Method:
+    """The method ``--method NAME`` names: its registry name or the start of it, up to case, spaces and
+    punctuation (``game``, ``rollout``, ``grad-eclip``); :data:`DEFAULT_METHOD` for ``None``. A start that several
+    variants of one class share picks the first listed (``grad-eclip``: the native mode; ``--mode`` chooses).
+
+    Raises:
+        CLIError: no method or several different methods match, naming the valid names.
+    """
+    if name is None:
+        return methods.get(DEFAULT_METHOD)
+    found = methods.match(name)
+    names = ", ".join(repr(m.name) for m in methods.available())
+    if not found:
+        raise CLIError(f"captum-gradeclip explain: --method: no method is called {name!r}; the methods are {names}")
+    if len({m.cls for m in found}) > 1:
+        several = ", ".join(repr(m.name) for m in found)
+        raise CLIError(f"captum-gradeclip explain: --method: {name!r} matches {several}; give more of the name")
+    return found[0]
+
+
+def _applies(method: methods.Method, sim: cg.SimilarityWrapper, side: str) -> str | None:
+    """Why ``method`` cannot explain ``side`` of the wrapped model, or ``None`` when it can."""
+    if side not in method.modalities:
+        return f"{method.name} explains {' and '.join(method.modalities)} only"
+    if method.needs_self_attention and sim.adapter.attention_pool(side):
+        return (
+            f"{method.name} needs token-to-token attention in the {side} tower's last block, and this model's "
+            f"ends in an attention pool (one pooled query)"
+        )
+    return None
+
 
 def explain(
-    loaded: LoadedModel, image: object, texts: list[str], mode: str = "native", score: str = "cosine"
-) -> tuple[object, torch.Tensor, torch.Tensor, list[list[tuple[str, float]]]]:
+    loaded: LoadedModel,
+    image: object,
+    texts: list[str],
+    mode: str = "native",
+    score: str = "cosine",
+    method: methods.Method | None = None,
+) -> tuple[object, torch.Tensor, torch.Tensor, list[list[tuple[str, float]]] | None]:
     """Explains ``image`` against ``texts`` with the loaded model.
 
     Args:
         loaded (LoadedModel): the model and its preprocessing.
         image (PIL.Image.Image): the image.
         texts (list[str]): the M texts.
-        mode (str, optional): Grad-ECLIP's mode. Default: ``"native"``.
+        mode (str, optional): Grad-ECLIP's mode (other methods have none). Default: ``"native"``.
         score (str, optional): the explained image score: ``"cosine"``, ``"logit"`` or
             ``"softmax"`` (each text's probability among the M texts). The word importances always
             explain the cosine. Default: ``"cosine"``.
+        method (Method, optional): the method of the registry, built with its default settings. Default:
+            Grad-ECLIP (native).
 
     Returns:
         *tuple*: the image as the model saw it ``(H, W, 3)``, the scores ``(M,)``, the maps
-        ``(M, h, w)`` and the word importances of each text (unknown words as typed).
+        ``(M, h, w)`` and the word importances of each text (unknown words as typed), or ``None`` when the
+        method does not explain the text side.
+
+    Raises:
+        ValueError: the method cannot explain this model's image side (saying why).
 
     Warns:
-        UserWarning: naming the words the model's tokenizer does not know.
+        UserWarning: naming the words the model's tokenizer does not know; that the word importances are
+        skipped, and why, when the method does not explain this model's text side.
     """
+    method = methods.get(DEFAULT_METHOD) if method is None else method
     device = next(loaded.model.parameters()).device
     pixels = loaded.pixels(image).to(device)  # type: ignore[arg-type]
     input_ids, attention_mask = loaded.tokenize(texts)  # on the CPU: the wrappers and explanations move them
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
     sim = cg.ImageTextSimilarity(loaded.model, batch, score=score)
+    why = _applies(method, sim, "image")
+    if why is not None:
+        usable = [m.name for m in methods.available("image", attention_pool=sim.adapter.attention_pool("image"))]
+        raise ValueError(f"{why}; the methods for this model's images are {', '.join(usable)}")
     scores = sim(pixels).detach()[0]
-    maps = cg.GradECLIP(sim, mode=mode).attribute(pixels)[0]  # one batched call: (M, h, w)
+    maps = method.build(sim, mode=mode).attribute(pixels)[0]  # one batched call: (M, h, w)
     tsim = cg.TextImageSimilarity(loaded.model, images=pixels)
-    token_scores = cg.GradECLIP(tsim, mode=mode).attribute(
+    why = _applies(method, tsim, "text")
+    if why is not None:
+        warnings.warn(f"no word importances: {why}", UserWarning, stacklevel=2)
+        return loaded.display_image(pixels.cpu()), scores.float().cpu(), maps.float().cpu(), None
+    token_scores = method.build(tsim, mode=mode).attribute(
         input_ids, target=[0] * len(texts), additional_forward_args=(attention_mask,)
     )
     words = []
@@ -83,6 +142,9 @@ def main(argv: list[str] | None = None) -> None:
     texts = [t.strip() for t in args.texts]
     if not all(texts):
         raise CLIError("captum-gradeclip explain: every TEXT must be non-empty")
+    method = pick_method(args.method)
+    if args.mode != "native" and "mode" not in inspect.signature(method.cls.__init__).parameters:
+        raise CLIError(f"captum-gradeclip explain: --mode {args.mode} is Grad-ECLIP's; {method.name} has no modes")
     image = read_image(args.image)
     check_output_directory(args.out)  # before the computing
     loaded = load_model(args.model, args.dtype, args.device)
@@ -94,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            seen, scores, maps, words = explain(loaded, image, texts, args.mode, args.score)
+            seen, scores, maps, words = explain(loaded, image, texts, args.mode, args.score, method)
         except (ValueError, TypeError) as error:
             raise CLIError(f"cannot explain with {args.model}: {str(error).splitlines()[0]}") from None
     notes = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)))
@@ -108,15 +170,14 @@ def main(argv: list[str] | None = None) -> None:
     values = [float(s) for s in scores]
     for j, text in enumerate(texts):
         marker = "*" if j == best else " "
-        importances = " ".join(f"{w}={s:.3f}" for w, s in words[j])
+        importances = " ".join(f"{w}={s:.3f}" for w, s in words[j]) if words is not None else "(not explained)"
         print(f"{marker} {values[j]:.4f}  {text!r}  words: {importances}")
+    by = args.model if args.method is None else f"{args.model}, {method.name}"
     fig = explanation_figure(
-        seen, texts, maps, words, scores=values, score_names=args.score, title=f"{args.image.name} ({args.model})"
+        seen, texts, maps, words, scores=values, score_names=args.score, title=f"{args.image.name} ({by})"
     )
     png = figure_png(fig)
     (args.out / "explanation.png").write_bytes(png)
-    entry = ReportEntry(f"{args.image.name}", png, texts, words, values, best=best)
-    report = save_html(
-        args.out / "index.html", [entry], title=f"{args.image.name} explained by {args.model}", notes=notes
-    )
+    entry = ReportEntry(f"{args.image.name}", png, texts, words or [], values, best=best)
+    report = save_html(args.out / "index.html", [entry], title=f"{args.image.name} explained by {by}", notes=notes)
     print(f"wrote {args.out / 'explanation.png'} and {report}")

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, in one go (about 5 minutes on an H200): the CUDA tests, the speed benchmark in fp32
-# and bf16 (32 and 256 images), and the quality benchmark on 500 held-out ShapesCLIP scenes, all with CUDA.
+# Everything that needs a GPU, in one go: the CUDA tests, the speed benchmark in fp32 and bf16 (32 and 256 images),
+# the quality benchmark on 500 held-out ShapesCLIP scenes, the trainer's speed (the numpy and torch renderers),
+# training ShapesCLIP-Deep (its minutes are the GPU figure) and the quality table of the shipped Deep model
+# with the layer study, all with CUDA. The first steps took about 5 minutes on an H200; the last ones are new and
+# unmeasured: run them in a later call if the device time is short.
 #
 #   bash benchmarks/gpu.sh [OUT_DIR]          # results and logs in OUT_DIR (default: gpu_results)
 #
@@ -50,4 +53,9 @@ step speed_bf16 python3 -m benchmarks.speed --device cuda --dtype bf16 --repeats
 step speed_256_bf16 python3 -m benchmarks.speed --device cuda --dtype bf16 --repeats 5 --images 256 --prompts 10 \
     --captions 10 --metric-images 0 --no-memory --naive-pairs 1 --write "$out/speed_256.md"
 step quality python3 -m benchmarks.quality --device cuda --scenes 500 --score cosine softmax --out "$out/quality.md"
+step train_speed python3 -m benchmarks.train_speed --device cuda --threads 8 --steps 20 --write "$out/train_speed.md"
+step train_deep python3 -m captum_gradeclip.zoo.train_shapes --backbone vit-deep --device cuda --threads 8 \
+    --out "$out/shapes_clip_vit_deep"
+step quality_deep python3 -m benchmarks.quality --model shapes:deep --device cuda --scenes 500 --score cosine softmax \
+    --layer-study 6 --out "$out/quality.md"
 exit $status

@@ -216,3 +216,18 @@ def _pairs(folder, text: str):
     path = folder / "pairs.csv"
     path.write_text(f"image,text\nscene.png,{text}\n")
     return path
+
+
+def test_the_batch_renderer_and_the_trainer_run_on_the_gpu():
+    from captum_gradeclip.zoo import shapes_batch
+    from captum_gradeclip.zoo import train_shapes as ts
+
+    pairs = shapes_batch.sample_pairs(np.array([1, 2, 3] * 20), np.random.default_rng(0))
+    batch = shapes_batch.render_batch(pairs, torch.Generator("cuda").manual_seed(0))
+    assert batch.images.device.type == "cuda" and batch.images.shape == (60, 3, 64, 64)
+    on_cpu = shapes_batch.shape_masks(batch.pairs.cpu() % 4, batch.boxes.cpu(), 64)
+    assert torch.equal(batch.masks().cpu(), on_cpu & (batch.pairs.cpu() >= 0)[..., None, None])
+    assert int(batch.masks().sum(1).max()) == 1
+    config = ts.TrainConfig(width=32, vision_layers=1, text_layers=1, heads=2, projection_dim=16, batch_size=8, steps=3)
+    model, _, losses = ts.train(config, progress=False, device="cuda")
+    assert next(model.parameters()).device.type == "cuda" and len(losses) == 3 and all(np.isfinite(losses))

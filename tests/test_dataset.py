@@ -501,3 +501,47 @@ def test_a_rerun_after_image_files_changed_in_place_is_refused(dataset, tmp_path
     code, line = _run_dataset(dataset, out, "--images", str(images), "--fresh")
     assert code == 0 and "did 17 items in this run" in line
     assert "missing image" not in {r.get("error", "").split(":")[0] for r in cg.results.open(out)}
+
+
+def test_method_game_store_equals_game_computed_directly_and_the_store_records_it(dataset, tmp_path, capsys):
+    out = tmp_path / "game"
+    main(_args(dataset, out, "--method", "game"))
+    assert "warning" not in capsys.readouterr().err
+    store = cg.results.open(out)
+    assert store.manifest["config"]["method"] == "GAME"
+    good = [r for r in store if "error" not in r]
+    loaded = load_model(dataset["model"])
+    for row in good[:3]:
+        pixels = loaded.pixels(Image.open(dataset["images"] / row["image"]).convert("RGB"))
+        ids, mask = loaded.tokenize([row["text"]])
+        sim = cg.ImageTextSimilarity(loaded.model, {"input_ids": ids, "attention_mask": mask})
+        assert rel_err(row["map"], cg.baselines.GAME(sim).attribute(pixels, target=0)[0, 0]) <= 1e-5
+        tsim = cg.TextImageSimilarity(loaded.model, images=pixels)
+        want = cg.baselines.GAME(tsim).attribute(ids, target=0, additional_forward_args=(mask,))[0]
+        assert rel_err(row["token_scores"][: ids.shape[1]], want) <= 1e-5
+    # a store of another method is refused; the default run's config has no method (old stores resume)
+    with pytest.raises(SystemExit) as info:
+        main(_args(dataset, out))
+    assert info.value.code == 2
+    main(_args(dataset, tmp_path / "default", "--method", "Grad-ECLIP"))
+    assert "method" not in cg.results.open(tmp_path / "default").manifest["config"]
+
+
+def test_method_image_only_skips_token_scores_with_a_warning(dataset, tmp_path, capsys):
+    out = tmp_path / "maskclip"
+    main(_args(dataset, out, "--method", "MaskCLIP"))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == ["captum-gradeclip explain-dataset: warning: no word importances: MaskCLIP explains image only"]
+    loaded = cg.results.open(out).load()
+    assert "token_scores" not in loaded and loaded["map"].shape == (12, 4, 4) and "token_ids" in loaded
+
+
+def test_method_errors_are_one_line(dataset, tmp_path):
+    for extra, message in [
+        (["--method", "lime"], "captum-gradeclip explain-dataset: --method: no method is called 'lime'; the methods"),
+        (["--method", "rise", "--mode", "paper"], "captum-gradeclip explain-dataset: --mode paper is Grad-ECLIP's; "
+         "RISE has no modes"),
+    ]:  # fmt: skip
+        with pytest.raises(CLIError, match=f"^{message}"):
+            main(_args(dataset, tmp_path / "x", *extra))
+    assert not (tmp_path / "x").exists()

@@ -147,6 +147,7 @@ def explain_dataset_parser() -> ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="the result store's folder (created, or resumed)")
     parser.add_argument("--model", default="shapes", help=MODEL_HELP)
+    parser.add_argument("--method", metavar="NAME", help=METHOD_HELP)
     parser.add_argument("--mode", default="native", choices=["native", "paper"], help=MODE_HELP)
     parser.add_argument(
         "--templates", nargs="+", metavar="TEMPLATE", help="zero-shot: prompt templates with {} for the label, "

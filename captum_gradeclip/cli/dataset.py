@@ -1,4 +1,5 @@
-"""``captum-gradeclip explain-dataset``: Grad-ECLIP over a whole dataset, resumable, on ``torch.distributed``.
+"""``captum-gradeclip explain-dataset``: Grad-ECLIP (or ``--method NAME``) over a whole dataset, resumable, on
+``torch.distributed``.
 
     captum-gradeclip explain-dataset --images DIR --pairs pairs.csv --out results/ [--model shapes]
     torchrun --nproc_per_node=2 -m captum_gradeclip explain-dataset --images DIR --pairs pairs.csv --out results/
@@ -34,7 +35,9 @@ from PIL import Image
 from tqdm import tqdm
 
 import captum_gradeclip as cg
+from captum_gradeclip import methods
 from captum_gradeclip.cli.commands import PROG, explain_dataset_parser, fail
+from captum_gradeclip.cli.explain import DEFAULT_METHOD, check_image_side, pick_method, why_not
 from captum_gradeclip.cli.files import check_output_directory
 from captum_gradeclip.cli.models import LoadedModel, load_model
 from captum_gradeclip.images import DEFAULT_MAX_PIXELS, ImageError, load_image, printable, resolve_inside
@@ -134,6 +137,14 @@ class DatasetExplainer:
         classes (list[str], optional): zero-shot class names (pairs with labels).
         templates (list[str], optional): prompt templates with ``{}`` for zero-shot.
         max_pixels (int, optional): the pixel budget per image (see :func:`captum_gradeclip.images.load_image`).
+        method (Method, optional): the method of :mod:`captum_gradeclip.methods`. Default: Grad-ECLIP (native).
+
+    Attributes:
+        no_words (str or None): why the method gives no word importances for this model (the rows then have no
+            ``token_scores``); ``None`` when it does, or for zero-shot rows (which have none).
+
+    Raises:
+        ValueError: the method cannot explain this model's images (saying why).
     """
 
     def __init__(
@@ -145,8 +156,13 @@ class DatasetExplainer:
         classes: Sequence[str] | None = None,
         templates: Sequence[str] | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        method: methods.Method | None = None,
     ) -> None:
         self.loaded, self.model, self.images = loaded, loaded.model, Path(images)
+        self.method = methods.get(DEFAULT_METHOD) if method is None else method
+        adapter = cg.get_adapter(self.model)
+        check_image_side(self.method, adapter)
+        self.no_words = None if classes else why_not(self.method, adapter, "text")
         self.mode, self.batch_size, self.max_pixels = mode, batch_size, max_pixels
         self.classes = list(classes) if classes else None
         self.zero_shot = None
@@ -220,7 +236,7 @@ class DatasetExplainer:
             labels = [self.classes.index(item.label) for item, _ in batch]  # type: ignore[union-attr]
             with torch.no_grad():
                 scores = self.zero_shot(pixels)
-            out["map"] = cg.GradECLIP(self.zero_shot, mode=self.mode).attribute(pixels, target=labels)[:, 0]
+            out["map"] = self._explainer(self.zero_shot).attribute(pixels, target=labels)[:, 0]
             out["score"] = scores[own, labels]
             out["prediction"] = scores.argmax(-1)
             out["label"] = torch.tensor(labels)
@@ -229,15 +245,17 @@ class DatasetExplainer:
         sim = cg.ImageTextSimilarity(self.model, {"input_ids": ids, "attention_mask": mask})
         with torch.no_grad():
             scores = sim(pixels)
-        out["map"] = cg.GradECLIP(sim, mode=self.mode).attribute(pixels, target=own)[:, 0]
+        out["map"] = self._explainer(sim).attribute(pixels, target=own)[:, 0]
         out["score"] = scores[own, own]
-        tsim = cg.TextImageSimilarity(self.model, images=pixels)
-        extra = (mask,) if mask is not None else None
-        out["token_scores"] = cg.GradECLIP(tsim, mode=self.mode).attribute(
-            ids, target=own, additional_forward_args=extra
-        )
+        if self.no_words is None:
+            tsim = cg.TextImageSimilarity(self.model, images=pixels)
+            extra = (mask,) if mask is not None else None
+            out["token_scores"] = self._explainer(tsim).attribute(ids, target=own, additional_forward_args=extra)
         out["token_ids"] = ids
         return out
+
+    def _explainer(self, sim: cg.SimilarityWrapper) -> cg.SimilarityAttribution:
+        return self.method.build(sim, mode=self.mode)
 
 
 def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -461,6 +479,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = explain_dataset_parser()
     args = parser.parse_args(argv)
     world_size = 1
+    method = pick_method(args.method, args.mode, f"{PROG} explain-dataset")
     try:
         if args.batch_size < 1 or args.chunk_size < 1 or args.max_pixels < 1:
             raise ValueError("`--batch-size`, `--chunk-size` and `--max-pixels` must be positive")
@@ -476,6 +495,8 @@ def main(argv: list[str] | None = None) -> None:
                   "pairs": str(args.pairs.resolve()), "pairs_sha256": _sha256(args.pairs),
                   "templates": args.templates, "chunk_size": args.chunk_size, "batch_size": args.batch_size,
                   "dtype": args.dtype, "max_pixels": args.max_pixels}  # fmt: skip
+        if method.name != DEFAULT_METHOD:  # stores made before --method existed (Grad-ECLIP) still resume
+            config["method"] = method.name
         rank, world_size, device = _init_distributed(args.device)
         if rank == 0:
             manifest = _manifest(items, args.chunk_size, config)
@@ -483,8 +504,10 @@ def main(argv: list[str] | None = None) -> None:
         loaded = load_model(args.model, args.dtype, device)  # a CLIError: one line and exit code 2 in cli.main
         classes = sorted({i.label for i in items if i.label}) if labels else None
         explainer = DatasetExplainer(
-            loaded, args.images, args.mode, args.batch_size, classes, args.templates, args.max_pixels
+            loaded, args.images, args.mode, args.batch_size, classes, args.templates, args.max_pixels, method
         )
+        if explainer.no_words is not None and rank == 0:
+            print(f"{PROG} explain-dataset: warning: no word importances: {explainer.no_words}", file=sys.stderr)
         summary = run(explainer, items, args.out, args.chunk_size, config, rank, world_size, args.fresh)
     except (ValueError, FileNotFoundError, TypeError) as error:  # a CLIError: one line and exit 2 in cli.main
         fail(error, f"{PROG} explain-dataset")

@@ -16,6 +16,7 @@ import torch
 
 import captum_gradeclip as cg
 from captum_gradeclip import methods
+from captum_gradeclip.adapters import Adapter
 from captum_gradeclip.cli.commands import CLIError, explain_parser
 from captum_gradeclip.cli.files import check_output_directory, read_image
 from captum_gradeclip.cli.models import LoadedModel, load_model
@@ -26,36 +27,53 @@ from captum_gradeclip.vocabulary import UNKNOWN_TOKENS, unknown_words_message
 DEFAULT_METHOD = "Grad-ECLIP (native)"
 
 
-def pick_method(name: str | None) -> methods.Method:
+def pick_method(name: str | None, mode: str = "native", prog: str = "captum-gradeclip explain") -> methods.Method:
     """The method ``--method NAME`` names: its registry name or the start of it, up to case, spaces and
     punctuation (``game``, ``rollout``, ``grad-eclip``); :data:`DEFAULT_METHOD` for ``None``. A start that several
     variants of one class share picks the first listed (``grad-eclip``: the native mode; ``--mode`` chooses).
 
+    Args:
+        name (str, optional): the ``--method`` value.
+        mode (str, optional): the ``--mode`` value, which only a method with modes (Grad-ECLIP) takes.
+        prog (str, optional): the command, for the error message.
+
     Raises:
-        CLIError: no method or several different methods match, naming the valid names.
+        CLIError: no method or several different methods match (naming the valid names), or ``mode`` is not
+        ``"native"`` for a method without modes.
     """
     if name is None:
         return methods.get(DEFAULT_METHOD)
     found = methods.match(name)
     names = ", ".join(repr(m.name) for m in methods.available())
     if not found:
-        raise CLIError(f"captum-gradeclip explain: --method: no method is called {name!r}; the methods are {names}")
+        raise CLIError(f"{prog}: --method: no method is called {name!r}; the methods are {names}")
     if len({m.cls for m in found}) > 1:
         several = ", ".join(repr(m.name) for m in found)
-        raise CLIError(f"captum-gradeclip explain: --method: {name!r} matches {several}; give more of the name")
-    return found[0]
+        raise CLIError(f"{prog}: --method: {name!r} matches {several}; give more of the name")
+    method = found[0]
+    if mode != "native" and "mode" not in inspect.signature(method.cls.__init__).parameters:
+        raise CLIError(f"{prog}: --mode {mode} is Grad-ECLIP's; {method.name} has no modes")
+    return method
 
 
-def _applies(method: methods.Method, sim: cg.SimilarityWrapper, side: str) -> str | None:
-    """Why ``method`` cannot explain ``side`` of the wrapped model, or ``None`` when it can."""
+def why_not(method: methods.Method, adapter: Adapter, side: str) -> str | None:
+    """Why ``method`` cannot explain ``side`` (``"image"``, ``"text"``) of the adapter's model; ``None`` if it can."""
     if side not in method.modalities:
         return f"{method.name} explains {' and '.join(method.modalities)} only"
-    if method.needs_self_attention and sim.adapter.attention_pool(side):
+    if method.needs_self_attention and adapter.attention_pool(side):
         return (
             f"{method.name} needs token-to-token attention in the {side} tower's last block, and this model's "
             f"ends in an attention pool (one pooled query)"
         )
     return None
+
+
+def check_image_side(method: methods.Method, adapter: Adapter) -> None:
+    """A ValueError saying why, and which methods would do, when ``method`` cannot explain the model's images."""
+    why = why_not(method, adapter, "image")
+    if why is not None:
+        usable = [m.name for m in methods.available("image", attention_pool=adapter.attention_pool("image"))]
+        raise ValueError(f"{why}; the methods for this model's images are {', '.join(usable)}")
 
 
 def explain(
@@ -97,14 +115,11 @@ def explain(
     input_ids, attention_mask = loaded.tokenize(texts)  # on the CPU: the wrappers and explanations move them
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
     sim = cg.ImageTextSimilarity(loaded.model, batch, score=score)
-    why = _applies(method, sim, "image")
-    if why is not None:
-        usable = [m.name for m in methods.available("image", attention_pool=sim.adapter.attention_pool("image"))]
-        raise ValueError(f"{why}; the methods for this model's images are {', '.join(usable)}")
+    check_image_side(method, sim.adapter)
     scores = sim(pixels).detach()[0]
     maps = method.build(sim, mode=mode).attribute(pixels)[0]  # one batched call: (M, h, w)
     tsim = cg.TextImageSimilarity(loaded.model, images=pixels)
-    why = _applies(method, tsim, "text")
+    why = why_not(method, tsim.adapter, "text")
     if why is not None:
         warnings.warn(f"no word importances: {why}", UserWarning, stacklevel=2)
         return loaded.display_image(pixels.cpu()), scores.float().cpu(), maps.float().cpu(), None
@@ -142,9 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     texts = [t.strip() for t in args.texts]
     if not all(texts):
         raise CLIError("captum-gradeclip explain: every TEXT must be non-empty")
-    method = pick_method(args.method)
-    if args.mode != "native" and "mode" not in inspect.signature(method.cls.__init__).parameters:
-        raise CLIError(f"captum-gradeclip explain: --mode {args.mode} is Grad-ECLIP's; {method.name} has no modes")
+    method = pick_method(args.method, args.mode)
     image = read_image(args.image)
     check_output_directory(args.out)  # before the computing
     loaded = load_model(args.model, args.dtype, args.device)

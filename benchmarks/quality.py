@@ -613,12 +613,12 @@ def markdown(
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _without_methods(argv: list[str]) -> list[str]:
-    """``argv`` without ``--methods`` and the names after it."""
+def _without_lists(argv: list[str], options: tuple[str, ...] = ("--methods", "--score")) -> list[str]:
+    """``argv`` without the ``options`` and the names after each."""
     out, skipping = [], False
     for arg in argv:
-        if arg == "--methods" or arg.startswith("--methods="):
-            skipping = arg == "--methods"
+        if arg in options or arg.split("=", 1)[0] in options:
+            skipping = arg in options
             continue
         if skipping and not arg.startswith("--"):
             continue
@@ -668,8 +668,9 @@ def main(argv: list[str] | None = None) -> None:
         else:
             specs = ", ".join(repr(spec) for spec in shapes_specs())
             raise ValueError(f"`--model` must be {specs} or 'hf:NAME_OR_PATH'; got {args.model!r}")
-        # the methods and the layer study are cached row by row: a rerun with other --methods keeps the rows it has
-        setup = [task.name, *_without_methods(without_options(argv, "--cache", "--layer-study"))]
+        # rows are cached one by one, per score: a rerun with other --methods, --score, --layer-study or --out keeps
+        # the rows it has
+        setup = [task.name, *_without_lists(without_options(argv, "--cache", "--layer-study", "--out"))]
         cached = json.loads(args.cache.read_text()) if args.cache and args.cache.is_file() else {}
         results = cached.get("results", {}) if cached.get("setup") == setup else {}
 

@@ -208,5 +208,9 @@ def test_cache_keeps_rows_across_method_subsets_and_the_layer_study(run, tmp_pat
         raise AssertionError("a cached row was explained again")
 
     monkeypatch.setitem(module["run"].__globals__, "_explain", explain_again)
-    module["main"]([*base, "--methods", "GAME", "Grad-ECLIP (native)", "--layer-study", "2"])
-    assert out.read_text().split("Reproduce with:")[1].count("| layers=") == 2
+    elsewhere = tmp_path / "other.md"  # another page: --out is no part of the cached setup, nor is --score's order
+    again = [a if a != str(out) else str(elsewhere) for a in base]
+    module["main"]([*again, "--methods", "GAME", "Grad-ECLIP (native)", "--layer-study", "2"])
+    assert elsewhere.read_text().split("Reproduce with:")[1].count("| layers=") == 2
+    with pytest.raises(AssertionError, match="a cached row was explained again"):  # a new score is computed
+        module["main"]([*again, "--score", "softmax", "cosine", "--methods", "GAME"])

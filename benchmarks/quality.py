@@ -270,7 +270,11 @@ def shapes_task(scenes: int, backbone: str = "vit") -> Task:
     picked = [s.objects[i % len(s.objects)] for i, s in enumerate(world)]
     prompts = shapes.all_prompts()
     image_processor = getattr(processor, "image_processor", processor)
-    kinds = {"vit": "ViT", "resnet": "ResNet: open_clip ModifiedResNet, attention pool, 4x4 grid"}
+    kinds = {
+        "vit": "ViT",
+        "resnet": "ResNet: open_clip ModifiedResNet, attention pool, 4x4 grid",
+        "vit-deep": "Deep: ViT, 6 layers, 14x14 grid",
+    }
     kind = kinds.get(backbone, backbone)
     return Task(
         name=f"ShapesCLIP ({kind}, parameters sha256 {weights[:12]}) on {scenes} held-out scenes "

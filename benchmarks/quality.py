@@ -364,16 +364,7 @@ def run(
         except TypeError as error:  # the method does not apply to this model
             _not_applicable(results, name, "image", error)
             continue
-        row = {"time_image": ratio}
-        deletion = metrics.image_deletion(
-            sim, pixels, maps, target, baseline="random", normalization=task.normalization, **common
-        )
-        insertion = metrics.image_insertion(sim, pixels, maps, target, baseline="blur", **common)
-        row["deletion"], row["insertion"] = float(deletion.auc.mean()), float(insertion.auc.mean())
-        if task.regions is not None:
-            regions = task.regions.to(device)
-            row["pointing"] = float(metrics.pointing_game(maps, masks=regions, tolerance=args.tolerance).mean())
-            row["energy"] = float(metrics.energy_pointing_game(maps, masks=regions).mean())
+        row = {"time_image": ratio, **image_metrics(task, args, sim, pixels, maps, target)}
         results.setdefault(name, {}).update(row)
         print(f"  {name}: " + ", ".join(f"{k}={v:.3f}" for k, v in row.items()), file=sys.stderr)
         if checkpoint is not None:
@@ -398,6 +389,24 @@ def run(
     return {m: results[m] for m in sorted(results, key=lambda m: order.index(m) if m in order else len(order))}
 
 
+def image_metrics(
+    task: Task, args: argparse.Namespace, sim: cg.ImageTextSimilarity, pixels: Tensor, maps: Tensor, target: Tensor
+) -> dict[str, float]:
+    """The image side's columns of one method's maps: deletion and insertion AUCs, and the pointing games where the
+    task has regions."""
+    common = dict(steps=args.steps, batch_size=args.metric_batch_size, seed=args.seed)
+    deletion = metrics.image_deletion(
+        sim, pixels, maps, target, baseline="random", normalization=task.normalization, **common
+    )
+    insertion = metrics.image_insertion(sim, pixels, maps, target, baseline="blur", **common)
+    row = {"deletion": float(deletion.auc.mean()), "insertion": float(insertion.auc.mean())}
+    if task.regions is not None:
+        regions = task.regions.to(pixels.device)
+        row["pointing"] = float(metrics.pointing_game(maps, masks=regions, tolerance=args.tolerance).mean())
+        row["energy"] = float(metrics.energy_pointing_game(maps, masks=regions).mean())
+    return row
+
+
 def layer_study(
     task: Task,
     args: argparse.Namespace,
@@ -412,22 +421,13 @@ def layer_study(
     tokenizer = caption_tokens(task)[0]
     text_source = "processor" if _fixed_length(task.processor) else "tokenizer"
     sim = cg.ImageTextSimilarity(model, task.prompts, score=score, **{text_source: tokenizer})
-    common = dict(steps=args.steps, batch_size=args.metric_batch_size, seed=args.seed)
     results: dict[str, dict[str, float]] = {m: dict(r) for m, r in (done or {}).items()}
     for k in range(1, args.layer_study + 1):
         name = f"layers={k}"
         if "deletion" in results.get(name, {}):
             continue
         maps, ratio = _explain(cg.GradECLIP(sim, layers=k), pixels, target, None, sim, args.batch_size)
-        deletion = metrics.image_deletion(
-            sim, pixels, maps, target, baseline="random", normalization=task.normalization, **common
-        )
-        insertion = metrics.image_insertion(sim, pixels, maps, target, baseline="blur", **common)
-        row = {"deletion": float(deletion.auc.mean()), "insertion": float(insertion.auc.mean()), "time_image": ratio}
-        if task.regions is not None:
-            regions = task.regions.to(device)
-            row["pointing"] = float(metrics.pointing_game(maps, masks=regions, tolerance=args.tolerance).mean())
-            row["energy"] = float(metrics.energy_pointing_game(maps, masks=regions).mean())
+        row = {**image_metrics(task, args, sim, pixels, maps, target), "time_image": ratio}
         results[name] = row
         print(f"  Grad-ECLIP {name}: " + ", ".join(f"{k}={v:.3f}" for k, v in row.items()), file=sys.stderr)
         if checkpoint is not None:

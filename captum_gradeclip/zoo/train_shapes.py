@@ -379,6 +379,51 @@ def normalise(images: np.ndarray | torch.Tensor, size: int | None = None) -> tor
     return (x / 255.0 - mean) / std
 
 
+def batch_source(
+    config: TrainConfig, processor: object, device: str | torch.device = "cpu"
+) -> Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]]:
+    """The training batches of ``config``, one per call, as :func:`train` draws them.
+
+    Args:
+        config (TrainConfig): sizes, seed and ``renderer``.
+        processor: the model's processor (:func:`build_processor`).
+        device (str or torch.device, optional): where every batch is made ready (with
+            ``config.renderer == "torch"``, also where the scenes are rendered). Default: ``"cpu"``.
+
+    Returns:
+        *callable*: ``next_batch()`` -> pixel values ``(B, 3, H, W)``; the tokenized texts, ``2B + P`` rows:
+        the ``B`` captions, their ``B`` hard negatives and the ``P`` prompts of :func:`shapes.all_prompts`;
+        and the ``(B, P)`` prompt targets. The same ``config`` gives the same batches.
+    """
+    if config.renderer not in ("torch", "numpy"):
+        raise ValueError(f"`renderer` must be 'torch' or 'numpy'; got {config.renderer!r}")
+    device = torch.device(device)
+    resnet = config.backbone == "resnet"
+    prompts = shapes.all_prompts()
+    rng = np.random.default_rng([config.seed, 20261129])
+    if config.renderer == "numpy":
+        prompt_index = {p: i for i, p in enumerate(prompts)}
+        to_pixels = processor.pixels if resnet else None  # type: ignore[attr-defined]
+
+        def numpy_batch() -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+            pixels, captions, negatives, targets = sample_batch(rng, config, prompt_index, to_pixels)
+            texts = processor(text=captions + negatives + prompts, padding=True, return_tensors="pt")  # type: ignore[operator]
+            return pixels.to(device), {k: v.to(device) for k, v in texts.items()}, targets.to(device)
+
+        return numpy_batch
+    generator = torch.Generator(device).manual_seed(config.seed)
+    table = CaptionTable(processor, device)
+    prompt_pairs = torch.full((len(prompts), shapes.MAX_OBJECTS), -1, device=device)
+    prompt_pairs[:, 0] = torch.arange(len(prompts), device=device)
+    resize = processor.pixel_values if resnet else partial(normalise, size=config.image_size)  # type: ignore[attr-defined]
+
+    def torch_batch() -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        pixels, pairs, negatives, targets = sample_batch_torch(rng, generator, config, table, resize)
+        return pixels, table(torch.cat([pairs, negatives, prompt_pairs])), targets
+
+    return torch_batch
+
+
 def _embed_texts(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     return F.normalize(encode_texts(model, batch), dim=-1)
 
@@ -407,21 +452,11 @@ def train(
         *tuple*: the trained model (in eval mode, on ``device``: a ``CLIPModel``, or an open_clip
         ``CLIP`` for ``backbone="resnet"``), its processor, and the loss of every step.
     """
-    if config.renderer not in ("torch", "numpy"):
-        raise ValueError(f"`renderer` must be 'torch' or 'numpy'; got {config.renderer!r}")
     device = torch.device(device)
     resnet = config.backbone == "resnet"
     processor = build_processor(config.resnet_image_size if resnet else config.image_size, config.backbone)
     model = build_model(config).to(device).train()
-    prompts = shapes.all_prompts()
-    prompt_index = {p: i for i, p in enumerate(prompts)}
-    rng = np.random.default_rng([config.seed, 20261129])
-    if config.renderer == "torch":
-        generator = torch.Generator(device).manual_seed(config.seed)
-        table = CaptionTable(processor, device)
-        prompt_pairs = torch.full((len(prompts), shapes.MAX_OBJECTS), -1, device=device)
-        prompt_pairs[:, 0] = torch.arange(len(prompts), device=device)
-        resize = processor.pixel_values if resnet else partial(normalise, size=config.image_size)  # type: ignore[attr-defined]
+    batch = batch_source(config, processor, device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
     optimizer = torch.optim.AdamW(
@@ -432,16 +467,6 @@ def train(
         if step < config.warmup:
             return (step + 1) / config.warmup
         return 0.5 * (1 + math.cos(math.pi * (step - config.warmup) / max(1, config.steps - config.warmup)))
-
-    def batch() -> tuple[torch.Tensor, dict, torch.Tensor]:
-        """Pixels, the captions + hard negatives + prompts tokenized, and the prompt targets."""
-        if config.renderer == "torch":
-            pixels, pairs, negatives, targets = sample_batch_torch(rng, generator, config, table, resize)
-            return pixels, table(torch.cat([pairs, negatives, prompt_pairs])), targets
-        to_pixels = processor.pixels if resnet else None  # type: ignore[attr-defined]
-        pixels, captions, negatives, targets = sample_batch(rng, config, prompt_index, to_pixels)
-        texts = processor(text=captions + negatives + prompts, padding=True, return_tensors="pt")  # type: ignore[operator]
-        return pixels.to(device), {k: v.to(device) for k, v in texts.items()}, targets.to(device)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     labels = torch.arange(config.batch_size, device=device)

@@ -136,6 +136,28 @@ def test_torch_batches_hold_targets_negatives_and_the_processors_pixels():
     assert (pixels - expected).abs().mean() < 0.3 * one_level
 
 
+@pytest.mark.parametrize("renderer", ["torch", "numpy"])
+def test_batch_source_gives_captions_negatives_and_every_prompt(renderer):
+    config = ts.TrainConfig(**{**TINY, "batch_size": 6}, renderer=renderer)
+    processor = ts.build_processor(config.image_size)
+    tokenizer = processor.tokenizer
+    next_batch = ts.batch_source(config, processor)
+    pixels, texts, targets = next_batch()
+    prompts = shapes.all_prompts()
+    assert pixels.shape == (6, 3, config.image_size, config.image_size)
+    assert texts["input_ids"].shape[0] == 2 * 6 + len(prompts) and targets.shape == (6, len(prompts))
+    decoded = tokenizer.batch_decode(texts["input_ids"], skip_special_tokens=True)
+    assert [" ".join(d.split()) for d in decoded[12:]] == prompts  # the prompt rows, in all_prompts order
+    for b in range(6):
+        caption = f" {' '.join(decoded[b].split())} "
+        named = {i for i, prompt in enumerate(prompts) if f" {prompt[2:]} " in caption}
+        assert set(targets[b].nonzero().flatten().tolist()) == named  # targets are the caption's objects
+        assert decoded[6 + b] != decoded[b] and len(decoded[6 + b].split()) == len(caption.split())  # a negative
+    again = ts.batch_source(config, processor)()
+    assert torch.equal(again[0], pixels) and torch.equal(again[1]["input_ids"], texts["input_ids"])
+    assert not torch.equal(next_batch()[0], pixels)
+
+
 def test_both_renderers_train_seeded_and_learn():
     for renderer in ("torch", "numpy"):
         config = ts.TrainConfig(**TINY, steps=12, lr=3e-3, renderer=renderer)

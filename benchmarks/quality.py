@@ -330,6 +330,12 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def image_similarity(task: Task, score: str) -> cg.ImageTextSimilarity:
+    """The image side's wrapper of ``task``: its model against its prompts, tokenized as its captions are."""
+    text_source = "processor" if _fixed_length(task.processor) else "tokenizer"
+    return cg.ImageTextSimilarity(task.model, task.prompts, score=score, **{text_source: caption_tokens(task)[0]})
+
+
 def run(
     task: Task,
     args: argparse.Namespace,
@@ -347,10 +353,9 @@ def run(
     model = task.model.to(device)
     pixels = task.pixels.to(device)
     target = task.image_target.to(device)
-    tokenizer, ids, mask = caption_tokens(task)
+    _, ids, mask = caption_tokens(task)
     ids, mask = ids.to(device), mask.to(device)
-    text_source = "processor" if _fixed_length(task.processor) else "tokenizer"
-    sim = cg.ImageTextSimilarity(model, task.prompts, score=score, **{text_source: tokenizer})
+    sim = image_similarity(task, score)
     own = torch.arange(len(task.captions), device=device)
     tsim = cg.TextImageSimilarity(model, images=pixels, score=score)
     common = dict(steps=args.steps, batch_size=args.metric_batch_size, seed=args.seed)
@@ -417,10 +422,9 @@ def layer_study(
     """The paper's layer study: Grad-ECLIP (native) over the last ``k`` blocks, ``k = 1..args.layer_study``,
     on the image side, with the main table's metrics: ``{"layers=k": {column: value}}``."""
     device = torch.device(args.device)
-    model, pixels, target = task.model.to(device), task.pixels.to(device), task.image_target.to(device)
-    tokenizer = caption_tokens(task)[0]
-    text_source = "processor" if _fixed_length(task.processor) else "tokenizer"
-    sim = cg.ImageTextSimilarity(model, task.prompts, score=score, **{text_source: tokenizer})
+    task.model.to(device)  # in place: the wrapper below holds it
+    pixels, target = task.pixels.to(device), task.image_target.to(device)
+    sim = image_similarity(task, score)
     results: dict[str, dict[str, float]] = {m: dict(r) for m, r in (done or {}).items()}
     for k in range(1, args.layer_study + 1):
         name = f"layers={k}"

@@ -107,12 +107,18 @@ def test_quality_floors_on_held_out_scenes(shipped):
     assert result["softmax_pointing_named_cell"] >= 0.9, "the argmax cell overlaps the named object"
     recorded = training_info("resnet")["quality"]
     for key, value in result.items():
-        assert abs(recorded[key] - value) < 1e-6, f"training.json is up to date ({key})"
+        # a pointing game takes the argmax of a 4x4 map, where near-ties flip with the rounding of the CPU kernels,
+        # which varies with the load and the library versions (0.4725 recorded; 0.4775 and 0.48 measured on one
+        # machine in one hour: 2 and 3 of the 400 objects)
+        tolerance = POINTING_FLIPS / 400 if "pointing" in key else 1e-6
+        assert abs(recorded[key] - value) <= tolerance, f"training.json is up to date ({key})"
 
 
 #: The softmax pointing game's floor on the named object (measured 0.47: training.json). The 4x4 grid is coarse: an
 #: argmax at the centre of a 16x16-pixel cell often misses an object of 16 to 26 pixels that the cell overlaps.
 POINTING_FLOOR = 0.4
+#: How many of the pointing game's 400 argmaxes (200 two-object scenes) may differ from training.json's record.
+POINTING_FLIPS = 6
 
 
 def test_grad_eclip_maps_on_the_attention_pool_have_the_4x4_grid(shipped):

@@ -254,5 +254,5 @@ def check_options(cls: type, options: dict[str, Any]) -> None:
     if unknown:
         names = ", ".join(repr(name) for name in unknown)
         raise TypeError(
-            f"{cls.__name__} has no option{'s' if len(unknown) > 1 else ''} {names}; its options: {', '.join(valid)}"
+            f"{cls.__name__} has no option{'s' if len(unknown) > 1 else ''} {names}; its options: {', '.join(valid) or 'none'}"
         )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import threading
 import warnings
 import weakref
@@ -128,30 +129,37 @@ def preserved_model(model: nn.Module, graph: bool = True) -> Iterator[None]:
                 guard.modes = {}
 
 
+def _inference_tensors_message(sim: nn.Module, detail: str = "") -> str:
+    return (
+        "the explanation needs autograd, and it leaves torch.inference_mode() for its own work, but the model or "
+        "the wrapper holds tensors made under inference_mode (its parameters, or the wrapper's reference "
+        "embeddings), which autograd cannot use: load the model and build the wrapper outside "
+        "torch.inference_mode() (torch.no_grad() is enough there)" + detail
+    )
+
+
 @contextlib.contextmanager
-def _inference_mode_left(x: Tensor, extra: tuple) -> Iterator[tuple[Tensor, tuple]]:
-    """Runs the body outside ``torch.inference_mode`` with the inputs as normal tensors (clones of inference
-    tensors, which autograd cannot record); an inference tensor met inside (the model's parameters or the
-    wrapper's references, made under ``inference_mode``) becomes an error that says what to do."""
+def _inference_mode_left(sim: nn.Module, x: Tensor, extra: tuple) -> Iterator[tuple[Tensor, tuple]]:
+    """Runs the body outside ``torch.inference_mode`` (thread-local) with the inputs as normal tensors (clones of
+    inference tensors, which autograd cannot record), so that every method works under it.
+
+    A model or wrapper whose own tensors were made under ``inference_mode`` cannot be explained by the methods
+    that differentiate: every method then raises the same RuntimeError, naming ``inference_mode`` and what to
+    do, before any work.
+    """
+    if any(t.is_inference() for t in itertools.chain(sim.parameters(), sim.buffers())):
+        raise RuntimeError(_inference_tensors_message(sim))
 
     def normal(t: object) -> object:
         return t.clone() if isinstance(t, Tensor) and t.is_inference() else t
 
-    was_inference = torch.is_inference_mode_enabled()
     with torch.inference_mode(False):
         try:
             yield normal(x), tuple(normal(a) for a in extra)  # type: ignore[misc]
         except RuntimeError as error:
-            if "nference tensor" not in str(error):
+            if "Inference tensors" not in str(error):
                 raise
-            raise RuntimeError(
-                "the explanation needs autograd, and it leaves torch.inference_mode() for its own work, but the "
-                "model or the wrapper holds tensors made under inference_mode (its parameters, or the wrapper's "
-                "reference embeddings), which autograd cannot use"
-                + (" (the call itself ran under inference_mode)" if was_inference else "")
-                + ": load the model and build the wrapper outside torch.inference_mode() (torch.no_grad() is "
-                f"enough there). Original error: {error}"
-            ) from error
+            raise RuntimeError(_inference_tensors_message(sim, f". Original error: {error}")) from error
 
 
 @contextlib.contextmanager
@@ -291,7 +299,7 @@ class SimilarityAttribution(Attribution, ABC):
         check_layer_input(attribute_to_layer_input, self.get_name())
         sim = self.similarity
         is_tuple, x, extra = format_inputs(sim, inputs, additional_forward_args)
-        with _inference_mode_left(x, extra) as (x, extra):
+        with _inference_mode_left(sim, x, extra) as (x, extra):
             out = self._attribute(sim, x, extra, target)
         return _format_output(is_tuple, (out,))
 

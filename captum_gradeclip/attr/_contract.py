@@ -252,7 +252,6 @@ def check_options(cls: type, options: dict[str, Any]) -> None:
         return
     unknown = [name for name in options if name not in valid]
     if unknown:
-        names = ", ".join(repr(name) for name in unknown)
-        raise TypeError(
-            f"{cls.__name__} has no option{'s' if len(unknown) > 1 else ''} {names}; its options: {', '.join(valid) or 'none'}"
-        )
+        names, options_text = ", ".join(repr(name) for name in unknown), ", ".join(valid) or "none"
+        plural = "s" if len(unknown) > 1 else ""
+        raise TypeError(f"{cls.__name__} has no option{plural} {names}; its options: {options_text}")

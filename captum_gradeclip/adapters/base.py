@@ -420,6 +420,8 @@ class Adapter(ABC):
 
         Within the context, a forward pass fills the returned record's q, k, v and
         o, and lets ``substitute`` replace ``o``. All hooks are removed on exit.
+        Every hook is wrapped in :func:`thread_owned`, so that the probe acts only
+        in the thread that entered it (a model may be shared between threads).
         """
 
     def pooled_tail(self, block: nn.Module) -> PooledTail | None:

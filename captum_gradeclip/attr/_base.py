@@ -312,7 +312,7 @@ class SimilarityAttribution(Attribution, ABC):
             warnings.warn(
                 "the model is in train mode (dropout and batch norm act as in training, so calls can differ): "
                 "call model.eval() first; the explanation leaves the mode as it is",
-                stacklevel=3,
+                stacklevel=4,
             )
         columns = target_columns(target, x.shape[0], sim.num_references).to(x.device)  # (K, N)
         run, graph = self._plan()

@@ -69,3 +69,13 @@ def test_a_wrapper_made_under_inference_mode_is_the_same_clear_error_for_every_m
     with pytest.raises(RuntimeError, match=expected):
         explainer.attribute(x, target=0, **kwargs)
     assert_unchanged(model, snapshot)
+
+
+@pytest.mark.parametrize("method", [m for m in registry.available() if "image" in m.modalities], ids=lambda m: m.name)
+def test_a_model_loaded_under_inference_mode_is_the_same_clear_error(method):
+    with torch.inference_mode():
+        model = make_clip(0)
+    assert next(model.parameters()).is_inference()
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(3, 16))
+    with pytest.raises(RuntimeError, match=r"holds tensors made under inference_mode .* load the model"):
+        method.build(sim, **method.quick).attribute(torch.randn(1, 3, 32, 32), target=0)

@@ -147,7 +147,9 @@ def _inference_mode_left(sim: nn.Module, x: Tensor, extra: tuple) -> Iterator[tu
     that differentiate: every method then raises the same RuntimeError, naming ``inference_mode`` and what to
     do, before any work.
     """
-    if any(t.is_inference() for t in itertools.chain(sim.parameters(), sim.buffers())):
+    # the wrapper's references, and one parameter (a model loaded under inference_mode has them all so): cheap
+    own = itertools.chain(sim.buffers(recurse=False), itertools.islice(sim.parameters(), 1))
+    if any(t.is_inference() for t in own):
         raise RuntimeError(_inference_tensors_message(sim))
 
     def normal(t: object) -> object:

@@ -99,7 +99,8 @@ class Method:
 
 def constructor_options(cls: type) -> tuple[str, ...] | None:
     """The names ``cls``'s constructor takes after ``forward_func``, or ``None`` where it takes ``**kwargs``."""
-    parameters = list(inspect.signature(cls.__init__).parameters.values())[2:]  # without self, forward_func
+    init = cls.__init__  # type: ignore[misc]
+    parameters = list(inspect.signature(init).parameters.values())[2:]  # without self, forward_func
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         return None
     return tuple(p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL)

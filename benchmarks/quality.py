@@ -116,20 +116,24 @@ class CentreGaussian:
         return bump.expand(inputs.shape[0], 1, h, w).to(inputs.device)
 
 
-def _settings(args: argparse.Namespace) -> dict[str, object]:
-    """The command line's method options; each method takes the ones its class has (RISE, M2IB)."""
-    return dict(n_masks=args.rise_masks, batch_size=args.metric_batch_size, seed=args.seed, steps=args.m2ib_steps)
+def _settings(args: argparse.Namespace, method: registry.Method) -> dict[str, object]:
+    """The command line's options for ``method``, explicitly per method (``build`` refuses options it lacks)."""
+    per_method: dict[str, dict[str, object]] = {
+        "RISE": dict(n_masks=args.rise_masks, batch_size=args.metric_batch_size, seed=args.seed),
+        "M2IB": dict(steps=args.m2ib_steps, seed=args.seed),
+    }
+    return per_method.get(method.name, {})
 
 
 def image_methods(args: argparse.Namespace) -> dict[str, Callable[[cg.ImageTextSimilarity], object]]:
     """Every registered image method (:mod:`captum_gradeclip.methods`), then the two controls."""
-    made = {m.name: functools.partial(m.build, **_settings(args)) for m in registry.available("image")}
+    made = {m.name: functools.partial(m.build, **_settings(args, m)) for m in registry.available("image")}
     return {**made, RANDOM: lambda s: RandomMap(s, args.seed), CENTRE: lambda s: CentreGaussian(s)}
 
 
 def text_methods(args: argparse.Namespace) -> dict[str, Callable[[cg.TextImageSimilarity], object]]:
     """Every registered text method, then the random control."""
-    made = {m.name: functools.partial(m.build, **_settings(args)) for m in registry.available("text")}
+    made = {m.name: functools.partial(m.build, **_settings(args, m)) for m in registry.available("text")}
     return {**made, RANDOM: lambda s: RandomMap(s, args.seed)}
 
 

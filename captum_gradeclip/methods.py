@@ -9,9 +9,13 @@ Examples::
     >>> from captum_gradeclip import methods
     >>> [m.name for m in methods.available("text")][:3]
     ['Grad-ECLIP (native)', 'Grad-ECLIP (paper)', 'Raw attention']
-    >>> explainer = methods.get("RISE").build(sim, n_masks=500, steps=3)  # options a class lacks are ignored
+    >>> explainer = methods.get("RISE").build(sim, n_masks=500)
     >>> type(explainer).__name__, explainer.n_masks
     ('RISE', 500)
+    >>> methods.get("RISE").build(sim, n_mask=500)  # a misspelt option is refused, with the valid ones
+    Traceback (most recent call last):
+        ...
+    TypeError: RISE has no option 'n_mask'; its options: n_masks, grid, p, masks, baseline, batch_size, seed
 """
 
 from __future__ import annotations
@@ -58,13 +62,48 @@ class Method:
         """The wrapper modalities the method explains (``"image"``, ``"text"``)."""
         return tuple(self.cls.modalities)
 
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The options :meth:`build` takes: the class's constructor options but those the variant fixes."""
+        valid = constructor_options(self.cls) or ()
+        return tuple(name for name in valid if name not in self.kwargs)
+
     def build(self, sim: SimilarityWrapper, *, quick: bool = False, **options: Any) -> SimilarityAttribution:
-        """The explainer for ``sim``: the variant's arguments, then ``quick``'s, then those of ``options`` the
-        class takes (the others are ignored, so one set of settings serves every method)."""
-        accepted = inspect.signature(self.cls.__init__).parameters
+        """The explainer for ``sim``: the variant's arguments, then ``quick``'s, then ``options``.
+
+        ``options`` are the class's constructor options (:attr:`options`); any other name is a TypeError
+        listing the valid ones, so a misspelt option never goes unnoticed. Pass each method only what it
+        takes. Two exceptions keep one call valid for every variant: an option that the variant fixes
+        (``mode`` of ``"Grad-ECLIP (paper)"``) keeps the variant's value, and ``mode="native"`` is accepted
+        by a method without modes (the one mode it has); another ``mode`` for it is a ValueError.
+
+        Raises:
+            TypeError: an option that the method does not take, with the method's valid options.
+            ValueError: a ``mode`` other than ``"native"`` for a method without modes.
+        """
+        valid = constructor_options(self.cls)
+        if "mode" in options and valid is not None and "mode" not in valid:
+            if options["mode"] != "native":
+                raise ValueError(f"{self.name} has no modes; got mode={options['mode']!r} (only 'native' applies)")
+            options = {k: v for k, v in options.items() if k != "mode"}
+        unknown = [k for k in options if valid is not None and k not in valid]
+        if unknown:
+            raise TypeError(
+                f"{self.name} has no option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                f"its options: {', '.join(self.options) or 'none'}"
+            )
         kwargs = {**self.kwargs, **(self.quick if quick else {})}
-        kwargs.update({k: v for k, v in options.items() if k in accepted and k not in self.kwargs})
+        kwargs.update({k: v for k, v in options.items() if k not in self.kwargs})
         return self.cls(sim, **kwargs)
+
+
+def constructor_options(cls: type) -> tuple[str, ...] | None:
+    """The names ``cls``'s constructor takes after ``forward_func``, or ``None`` where it takes ``**kwargs``."""
+    init = cls.__init__  # type: ignore[misc]
+    parameters = list(inspect.signature(init).parameters.values())[2:]  # without self, forward_func
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return tuple(p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL)
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -19,10 +19,10 @@ from captum.metrics import infidelity, sensitivity_max
 from torch import nn
 
 import captum_gradeclip as cg
+from captum_gradeclip import methods as registry
 from captum_gradeclip.baselines import GAME, M2IB, RISE, AttentionRollout, CLIPSurgery, TokenGradCAM
 from captum_gradeclip.metrics.robustness import word_swap
 from tests.adapters.conftest import LOADERS, make_vit_classifier
-from tests.baselines.conftest import METHODS as BASELINES
 from tests.conftest import assert_unchanged, count_hooks, make_clip, model_snapshot, random_texts
 
 try:  # Captum ships its test helpers from 0.9 on; the oldest supported Captum (0.8) does not
@@ -30,16 +30,14 @@ try:  # Captum ships its test helpers from 0.9 on; the oldest supported Captum (
 except ImportError:  # pragma: no cover - exercised by the Captum 0.8 CI pass
     assertTensorAlmostEqual = None
 
-#: All nine methods, with arguments that keep the tests small.
-METHODS = [(cg.GradECLIP, {}), *BASELINES]
+#: Every registered variant (``methods.available()``, paper mode included), with its small test arguments.
+METHODS = [(m.cls, {**m.kwargs, **m.quick}) for m in registry.available()]
 GRADIENT_METHODS = (cg.GradECLIP, GAME, TokenGradCAM, M2IB)
-IMAGE_ONLY = ("MaskCLIP", "CLIPSurgery", "RISE")
 
 CASES = [
-    pytest.param(method, kwargs, modality, id=f"{method.__name__}-{modality}")
-    for method, kwargs in METHODS
-    for modality in ("image", "text")
-    if modality == "image" or method.__name__ not in IMAGE_ONLY
+    pytest.param(m.cls, {**m.kwargs, **m.quick}, modality, id=f"{registry.key(m.name)}-{modality}")
+    for m in registry.available()
+    for modality in m.modalities
 ]
 IMAGE_CASES = [c for c in CASES if c.values[2] == "image"]
 
@@ -211,13 +209,27 @@ def test_targets_batch_equals_each_example_alone(method, kwargs, modality):
         (True, TypeError, "target"),
         ({0, 1, 2}, TypeError, "target"),
         ([0, 1, 3], ValueError, "output columns"),
-        (-1, ValueError, "output columns"),
+        (3, ValueError, r"output columns \(0\.\.2, or -3\.\.-1 from the end\); got \[3\]"),
+        (-4, ValueError, r"output columns \(0\.\.2, or -3\.\.-1 from the end\); got \[-4\]"),
+        ([0, -4, 1], ValueError, r"got \[-4\]"),
+        (torch.tensor([0, 1, -5]), ValueError, r"got \[-5\]"),
     ],
 )
 def test_bad_targets_give_clear_errors(method, kwargs, modality, target, error, match):
     s = setup_for(modality)
     with pytest.raises(error, match=match):
         method(s.sim, **kwargs).attribute(s.inputs(), target=target, **s.kwargs())
+
+
+@pytest.mark.parametrize(("method", "kwargs", "modality"), CASES)
+def test_negative_targets_index_from_the_end(method, kwargs, modality):
+    s = setup_for(modality)
+    explainer = method(s.sim, **kwargs)
+    last = explainer.attribute(s.inputs(), target=M - 1, **s.kwargs())
+    for target in (-1, (-1,), torch.tensor(-1), [-1] * N, torch.full((N,), -1)):
+        assert torch.equal(explainer.attribute(s.inputs(), target=target, **s.kwargs()), last), target
+    mixed = explainer.attribute(s.inputs(), target=[-3, 2, -2], **s.kwargs())  # Python's meaning: 0, 2, 1
+    assert torch.equal(mixed, explainer.attribute(s.inputs(), target=COLUMNS, **s.kwargs()))
 
 
 # -- NoiseTunnel ---------------------------------------------------------------------------------------------

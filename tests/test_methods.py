@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -46,13 +48,39 @@ def test_get_and_bad_names():
         registry.available("audio")
 
 
-def test_build_passes_the_options_a_class_takes_and_ignores_the_others():
+def test_build_passes_the_options_a_class_takes_and_refuses_the_others():
     sim = cg.ImageTextSimilarity(make_clip(), text_embeds=torch.randn(2, 16))
-    rise = registry.get("RISE").build(sim, n_masks=5, steps=3, seed=4)
+    rise = registry.get("RISE").build(sim, n_masks=5, seed=4)
     assert isinstance(rise, RISE) and (rise.n_masks, rise.seed) == (5, 4)
     assert registry.get("RISE").build(sim, quick=True).n_masks == 8
-    paper = registry.get("Grad-ECLIP (paper)").build(sim, mode="native", n_masks=5)
+    paper = registry.get("Grad-ECLIP (paper)").build(sim, mode="native", layers=1)
     assert paper.mode == "paper"  # the variant's own arguments win
+    assert registry.get("Grad-ECLIP (paper)").options[:2] == ("layer", "device_ids")  # "mode" is the variant's
+    assert "mode" not in registry.get("Grad-ECLIP (paper)").options
+    with pytest.raises(TypeError, match=r"^RISE has no option 'n_mask'; its options: n_masks, grid, p, masks, "):
+        registry.get("RISE").build(sim, n_mask=5)  # the misspelling
+    with pytest.raises(TypeError, match=r"^RISE has no options 'steps', 'beta'; its options: n_masks, "):
+        registry.get("RISE").build(sim, n_masks=5, steps=3, beta=1.0)
+    with pytest.raises(TypeError, match=r"^Raw attention has no option 'layers'; its options: layer$"):
+        registry.get("Raw attention").build(sim, layers=2)
+    with pytest.raises(TypeError, match=r"^MaskCLIP has no option 'layer'; its options: none$"):
+        registry.get("MaskCLIP").build(sim, layer=None)
+    # one call valid for every variant (the command line's): a method without modes has the native one only
+    assert registry.get("MaskCLIP").build(sim, mode="native").get_name() == "MaskCLIP"
+    with pytest.raises(ValueError, match=r"^MaskCLIP has no modes; got mode='paper'"):
+        registry.get("MaskCLIP").build(sim, mode="paper")
+
+
+@pytest.mark.parametrize("method", registry.available(), ids=lambda m: m.name)
+def test_every_constructor_refuses_an_unknown_option_listing_the_valid_ones(method):
+    sim = cg.ImageTextSimilarity(make_clip(), text_embeds=torch.randn(2, 16))
+    valid = registry.constructor_options(method.cls)
+    assert valid is not None
+    with pytest.raises(TypeError, match=rf"^{method.cls.__name__} has no option 'bogus'; its options: ") as error:
+        method.cls(sim, **method.kwargs, bogus=1)
+    assert str(error.value).endswith(f"its options: {', '.join(valid) or 'none'}")
+    with pytest.raises(TypeError, match=rf"^{re.escape(method.name)} has no option 'bogus'; its options: "):
+        method.build(sim, bogus=1)
 
 
 def test_registering_a_name_twice_is_an_error(monkeypatch):

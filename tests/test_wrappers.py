@@ -83,7 +83,7 @@ def test_size_must_be_native_without_interpolation(clip):
     ("target", "pattern"),
     [
         (2, r"`target` must index the wrapper's 2 output columns"),
-        (-1, r"`target` must index"),
+        (-3, r"`target` must index the wrapper.s 2 output columns \(0\.\.1, or -2\.\.-1 from the end\); got \[-3\]"),
         ([0], r"`target` list must have one entry per example \(2\)"),
         ([0, 1, 1], r"`target` list must have one entry per example"),
         (torch.tensor([0.5, 1.0]), r"got a tensor of dtype torch.float32"),

@@ -25,6 +25,8 @@ from captum_gradeclip.adapters.base import (
     TextTower,
     TokenProjection,
     capture_input,
+    is_own_hook,
+    thread_owned,
 )
 from captum_gradeclip.adapters.hf_blip import HFBlipRetrievalAdapter
 from captum_gradeclip.adapters.hf_clip import HFCLIPAdapter
@@ -114,5 +116,7 @@ __all__ = [
     "adapter_class",
     "capture_input",
     "get_adapter",
+    "is_own_hook",
     "pooled_attention",
+    "thread_owned",
 ]

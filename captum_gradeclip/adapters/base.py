@@ -13,6 +13,7 @@ tower's head).
 from __future__ import annotations
 
 import contextlib
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -211,6 +212,47 @@ def _from_tokens(tokens: Tensor, like: Tensor, layout: Layout) -> Tensor:
     return tokens
 
 
+#: The attribute that marks a hook as one of this package's own (see :func:`thread_owned`).
+_OWNER = "_captum_gradeclip_owner"
+
+
+def thread_owned(hook: Callable[..., object]) -> Callable[..., object]:
+    """``hook``, acting only in the thread that wraps it (the one installing it); a pass-through in every other.
+
+    A model shared between threads runs every thread's forward through the same modules, so a probe's hooks
+    would see (and substitute into, or stop) the other threads' forwards too. Every hook this package installs
+    is wrapped here: another thread's forward through a probed module is untouched. The wrapper takes any
+    arguments, so a hook installed ``with_kwargs`` stays harmless even where a forward running in another
+    thread calls it after its removal with the other calling convention.
+
+    Examples::
+
+        >>> import threading
+        >>> hook = thread_owned(lambda *args: "seen")
+        >>> hook(None, ()), is_own_hook(hook)
+        ('seen', True)
+        >>> other = []
+        >>> t = threading.Thread(target=lambda: other.append(hook(None, ())))
+        >>> t.start(); t.join()
+        >>> other
+        [None]
+    """
+    owner = threading.get_ident()
+
+    def owned(*args: object) -> object:
+        if threading.get_ident() != owner:
+            return None
+        return hook(*args)
+
+    setattr(owned, _OWNER, owner)
+    return owned
+
+
+def is_own_hook(hook: object) -> bool:
+    """Whether ``hook`` is one of this package's probe hooks (:func:`thread_owned`), not a user's."""
+    return hasattr(hook, _OWNER)
+
+
 @contextlib.contextmanager
 def layer_probe(site: ResidualSite, substitute: Callable[[Tensor], Tensor] | None = None) -> Iterator[LayerRecord]:
     """Hooks ``site`` for one forward pass; see :meth:`Adapter.probe_layer`."""
@@ -234,8 +276,8 @@ def layer_probe(site: ResidualSite, substitute: Callable[[Tensor], Tensor] | Non
         record.y = _to_tokens(y, site.layout)
 
     handles = [
-        site.module.register_forward_pre_hook(on_input, with_kwargs=True),
-        site.module.register_forward_hook(on_output),
+        site.module.register_forward_pre_hook(thread_owned(on_input), with_kwargs=True),
+        site.module.register_forward_hook(thread_owned(on_output)),
     ]
     with hook_handles_removed(handles):
         yield record
@@ -252,7 +294,7 @@ def capture_input(layer: nn.Module, forward: Callable[[], object]) -> Tensor:
     def stop(_module: nn.Module, args: tuple, kwargs: dict) -> None:
         raise _Stop(args[0] if args else next(iter(kwargs.values())))
 
-    handle = layer.register_forward_pre_hook(stop, with_kwargs=True)
+    handle = layer.register_forward_pre_hook(thread_owned(stop), with_kwargs=True)
     try:
         forward()
     except _Stop as stopped:
@@ -378,6 +420,8 @@ class Adapter(ABC):
 
         Within the context, a forward pass fills the returned record's q, k, v and
         o, and lets ``substitute`` replace ``o``. All hooks are removed on exit.
+        Every hook is wrapped in :func:`thread_owned`, so that the probe acts only
+        in the thread that entered it (a model may be shared between threads).
         """
 
     def pooled_tail(self, block: nn.Module) -> PooledTail | None:
@@ -610,10 +654,10 @@ def linear_probe(
         return (record.o, *args[1:])
 
     handles = [
-        q_proj.register_forward_hook(keep("q")),
-        k_proj.register_forward_hook(keep("k")),
-        v_proj.register_forward_hook(keep("v")),
-        out_proj.register_forward_pre_hook(on_o),
+        q_proj.register_forward_hook(thread_owned(keep("q"))),
+        k_proj.register_forward_hook(thread_owned(keep("k"))),
+        v_proj.register_forward_hook(thread_owned(keep("v"))),
+        out_proj.register_forward_pre_hook(thread_owned(on_o)),
     ]
     with hook_handles_removed(handles):
         yield record

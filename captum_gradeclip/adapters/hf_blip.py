@@ -42,6 +42,7 @@ from captum_gradeclip.adapters.base import (
     hook_handles_removed,
     linear_probe,
     text_config_id,
+    thread_owned,
 )
 from captum_gradeclip.adapters.hf_clip import HFVisionConfigGeometry
 from captum_gradeclip.ops import projection
@@ -61,7 +62,10 @@ def fused_qkv_probe(
         record.o = substitute(record, args[0])
         return (record.o, *args[1:])
 
-    handles = [qkv.register_forward_hook(on_qkv), out_proj.register_forward_pre_hook(on_o)]
+    handles = [
+        qkv.register_forward_hook(thread_owned(on_qkv)),
+        out_proj.register_forward_pre_hook(thread_owned(on_o)),
+    ]
     with hook_handles_removed(handles):
         yield record
 

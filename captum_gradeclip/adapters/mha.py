@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_gradeclip.adapters.base import AttentionRecord, Substitute
+from captum_gradeclip.adapters.base import AttentionRecord, Substitute, thread_owned
 from captum_gradeclip.ops import attend, projection
 
 #: Positional parameters of ``nn.MultiheadAttention.forward``, in order.
@@ -139,7 +139,7 @@ def mha_probe(block: nn.MultiheadAttention, substitute: Substitute) -> Iterator[
             y = y.transpose(0, 1)
         return (y, *output[1:])
 
-    handle = block.register_forward_hook(recompute, with_kwargs=True)
+    handle = block.register_forward_hook(thread_owned(recompute), with_kwargs=True)
     try:
         yield record
     finally:

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
+import threading
 import warnings
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
@@ -32,11 +35,12 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_gradeclip._compat import _format_output
-from captum_gradeclip.adapters import AttentionRecord, PooledTail, capture_input
+from captum_gradeclip.adapters import AttentionRecord, PooledTail, capture_input, is_own_hook
 from captum_gradeclip.attr._contract import (
     TargetType,
     check_blocks,
     check_layer_input,
+    check_options,
     format_inputs,
     module_name,
     resolve_wrapper,
@@ -46,9 +50,45 @@ from captum_gradeclip.attr._contract import (
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper, deferred_checks, require
 
 
+class _ModelGuard:
+    """The global state of one model that explanations share across threads, under one lock.
+
+    Parameters' ``requires_grad`` and modules' train/eval modes are attributes of the model, seen by every
+    thread: they cannot be made per thread. The first explanation that builds a graph switches the
+    parameters off; the last one to end switches them back (a count, under :attr:`lock`); train/eval modes
+    seen at the first entry are put back when the last explanation of the model ends.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = 0  # explanations running on the model
+        self.graphs = 0  # of which build an autograd graph (the parameters are switched off)
+        self.frozen: list[nn.Parameter] = []
+        self.modes: dict[nn.Module, bool] = {}
+
+
+_GUARDS: weakref.WeakKeyDictionary[nn.Module, _ModelGuard] = weakref.WeakKeyDictionary()
+_GUARDS_LOCK = threading.Lock()
+
+
+def model_guard(model: nn.Module) -> _ModelGuard:
+    """The one :class:`_ModelGuard` of ``model`` (created on first use; forgotten with the model)."""
+    with _GUARDS_LOCK:
+        guard = _GUARDS.get(model)
+        if guard is None:
+            guard = _GUARDS[model] = _ModelGuard()
+        return guard
+
+
 @contextlib.contextmanager
 def preserved_model(model: nn.Module, graph: bool = True) -> Iterator[None]:
     """Runs the body and restores the model's parameter flags and train/eval modes, also after an exception.
+
+    Safe with several threads explaining the same model at once: the flags and modes are the model's, shared
+    by all threads, so they are changed and restored under the model's one lock (:func:`model_guard`, keyed by
+    the wrapped model, so that every wrapper of one model shares it): the parameters stay switched off while
+    any explanation that builds a graph runs, and are switched back by the last one to end; the modes seen
+    when the first explanation began are put back when the last one ends.
 
     Args:
         model (nn.Module): the model (or wrapper) to keep as it is.
@@ -59,19 +99,69 @@ def preserved_model(model: nn.Module, graph: bool = True) -> Iterator[None]:
             on a large model, switching every parameter costs the host more than the rest of a fast
             explanation. Default: True.
     """
-    params = [p for p in model.parameters() if p.requires_grad] if graph else []
-    training = [(m, m.training) for m in model.modules()]
+    guard = model_guard(getattr(model, "model", model))
+    with guard.lock:
+        guard.active += 1
+        for m in model.modules():
+            guard.modes.setdefault(m, m.training)
+        if graph:
+            if guard.graphs == 0:
+                guard.frozen = [p for p in model.parameters() if p.requires_grad]
+                for p in guard.frozen:
+                    p.requires_grad_(False)
+            guard.graphs += 1
     try:
-        for p in params:
-            p.requires_grad_(False)
         with torch.enable_grad() if graph else torch.no_grad():
             yield
     finally:
-        for p in params:
-            p.requires_grad_(True)
-        for m, flag in training:
-            if m.training is not flag:  # a module's __setattr__ is slow: only what changed
-                m.training = flag
+        with guard.lock:
+            guard.active -= 1
+            if graph:
+                guard.graphs -= 1
+                if guard.graphs == 0:
+                    for p in guard.frozen:
+                        p.requires_grad_(True)
+                    guard.frozen = []
+            if guard.active == 0:
+                for m, flag in guard.modes.items():
+                    if m.training is not flag:  # a module's __setattr__ is slow: only what changed
+                        m.training = flag
+                guard.modes = {}
+
+
+def _inference_tensors_message(sim: nn.Module, detail: str = "") -> str:
+    return (
+        "the explanation needs autograd, and it leaves torch.inference_mode() for its own work, but the model or "
+        "the wrapper holds tensors made under inference_mode (its parameters, or the wrapper's reference "
+        "embeddings), which autograd cannot use: load the model and build the wrapper outside "
+        "torch.inference_mode() (torch.no_grad() is enough there)" + detail
+    )
+
+
+@contextlib.contextmanager
+def _inference_mode_left(sim: nn.Module, x: Tensor, extra: tuple) -> Iterator[tuple[Tensor, tuple]]:
+    """Runs the body outside ``torch.inference_mode`` (thread-local) with the inputs as normal tensors (clones of
+    inference tensors, which autograd cannot record), so that every method works under it.
+
+    A model or wrapper whose own tensors were made under ``inference_mode`` cannot be explained by the methods
+    that differentiate: every method then raises the same RuntimeError, naming ``inference_mode`` and what to
+    do, before any work.
+    """
+    # the wrapper's references, and one parameter (a model loaded under inference_mode has them all so): cheap
+    own = itertools.chain(sim.buffers(recurse=False), itertools.islice(sim.parameters(), 1))
+    if any(t.is_inference() for t in own):
+        raise RuntimeError(_inference_tensors_message(sim))
+
+    def normal(t: object) -> object:
+        return t.clone() if isinstance(t, Tensor) and t.is_inference() else t
+
+    with torch.inference_mode(False):
+        try:
+            yield normal(x), tuple(normal(a) for a in extra)  # type: ignore[misc]
+        except RuntimeError as error:
+            if "Inference tensors" not in str(error):
+                raise
+            raise RuntimeError(_inference_tensors_message(sim, f". Original error: {error}")) from error
 
 
 @contextlib.contextmanager
@@ -131,6 +221,12 @@ class SimilarityAttribution(Attribution, ABC):
     modalities: ClassVar[tuple[str, ...]] = ("image", "text")
     #: ``True`` when :meth:`_maps` returns pixel maps ``(N, K, H, W)`` instead of token maps ``(N, K, T)``.
     pixel_maps: ClassVar[bool] = False
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> SimilarityAttribution:
+        # every method's constructor: an unknown option is a TypeError listing the valid ones (Python's own
+        # message names only the wrong one)
+        check_options(cls, kwargs)
+        return super().__new__(cls)
 
     def __init__(self, forward_func: SimilarityWrapper) -> None:
         self._bind(forward_func)
@@ -205,6 +301,12 @@ class SimilarityAttribution(Attribution, ABC):
         check_layer_input(attribute_to_layer_input, self.get_name())
         sim = self.similarity
         is_tuple, x, extra = format_inputs(sim, inputs, additional_forward_args)
+        with _inference_mode_left(sim, x, extra) as (x, extra):
+            out = self._attribute(sim, x, extra, target)
+        return _format_output(is_tuple, (out,))
+
+    def _attribute(self, sim: SimilarityWrapper, x: Tensor, extra: tuple, target: TargetType) -> Tensor:
+        """The explanation of ``x`` (formatted), on ``x``'s device, before the output's tuple-ness."""
         device, home = run_device(self.forward_func, sim, x), x.device
         x = x.to(device)
         extra = tuple(a.to(device) if isinstance(a, Tensor) else a for a in extra)
@@ -212,7 +314,7 @@ class SimilarityAttribution(Attribution, ABC):
             warnings.warn(
                 "the model is in train mode (dropout and batch norm act as in training, so calls can differ): "
                 "call model.eval() first; the explanation leaves the mode as it is",
-                stacklevel=3,
+                stacklevel=4,
             )
         columns = target_columns(target, x.shape[0], sim.num_references).to(x.device)  # (K, N)
         run, graph = self._plan()
@@ -225,7 +327,7 @@ class SimilarityAttribution(Attribution, ABC):
             )
         if ctx.grid is None and target is not None:
             out = out[:, 0]  # per-token scores (N, L) for one target per example
-        return _format_output(is_tuple, (out.to(home),))
+        return out.to(home)
 
     def _plan(self) -> tuple[Callable[[Tensor, tuple, Tensor], tuple[Tensor, ExplainContext]], bool]:
         """How this call runs: ``run(inputs, extra, columns) -> (maps, ctx)``, and whether it builds an autograd
@@ -395,18 +497,31 @@ class AttentionAttribution(SimilarityAttribution, LayerAttribution, GradientAttr
 
 
 def _hooks_the_tail_would_bypass(sim: nn.Module, block: nn.Module, layer: nn.Module) -> bool:
-    """Whether forward (pre-)hooks sit where the fast path does not call modules: on the explained block or its
-    submodules, on the layer holding it or any module around that layer, or globally.
+    """Whether user hooks sit where the fast path would not honour them.
 
-    The fast path stops the forward at ``layer`` and recomputes the pooled row itself; the modules it calls
-    (layer norms, MLP, projection) run their hooks as usual.
+    Forward (pre-)hooks on the explained block or its submodules, on the layer holding it or any module
+    around that layer, or global ones: the fast path stops the forward at ``layer`` and recomputes the pooled
+    row itself (the modules it calls, layer norms, MLP, projection, run their forward hooks as usual).
+    Backward hooks (full, non-full or pre-hooks) on any module of the wrapper, or global ones: the fast path
+    differentiates with ``torch.func``, which module backward hooks do not support, and it never
+    backpropagates through the modules before the block. This package's own probe hooks
+    (:func:`~captum_gradeclip.adapters.is_own_hook`, e.g. those of an explanation running in another thread)
+    do not count.
     """
     module_hooks = nn.modules.module
-    if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
+
+    def user(*hooks: dict) -> bool:
+        return any(not is_own_hook(hook) for table in hooks for hook in list(table.values()))
+
+    if user(module_hooks._global_backward_hooks, module_hooks._global_backward_pre_hooks):
+        return True
+    if any(user(m._backward_hooks, m._backward_pre_hooks) for m in sim.modules()):
+        return True
+    if user(module_hooks._global_forward_hooks, module_hooks._global_forward_pre_hooks):
         return True
 
     def hooked(m: nn.Module) -> bool:
-        return bool(m._forward_hooks or m._forward_pre_hooks)
+        return user(m._forward_hooks, m._forward_pre_hooks)
 
     if any(hooked(m) for m in block.modules()):
         return True

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_gradeclip._compat import _format_additional_forward_args, _format_tensor_into_tuples, _is_tuple
+from captum_gradeclip.methods import constructor_options
 from captum_gradeclip.wrappers import SimilarityWrapper
 
 #: Captum's target forms (an int, a tuple index, a list of either per example, a tensor), or ``None``.
@@ -141,12 +142,13 @@ def target_columns(target: TargetType, n: int, m: int) -> Tensor:
 
     ``target`` takes Captum's forms with Captum's meaning: an int or a 1-tuple ``(column,)`` for every
     example; a list of ints or of 1-tuples, one per example; a tensor with one element (0-d or not,
-    broadcast) or a 1-D tensor with one element per example. ``None`` (every column, ``K = M``) is this
+    broadcast) or a 1-D tensor with one element per example. A negative index counts from the end, as in
+    Python and in Captum (``-1`` is the last column). ``None`` (every column, ``K = M``) is this
     package's extension.
 
     Raises:
         TypeError: a form Captum does not define (float, bool, a set, a string, ...).
-        ValueError: the right form but the wrong length or an index outside ``0..M-1``.
+        ValueError: the right form but the wrong length or an index outside ``-M..M-1``.
     """
     if target is None:
         return torch.arange(m)[:, None].expand(m, n)
@@ -154,7 +156,9 @@ def target_columns(target: TargetType, n: int, m: int) -> Tensor:
     values = [v for t in values for v in (t if isinstance(t, tuple) else (t,))]
     if any(isinstance(v, numbers.Integral) and not isinstance(v, bool) and abs(int(v)) >= 2**63 for v in values):
         # beyond int64 (target=10**20): torch would fail to even hold it
-        raise ValueError(f"`target` must index the wrapper's {m} output columns (0..{m - 1}); got {target}")
+        raise ValueError(
+            f"`target` must index the wrapper's {m} output columns (0..{m - 1}, or -{m}..-1 from the end); got {target}"
+        )
     if isinstance(target, Tensor):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise TypeError(f"`target` must be {_TARGET_FORMS}; got a tensor of dtype {target.dtype}")
@@ -175,10 +179,12 @@ def target_columns(target: TargetType, n: int, m: int) -> Tensor:
         column = torch.full((n,), _column(target, "it"), dtype=torch.long)
     else:
         column = torch.full((n,), _index(target, "it"), dtype=torch.long)
-    if ((column < 0) | (column >= m)).any():
-        bad = sorted({int(c) for c in column if not 0 <= c < m})
-        raise ValueError(f"`target` must index the wrapper's {m} output columns (0..{m - 1}); got {bad}")
-    return column[None]
+    if ((column < -m) | (column >= m)).any():
+        bad = sorted({int(c) for c in column if not -m <= c < m})
+        raise ValueError(
+            f"`target` must index the wrapper's {m} output columns (0..{m - 1}, or -{m}..-1 from the end); got {bad}"
+        )
+    return torch.where(column < 0, column + m, column)[None]  # from the end, as Python and Captum index
 
 
 def check_layer_input(attribute_to_layer_input: object, method: str) -> None:
@@ -227,3 +233,25 @@ def renamed_flag(new: bool | None, old: bool | None, new_name: str, old_name: st
             raise ValueError(f"`{new_name}`={new!r} and its deprecated alias `{old_name}`={old!r} disagree")
         return bool(old)
     return default if new is None else bool(new)
+
+
+def check_options(cls: type, options: dict[str, Any]) -> None:
+    """A TypeError naming ``cls``, the options it does not take and those it does (the keyword arguments of
+    its constructor), where ``options`` holds a name the constructor does not take.
+
+    Examples::
+
+        >>> check_options(GradECLIP, {"layers": 2})   # known: nothing happens
+        >>> check_options(GradECLIP, {"n_mask": 5})
+        Traceback (most recent call last):
+            ...
+        TypeError: GradECLIP has no option 'n_mask'; its options: layer, device_ids, mode, layers, ...
+    """
+    valid = constructor_options(cls)
+    if valid is None:
+        return
+    unknown = [name for name in options if name not in valid]
+    if unknown:
+        names, options_text = ", ".join(repr(name) for name in unknown), ", ".join(valid) or "none"
+        plural = "s" if len(unknown) > 1 else ""
+        raise TypeError(f"{cls.__name__} has no option{plural} {names}; its options: {options_text}")

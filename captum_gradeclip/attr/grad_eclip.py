@@ -126,7 +126,7 @@ class GradECLIP(AttentionAttribution):
         self.use_loosened_attention = bool(loosened_attention)
         self.qk_source = qk_source
         self.relu_attributions = renamed_flag(relu_attributions, relu, "relu_attributions", "relu", True)
-        self._recompute = mode == "paper" and forward_func.modality == "image"
+        self._recompute = mode == "paper" and self.similarity.modality == "image"
 
     @staticmethod
     def get_name() -> str:

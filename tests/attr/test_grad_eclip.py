@@ -350,3 +350,67 @@ def test_relu_false_returns_the_signed_sum():
     assert tok.min() < 0
     default = cg.GradECLIP(tsim).attribute(ids, target=0, additional_forward_args=(mask,))
     assert rel_err(torch.relu(tok), default) <= TOL
+
+
+def _backward_hooks(module: torch.nn.Module, calls: list[str]) -> list:
+    """Every kind of user backward hook on ``module``, each recording its calls."""
+    return [
+        module.register_full_backward_hook(lambda m, gi, go: calls.append("full")),
+        module.register_full_backward_pre_hook(lambda m, go: calls.append("pre")),
+    ]
+
+
+@pytest.mark.filterwarnings("ignore:.*non-full backward hook")
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+@pytest.mark.filterwarnings("ignore:For backward hooks")
+@pytest.mark.parametrize("where", ["block", "projection", "non-full on the projection", "global"])
+def test_fast_path_steps_aside_for_user_backward_hooks(where):
+    """A user's backward hook (which ``torch.func`` cannot run) sends the call down the general path: the same
+    result as ``fast_path=False``, bit for bit, and the hook fires as it does there."""
+    model = make_clip(15)
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(3, 16))
+    x = torch.randn(2, 3, 32, 32)
+    calls: list[str] = []
+    if where == "block":
+        handles = _backward_hooks(sim.explained_blocks()[-1], calls)
+    elif where == "projection":
+        handles = _backward_hooks(model.visual_projection, calls)
+    elif where == "non-full on the projection":
+        handles = [model.visual_projection.register_backward_hook(lambda m, gi, go: calls.append("non-full"))]
+    else:
+        handles = [torch.nn.modules.module.register_module_full_backward_hook(lambda m, gi, go: calls.append("g"))]
+    try:
+        got = cg.GradECLIP(sim).attribute(x, target=[2, 0])
+        fired = len(calls)
+        general = cg.GradECLIP(sim)
+        general.fast_path = False
+        expected = general.attribute(x, target=[2, 0])
+        assert fired > 0 and fired == len(calls) - fired  # the hook ran, as on the general path
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert torch.equal(got, expected)
+
+
+def test_the_fast_path_ignores_the_package_own_probe_hooks():
+    """Another thread's probe on the same block (a thread-owned hook) is no user hook: the fast path stays."""
+    from captum_gradeclip.adapters import thread_owned
+    from captum_gradeclip.attr._base import _hooks_the_tail_would_bypass
+
+    model = make_clip(16)
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(3, 16))
+    block = sim.explained_blocks()[-1]
+    tail = sim.adapter.pooled_tail(block)
+    handles = [block.register_forward_hook(thread_owned(lambda *a: None))]
+    handles.append(block.register_full_backward_hook(thread_owned(lambda *a: None)))
+    try:
+        assert not _hooks_the_tail_would_bypass(sim, block, tail.layer)
+        user = block.register_forward_hook(lambda *a: None)
+        assert _hooks_the_tail_would_bypass(sim, block, tail.layer)
+        user.remove()
+        user = model.visual_projection.register_full_backward_hook(lambda *a: None)
+        assert _hooks_the_tail_would_bypass(sim, block, tail.layer)
+        user.remove()
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -170,20 +170,27 @@ def _show_image(fig: Figure, axis: object, picture: np.ndarray, title: str) -> N
     )
 
 
-def _overlay(fig: Figure, axis: object, picture: np.ndarray, heat: Tensor, title: str) -> float:
-    """The image in its own colours under the map (scaled to its maximum), with a colour bar; returns the max."""
-    attr = to_hwc(heat, size=picture.shape[:2])[..., 0]
-    top = float(np.clip(attr, 0, None).max())
-    relative = np.clip(attr, 0, None) / top if top > 0 else np.zeros_like(attr)
+def _overlay(
+    fig: Figure, axis: object, picture: np.ndarray, heat: Tensor, title: str, top: float, label: str
+) -> None:
+    """The image in its own colours under the map, which is scaled to ``top`` (0 shows the image alone), with a
+    colour bar in the map's own values, labelled ``label``."""
+    attr = np.clip(to_hwc(heat, size=picture.shape[:2])[..., 0], 0, None)
+    relative = np.clip(attr / top, 0, 1) if top > 0 else np.zeros_like(attr)
     _show_image(fig, axis, picture, title)
     shown = axis.imshow(  # type: ignore[attr-defined]
-        relative, cmap=CMAP, vmin=0.0, vmax=1.0, alpha=ALPHA * relative, interpolation="bilinear"
-    )
-    bar = fig.colorbar(shown, ax=axis, fraction=0.046, pad=0.03, ticks=[0, 0.5, 1])
+        relative * top, cmap=CMAP, vmin=0.0, vmax=top if top > 0 else 1.0, alpha=ALPHA * relative,
+        interpolation="bilinear",
+    )  # fmt: skip
+    ticks = [0.0, top / 2, top] if top > 0 else [0.0]
+    bar = fig.colorbar(shown, ax=axis, fraction=0.046, pad=0.03, ticks=ticks, format="%.2g")
     bar.solids.set_alpha(1.0)  # type: ignore[union-attr]
     bar.ax.tick_params(labelsize=7)
-    bar.set_label(f"share of max ({top:.2g})" if top > 0 else "map is 0 everywhere", fontsize=7)
-    return top
+    bar.set_label(label if top > 0 else "map is 0 everywhere", fontsize=7)
+
+
+#: ``scale`` choices of :func:`explanation_figure`.
+SCALES = ("shared", "each")
 
 
 def explanation_figure(
@@ -194,12 +201,17 @@ def explanation_figure(
     scores: Sequence[float] | Tensor | None = None,
     title: str | None = None,
     score_names: str | Sequence[str] = "score",
+    scale: str = "shared",
+    explained: str | None = None,
 ) -> Figure:
     """One figure: the image, then for each text its heat map over the image and its words coloured by importance.
 
     Every text's map is drawn over the image in the image's own colours: the heat (matplotlib's perceptually
-    uniform ``inferno``) is opaque where the map reaches its maximum and fades out where the map is 0. Each map is
-    scaled to its own maximum, which its colour bar states; the texts' captions are wrapped, not cut.
+    uniform ``inferno``) is opaque where the map reaches the colour scale's top and fades out where the map is 0.
+    By default the maps share one colour scale, the largest value of any of them, so that a text the image matches
+    weakly gets a faint map rather than noise blown up to full brightness; ``scale="each"`` scales each map to its
+    own maximum instead. The colour bars are in the maps' own values (a map's values add up to its share of the
+    explained score). The texts' captions are wrapped, not cut.
 
     Args:
         image (PIL.Image.Image or numpy.ndarray): the image as the model saw it, ``(H, W, 3)``
@@ -214,6 +226,10 @@ def explanation_figure(
         title (str, optional): the figure's title.
         score_names (str or list[str], optional): what the scores are, for the titles, e.g.
             ``"cosine"`` or ``"p"``; one for all texts or one per text. Default: ``"score"``.
+        scale (str, optional): ``"shared"`` (one colour scale for every map of the figure) or ``"each"``
+            (each map to its own maximum). Default: ``"shared"``.
+        explained (str, optional): which score the maps explain, written under the title, e.g.
+            ``"softmax: each text's probability among the 3 texts"``. Default: not written.
 
     Returns:
         *matplotlib.figure.Figure* (not attached to pyplot; save it with ``fig.savefig``).
@@ -237,11 +253,17 @@ def explanation_figure(
     names = [score_names] * len(texts) if isinstance(score_names, str) else list(score_names)
     if len(names) != len(texts):
         raise ValueError(f"`score_names` must be one name or one per text ({len(texts)}); got {len(names)}")
+    if scale not in SCALES:
+        raise ValueError(f"`scale` must be one of {', '.join(map(repr, SCALES))}; got {scale!r}")
+    tops = [float(heat.detach().float().clamp(min=0).max()) for heat in maps]
+    if scale == "shared":
+        tops = [max(tops)] * len(tops)
 
     captions = [textwrap.fill(text, WRAP) for text in texts]
     lines = max(c.count("\n") + 1 for c in captions)
     columns = len(texts) + 1
-    top_space = 0.18 * (lines + 1) + (0.35 if title else 0.0)
+    heading = "\n".join(filter(None, [title, explained and f"the maps explain {explained}"]))
+    top_space = 0.18 * (lines + 1) + 0.35 * (heading.count("\n") + 1 if heading else 0)
     height = 2.6 + top_space + 0.8
     fig = Figure(figsize=(2.9 * columns, height))
     FigureCanvasAgg(fig)  # a renderer to measure the words with, without pyplot
@@ -255,11 +277,12 @@ def explanation_figure(
     for j, (caption, heat) in enumerate(zip(captions, maps, strict=True)):
         label = caption if values is None else f"{caption}\n{names[j]} {values[j]:.3f}"
         axis = fig.add_subplot(grid[0, j + 1])
-        _overlay(fig, axis, picture, heat, label)
+        unit = f"map ({names[j]})" + (", shared scale" if scale == "shared" and len(maps) > 1 else "")
+        _overlay(fig, axis, picture, heat, label, tops[j], unit)
         axis.title.set_fontsize(9)
         _draw_words(fig, fig.add_subplot(grid[1, j + 1]), words[j])
-    if title:
-        fig.suptitle(textwrap.fill(title, 40 * columns), fontsize=10)
+    if heading:
+        fig.suptitle("\n".join(textwrap.fill(line, 40 * columns) for line in heading.split("\n")), fontsize=10)
     return fig
 
 

@@ -170,9 +170,7 @@ def _show_image(fig: Figure, axis: object, picture: np.ndarray, title: str) -> N
     )
 
 
-def _overlay(
-    fig: Figure, axis: object, picture: np.ndarray, heat: Tensor, title: str, top: float, label: str
-) -> None:
+def _overlay(fig: Figure, axis: object, picture: np.ndarray, heat: Tensor, title: str, top: float, label: str) -> None:
     """The image in its own colours under the map, which is scaled to ``top`` (0 shows the image alone), with a
     colour bar in the map's own values, labelled ``label``."""
     attr = np.clip(to_hwc(heat, size=picture.shape[:2])[..., 0], 0, None)

@@ -94,6 +94,14 @@ def test_maps_of_one_figure_share_one_colour_scale_in_the_maps_own_values():
     assert any(ax.get_ylabel() == "map is 0 everywhere" for ax in zero.axes)
 
 
+def test_maps_of_different_scores_do_not_share_a_scale():
+    maps = torch.stack([_hot_corner_map() * 0.5, _hot_corner_map() * 0.1, _hot_corner_map() * 0.002])
+    fig = explanation_figure(_image(), ["a", "b", "c"], maps, score_names=["p", "p", "cosine"])
+    bars = _bars(fig)
+    assert [ax.get_ylabel() for ax in bars] == ["map (p), shared scale"] * 2 + ["map (cosine)"]
+    assert [ax.get_ylim() for ax in bars] == [pytest.approx((0.0, 0.5))] * 2 + [pytest.approx((0.0, 0.002))]
+
+
 def test_scale_each_scales_every_map_to_its_own_maximum():
     maps = torch.stack([_hot_corner_map() * 0.5, _hot_corner_map() * 0.002])
     fig = explanation_figure(_image(), ["a red circle", "a blue square"], maps, scale="each")

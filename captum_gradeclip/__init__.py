@@ -88,4 +88,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    """The public names only (``dir(cg)``, tab completion): not this module's own imports."""
+    return sorted(__all__)

@@ -170,20 +170,25 @@ def _show_image(fig: Figure, axis: object, picture: np.ndarray, title: str) -> N
     )
 
 
-def _overlay(fig: Figure, axis: object, picture: np.ndarray, heat: Tensor, title: str) -> float:
-    """The image in its own colours under the map (scaled to its maximum), with a colour bar; returns the max."""
-    attr = to_hwc(heat, size=picture.shape[:2])[..., 0]
-    top = float(np.clip(attr, 0, None).max())
-    relative = np.clip(attr, 0, None) / top if top > 0 else np.zeros_like(attr)
+def _overlay(fig: Figure, axis: object, picture: np.ndarray, heat: Tensor, title: str, top: float, label: str) -> None:
+    """The image in its own colours under the map, which is scaled to ``top`` (0 shows the image alone), with a
+    colour bar in the map's own values, labelled ``label``."""
+    attr = np.clip(to_hwc(heat, size=picture.shape[:2])[..., 0], 0, None)
+    relative = np.clip(attr / top, 0, 1) if top > 0 else np.zeros_like(attr)
     _show_image(fig, axis, picture, title)
     shown = axis.imshow(  # type: ignore[attr-defined]
-        relative, cmap=CMAP, vmin=0.0, vmax=1.0, alpha=ALPHA * relative, interpolation="bilinear"
-    )
-    bar = fig.colorbar(shown, ax=axis, fraction=0.046, pad=0.03, ticks=[0, 0.5, 1])
+        relative * top, cmap=CMAP, vmin=0.0, vmax=top if top > 0 else 1.0, alpha=ALPHA * relative,
+        interpolation="bilinear",
+    )  # fmt: skip
+    ticks = [0.0, top / 2, top] if top > 0 else [0.0]
+    bar = fig.colorbar(shown, ax=axis, fraction=0.046, pad=0.03, ticks=ticks, format="%.2g")
     bar.solids.set_alpha(1.0)  # type: ignore[union-attr]
-    bar.ax.tick_params(labelsize=7)
-    bar.set_label(f"share of max ({top:.2g})" if top > 0 else "map is 0 everywhere", fontsize=7)
-    return top
+    bar.ax.tick_params(labelsize=8)
+    bar.set_label(label if top > 0 else "map is 0 everywhere", fontsize=8)
+
+
+#: ``scale`` choices of :func:`explanation_figure`.
+SCALES = ("shared", "each")
 
 
 def explanation_figure(
@@ -194,12 +199,17 @@ def explanation_figure(
     scores: Sequence[float] | Tensor | None = None,
     title: str | None = None,
     score_names: str | Sequence[str] = "score",
+    scale: str = "shared",
+    explained: str | None = None,
 ) -> Figure:
     """One figure: the image, then for each text its heat map over the image and its words coloured by importance.
 
     Every text's map is drawn over the image in the image's own colours: the heat (matplotlib's perceptually
-    uniform ``inferno``) is opaque where the map reaches its maximum and fades out where the map is 0. Each map is
-    scaled to its own maximum, which its colour bar states; the texts' captions are wrapped, not cut.
+    uniform ``inferno``) is opaque where the map reaches the colour scale's top and fades out where the map is 0.
+    By default the maps of the same score (``score_names``) share one colour scale, the largest value of any of
+    them, so that a text the image matches weakly gets a faint map rather than noise blown up to full brightness;
+    ``scale="each"`` scales each map to its own maximum instead. The colour bars are in the maps' own values, in
+    the units of the explained score. The texts' captions are wrapped, not cut.
 
     Args:
         image (PIL.Image.Image or numpy.ndarray): the image as the model saw it, ``(H, W, 3)``
@@ -214,6 +224,10 @@ def explanation_figure(
         title (str, optional): the figure's title.
         score_names (str or list[str], optional): what the scores are, for the titles, e.g.
             ``"cosine"`` or ``"p"``; one for all texts or one per text. Default: ``"score"``.
+        scale (str, optional): ``"shared"`` (one colour scale for the maps of each score name) or ``"each"``
+            (each map to its own maximum). Default: ``"shared"``.
+        explained (str, optional): which score the maps explain, written under the title, e.g.
+            ``"softmax: each text's probability among the 3 texts"``. Default: not written.
 
     Returns:
         *matplotlib.figure.Figure* (not attached to pyplot; save it with ``fig.savefig``).
@@ -237,17 +251,23 @@ def explanation_figure(
     names = [score_names] * len(texts) if isinstance(score_names, str) else list(score_names)
     if len(names) != len(texts):
         raise ValueError(f"`score_names` must be one name or one per text ({len(texts)}); got {len(names)}")
+    if scale not in SCALES:
+        raise ValueError(f"`scale` must be one of {', '.join(map(repr, SCALES))}; got {scale!r}")
+    tops = [float(heat.detach().float().clamp(min=0).max()) for heat in maps]
+    if scale == "shared":  # one scale per explained score: maps of different scores are in different units
+        tops = [max(t for t, n in zip(tops, names, strict=True) if n == name) for name in names]
 
     captions = [textwrap.fill(text, WRAP) for text in texts]
     lines = max(c.count("\n") + 1 for c in captions)
     columns = len(texts) + 1
-    top_space = 0.18 * (lines + 1) + (0.35 if title else 0.0)
+    heading = "\n".join(filter(None, [title, explained and f"the maps explain {explained}"]))
+    top_space = 0.18 * (lines + 1) + 0.35 * (heading.count("\n") + 1 if heading else 0)
     height = 2.6 + top_space + 0.8
     fig = Figure(figsize=(2.9 * columns, height))
     FigureCanvasAgg(fig)  # a renderer to measure the words with, without pyplot
     grid = fig.add_gridspec(
         2, columns, height_ratios=[2.6, 0.8], hspace=0.1, wspace=0.25, bottom=0.02, top=1 - top_space / height,
-        left=0.02, right=1 - 0.45 / (2.9 * columns),
+        left=0.02, right=1 - 0.65 / (2.9 * columns),
     )  # fmt: skip
     axis = fig.add_subplot(grid[0, 0])
     _show_image(fig, axis, picture, "image")
@@ -255,11 +275,12 @@ def explanation_figure(
     for j, (caption, heat) in enumerate(zip(captions, maps, strict=True)):
         label = caption if values is None else f"{caption}\n{names[j]} {values[j]:.3f}"
         axis = fig.add_subplot(grid[0, j + 1])
-        _overlay(fig, axis, picture, heat, label)
+        unit = f"map ({names[j]})" + (", shared scale" if scale == "shared" and names.count(names[j]) > 1 else "")
+        _overlay(fig, axis, picture, heat, label, tops[j], unit)
         axis.title.set_fontsize(9)
         _draw_words(fig, fig.add_subplot(grid[1, j + 1]), words[j])
-    if title:
-        fig.suptitle(textwrap.fill(title, 40 * columns), fontsize=10)
+    if heading:
+        fig.suptitle("\n".join(textwrap.fill(line, 40 * columns) for line in heading.split("\n")), fontsize=10)
     return fig
 
 
@@ -304,6 +325,11 @@ def save_html(
     entries: Sequence[ReportEntry],
     title: str = "Grad-ECLIP explanations",
     notes: Sequence[str] = (),
+    *,
+    method: str = "Grad-ECLIP",
+    model: str | None = None,
+    summary: Sequence[str] = (),
+    scale: str = "shared",
 ) -> Path:
     """Writes a self-contained HTML report: every figure embedded, and a table of word importances per entry.
 
@@ -316,6 +342,11 @@ def save_html(
         title (str, optional): the page title. Default: ``"Grad-ECLIP explanations"``.
         notes (list[str], optional): warnings shown in a banner at the top of the page (e.g. words the model
             does not know). Default: none.
+        method (str, optional): the method that drew the maps, named at the top. Default: ``"Grad-ECLIP"``.
+        model (str, optional): the model, named at the top (e.g. its ``--model`` spec). Default: not named.
+        summary (list[str], optional): lines shown under the title (e.g. which maps missed). Default: none.
+        scale (str, optional): how the figures scale their maps (:func:`explanation_figure`'s ``scale``), as the
+            page says. Default: ``"shared"``.
 
     Returns:
         *Path*: ``path``.
@@ -330,6 +361,8 @@ def save_html(
     """
     if not entries:
         raise ValueError("`entries` must hold at least one ReportEntry")
+    if scale not in SCALES:
+        raise ValueError(f"`scale` must be one of {', '.join(map(repr, SCALES))}; got {scale!r}")
     sections = []
     for entry in entries:
         if not isinstance(entry, ReportEntry):
@@ -369,6 +402,13 @@ def save_html(
         for v, name in [(0.0, "neutral"), (0.5, "important"), (1.0, "most important")]
     )
     banner = "".join(f'<div class="note" role="alert"><b>Warning:</b> {html.escape(n)}</div>' for n in notes)
+    ran = f"Method: <b>{html.escape(method)}</b>" + (f". Model: <b>{html.escape(model)}</b>" if model else "")
+    lines = "".join(f'<p class="summary">{html.escape(line)}</p>' for line in summary)
+    scaling = (
+        "the maps of one figure that explain the same score share one colour scale, so a weak match looks weak"
+        if scale == "shared"
+        else "each map is scaled to its own maximum"
+    )
     page = (
         '<!DOCTYPE html><html><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>"
@@ -378,8 +418,9 @@ def save_html(
         ".numbers{font-family:monospace;font-size:90%}"
         ".note{background:#fff3cd;border:2px solid #d39e00;color:#5c4400;padding:8px 12px;margin:8px 0;"
         "font-size:110%}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>{banner}<p>Heat maps: Grad-ECLIP, bright where the image matches the text, "
-        "transparent where it does not; each map is scaled to its own maximum, which its colour bar gives. "
+        f'<h1>{html.escape(title)}</h1><p class="ran">{ran}.</p>{banner}{lines}'
+        f"<p>Heat maps: {html.escape(method)}, bright where the image matches the text, transparent where it does "
+        f"not; {scaling}; the colour bars give the maps' values. "
         f"Words, scaled to each text's most important word: {legend}; their raw scores in the last column.</p>"
         + "".join(sections)
         + "</body></html>"

@@ -18,6 +18,7 @@ sys.path.insert(0, str(DOCS))
 
 project = "captum-gradeclip"
 author = "captum-gradeclip developers"
+copyright = "2026, captum-gradeclip developers"  # the footer reads "© 2026, captum-gradeclip developers"
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
@@ -32,7 +33,8 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
-html_theme = "alabaster"
+html_theme = "furo"  # a wide, responsive page: code lines are not cut as in a narrow column
+html_title = "captum-gradeclip"
 suppress_warnings = ["myst.header"]
 myst_heading_anchors = 2  # GitHub-style #anchors to ## headings, as the README uses
 

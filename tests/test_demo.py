@@ -49,6 +49,19 @@ def test_demo_maps_sit_on_the_named_objects(demo):
     assert result.stdout.count("map peaks on it") == hits
 
 
+def test_demo_report_names_the_model_the_method_and_the_maps_that_missed(demo):
+    out, result = demo
+    page = (out / "index.html").read_text()
+    assert "Method: <b>Grad-ECLIP (native)</b>. Model: <b>shapes</b>." in page
+    found = re.search(r"maps peaking on the named object: (\d+)/(\d+)", result.stdout)
+    assert f"Maps peaking on their object: {found[1]} of {found[2]}." in page
+    missed = re.findall(r"'([^']+)'  map peaks elsewhere", result.stdout)
+    assert len(missed) == int(found[2]) - int(found[1])
+    for text in missed:  # each miss is named, with its scene
+        assert re.search(rf"scene \d: &#x27;{re.escape(text)}&#x27;", page), text
+    assert "The maps explain p, each object" in page and "share one colour scale" in page
+
+
 def test_bad_demo_option_is_one_line_exit_2():
     result = subprocess.run(
         [sys.executable, "-m", "captum_gradeclip", "demo", "--bogus"], capture_output=True, text=True, timeout=120

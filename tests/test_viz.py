@@ -73,14 +73,49 @@ def test_figure_has_the_image_and_one_heat_map_per_text_hot_where_the_map_is():
     fig.clear()
 
 
-def test_every_map_has_a_colour_bar_that_states_its_scale():
+def _bars(fig: Figure) -> list:
+    return [ax for ax in fig.axes if ax.get_ylabel().startswith("map") and not ax.get_title()]
+
+
+def _heat_alpha(fig: Figure) -> list[float]:
+    """Per overlay, the opacity of its heat where it is hottest."""
+    return [float(np.max(ax.images[-1].get_alpha())) for ax in fig.axes if len(ax.images) > 1]
+
+
+def test_maps_of_one_figure_share_one_colour_scale_in_the_maps_own_values():
     maps = torch.stack([_hot_corner_map() * 0.5, _hot_corner_map() * 0.002])
-    fig = explanation_figure(_image(), ["a red circle", "a blue square"], maps)
-    bars = [ax for ax in fig.axes if ax.get_ylabel().startswith("share of max")]
-    assert [ax.get_ylabel() for ax in bars] == ["share of max (0.5)", "share of max (0.002)"]
-    assert all(ax.get_ylim() == (0.0, 1.0) for ax in bars), "each map scaled to its own maximum"
+    fig = explanation_figure(_image(), ["a red circle", "a blue square"], maps, score_names="p")
+    bars = _bars(fig)
+    assert [ax.get_ylabel() for ax in bars] == ["map (p), shared scale"] * 2
+    assert all(ax.get_ylim() == pytest.approx((0.0, 0.5)) for ax in bars), "one scale: the largest map's maximum"
+    strong, weak = _heat_alpha(fig)
+    assert strong == pytest.approx(0.75) and weak == pytest.approx(0.75 * 0.002 / 0.5), "a weak map looks weak"
     zero = explanation_figure(_image(), ["x"], torch.zeros(1, 8, 8))
     assert any(ax.get_ylabel() == "map is 0 everywhere" for ax in zero.axes)
+
+
+def test_maps_of_different_scores_do_not_share_a_scale():
+    maps = torch.stack([_hot_corner_map() * 0.5, _hot_corner_map() * 0.1, _hot_corner_map() * 0.002])
+    fig = explanation_figure(_image(), ["a", "b", "c"], maps, score_names=["p", "p", "cosine"])
+    bars = _bars(fig)
+    assert [ax.get_ylabel() for ax in bars] == ["map (p), shared scale"] * 2 + ["map (cosine)"]
+    assert [ax.get_ylim() for ax in bars] == [pytest.approx((0.0, 0.5))] * 2 + [pytest.approx((0.0, 0.002))]
+
+
+def test_scale_each_scales_every_map_to_its_own_maximum():
+    maps = torch.stack([_hot_corner_map() * 0.5, _hot_corner_map() * 0.002])
+    fig = explanation_figure(_image(), ["a red circle", "a blue square"], maps, scale="each")
+    bars = _bars(fig)
+    assert [ax.get_ylabel() for ax in bars] == ["map (score)"] * 2
+    assert [ax.get_ylim() for ax in bars] == [pytest.approx((0.0, 0.5)), pytest.approx((0.0, 0.002))]
+    assert _heat_alpha(fig) == [pytest.approx(0.75)] * 2
+    with pytest.raises(ValueError, match="`scale` must be one of 'shared', 'each'; got 'global'"):
+        explanation_figure(_image(), ["x"], maps[:1], scale="global")
+
+
+def test_the_figure_says_which_score_the_maps_explain():
+    fig = explanation_figure(_image(), ["x"], _hot_corner_map()[None], title="scene", explained="the softmax p")
+    assert fig._suptitle.get_text() == "scene\nthe maps explain the softmax p"
 
 
 def test_long_captions_are_wrapped_not_cut():

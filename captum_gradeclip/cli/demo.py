@@ -101,7 +101,8 @@ def run(
     loaded = load_model(model, device=device)
     prompts = shapes.all_prompts()
     out.mkdir(parents=True, exist_ok=True)
-    results, entries = [], []
+    method = f"Grad-ECLIP ({mode})"
+    results, entries, misses = [], [], []
     for k, (seed, count) in enumerate(tqdm(scenes, desc="demo scenes", unit="scene")):
         scene = shapes.make_scene(seed, n_objects=count)
         seen, probs, prompt_maps, prompt_words = explain(loaded, scene.image, prompts, mode, score="softmax")
@@ -116,9 +117,11 @@ def run(
         peaks = LayerAttribution.interpolate(maps[None], size, "bilinear")[0].flatten(1).argmax(-1)
         masks = scene.masks.reshape(len(scene.objects), -1)
         hits = [bool(masks[i, int(peaks[i])]) for i in range(len(scene.objects))]
+        misses += [f"scene {k}: {text!r}" for text, hit in zip(scene.prompts, hits, strict=True) if not hit]
         fig = explanation_figure(
-            seen, texts, maps, words, scores=scores, score_names=names, title=f"scene {k}: {scene.caption}"
-        )
+            seen, texts, maps, words, scores=scores, score_names=names,
+            title=f"scene {k}: {scene.caption} ({method} on {model})", explained=EXPLAINED,
+        )  # fmt: skip
         png = figure_png(fig)
         path = out / f"scene_{k}.png"
         path.write_bytes(png)
@@ -127,8 +130,21 @@ def run(
             {"caption": scene.caption, "texts": texts, "scores": scores, "names": names, "words": words,
              "hits": hits, "png": path}
         )  # fmt: skip
-    save_html(out / "index.html", entries, title="Grad-ECLIP on ShapesCLIP: the demo")
+    found = sum(len(r["hits"]) for r in results) - len(misses)
+    summary = [
+        f"Maps peaking on their object: {found} of {found + len(misses)}."
+        + (f" Peaking elsewhere: {'; '.join(misses)}." if misses else ""),
+        f"The maps explain {EXPLAINED}.",
+    ]
+    save_html(
+        out / "index.html", entries, title=f"{method} on ShapesCLIP ({model}): the demo", method=method, model=model,
+        summary=summary,
+    )  # fmt: skip
     return results
+
+
+#: Which score the demo's maps explain, as its figures and report say.
+EXPLAINED = "p, each object's prompt's probability among all 24 prompts, and the caption's cosine similarity"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -125,7 +125,9 @@ class HFProcessing(Processing):
         self.max_tokens = max_tokens
 
     def pixels(self, images: object) -> Tensor:
-        if self.processor is None or self.processor is self.tokenizer:
+        if self.processor is None or (
+            hasattr(self.processor, "pad_token_id") and not hasattr(self.processor, "image_processor")
+        ):
             raise ValueError("images need the loader's processor (with an image processor); got a tokenizer alone")
         return self.processor(images=images, return_tensors="pt")["pixel_values"]  # type: ignore[operator]
 

@@ -198,6 +198,23 @@ class BPEProcessing(Processing):
     def count_tokens(self, text: str) -> int:
         return len(self._bpe().encode(text)) + 2  # type: ignore[attr-defined]  # + start and end
 
+    def words(self, ids: Tensor, scores: Tensor, text: str | None = None) -> list[tuple[str, float]]:
+        """Token scores of one text merged into words, without the start, end and padding tokens."""
+        from captum_gradeclip.vocabulary import words
+
+        bpe = self._bpe()
+        encoder = getattr(bpe, "encoder", {})
+        special = {0} | {
+            int(encoder[t])
+            for t in ("<|startoftext|>", "<|endoftext|>", "<start_of_text>", "<end_of_text>")
+            if t in encoder
+        }
+        special |= {
+            int(i) for i in (getattr(bpe, "sot_token_id", None), getattr(bpe, "eot_token_id", None)) if i is not None
+        }
+        keep = torch.tensor([int(i) not in special for i in ids], dtype=torch.bool)
+        return words(self.tokens(ids[keep]), torch.as_tensor(scores)[keep], text=text)
+
 
 class ProcessingRole(ABC):
     """Role: the loader's inputs (:meth:`processing`) and, for a loader with a spec prefix, its loading.

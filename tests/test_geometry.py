@@ -108,7 +108,7 @@ def test_a_cell_lands_on_the_box_it_saw_and_unseen_margins_are_nan(kind, shape):
 
 
 def test_the_embedded_models_geometry_and_the_image_it_saw():
-    model, processor = cg.zoo.load_shapes_clip()
+    _model, processor = cg.zoo.load_shapes_clip()
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 160, 3), dtype=np.uint8))
     pixels = processor(images=photo, return_tensors="pt")["pixel_values"]
     seen = cg.seen_image(pixels, processor)

@@ -7,7 +7,7 @@ import torch
 
 import captum_gradeclip as cg
 from captum_gradeclip.adapters.processing import BPEProcessing, HFProcessing, ProcessingRole
-from tests.adapters.conftest import make_blip, make_open_clip, make_openai_clip, make_siglip
+from tests.adapters.conftest import make_blip, make_open_clip, make_siglip
 
 ALONE = ["a red circle"]
 BESIDE = ["a red circle", "a blue square and a green cross and a red circle"]
@@ -32,9 +32,11 @@ def word_tokenizer(special: dict[str, int], template: str):
 
 def hf_clip():
     model, processor = cg.zoo.load_shapes_clip()
-    return model, {"processor": processor}, processor(images=cg.zoo.shapes.make_scene(3).image, return_tensors="pt")[
-        "pixel_values"
-    ]
+    return (
+        model,
+        {"processor": processor},
+        processor(images=cg.zoo.shapes.make_scene(3).image, return_tensors="pt")["pixel_values"],
+    )
 
 
 def siglip():  # pad = eos = 1, pooled at the last position
@@ -96,7 +98,7 @@ def test_siglip_pads_to_its_context_as_it_was_trained():
     model, given, _ = siglip()
     processing = cg.get_adapter(model).processing(None, given["tokenizer"])
     assert isinstance(processing, HFProcessing) and processing.padding == "max_length"
-    ids, mask = processing.tokenize(ALONE)
+    ids, _mask = processing.tokenize(ALONE)
     assert ids.shape == (1, 16) and ids[0, :4].tolist() == given["tokenizer"]("a red circle")["input_ids"]
     assert (ids[0, 4:] == 1).all(), "padded with the pad id to max_position_embeddings"
 

@@ -17,6 +17,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from PIL import Image
 from torch import Tensor
 
 from captum_gradeclip._compat import _get_color
+from captum_gradeclip.adapters.processing import Processing
 
 WordScores = Sequence[tuple[str, float]]
 
@@ -62,15 +64,15 @@ def to_hwc(attr: Tensor, size: tuple[int, int] | None = None, interpolate_mode: 
     return grid[0].permute(1, 2, 0).numpy()
 
 
-def _processing(processor: object, argument: str = "processor") -> object:
+def _processing(processor: Any, argument: str = "processor") -> Processing:
     """The processing role behind ``processor``: a :class:`~captum_gradeclip.loading.Loaded`, a
     :class:`~captum_gradeclip.adapters.processing.Processing`, or a loader's own processor or preprocess."""
-    from captum_gradeclip.adapters.processing import BPEProcessing, HFProcessing, Processing, hf_like
+    from captum_gradeclip.adapters.processing import BPEProcessing, HFProcessing, hf_like
 
     if isinstance(processor, Processing):
         return processor
     if isinstance(getattr(processor, "processing", None), Processing):
-        return processor.processing  # type: ignore[attr-defined]
+        return getattr(processor, "processing")  # noqa: B009 - checked above
     if hf_like(processor):
         return HFProcessing(processor)
     if hasattr(processor, "transforms"):  # a torchvision Compose (open_clip, OpenAI clip)
@@ -112,7 +114,7 @@ def to_original(maps: Tensor, image: object, processor: object, mode: str = "bil
     """
     from captum_gradeclip.adapters.processing import image_size
 
-    return _processing(processor).to_original(maps, image_size(image), mode)  # type: ignore[attr-defined]
+    return _processing(processor).to_original(maps, image_size(image), mode)
 
 
 def seen_image(pixel_values: Tensor, processor: object) -> np.ndarray:
@@ -136,7 +138,7 @@ def seen_image(pixel_values: Tensor, processor: object) -> np.ndarray:
         role = HFProcessing(None)
         role.mean, role.std = tuple(processor[0]), tuple(processor[1])
         return role.seen_image(pixel_values)
-    return _processing(processor).seen_image(pixel_values)  # type: ignore[attr-defined]
+    return _processing(processor).seen_image(pixel_values)
 
 
 def _image_array(image: object) -> np.ndarray:

@@ -156,8 +156,10 @@ class ImageTextSimilarity(SimilarityWrapper):
             instead of ``texts``.
         tokenizer, processor (optional): the loader's own tokenizer or processor,
             used for ``texts`` given as strings: a transformers tokenizer or
-            processor (called with ``padding=True``), or a callable that returns a
-            tensor of ids (``open_clip.get_tokenizer(name)``, ``clip.tokenize``).
+            processor, or a callable that returns a tensor of ids
+            (``open_clip.get_tokenizer(name)``, ``clip.tokenize``). The adapter's
+            processing role tokenises them as the model was trained (SigLIP: padded
+            to its context), so a text's ids never depend on the texts beside it.
         score (str, optional): ``"cosine"`` (default), ``"logit"`` (cosine times
             the model's logit scale, plus its logit bias for SigLIP) or
             ``"softmax"`` (over the M texts).

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import types
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -123,10 +124,10 @@ def _describe(x: object) -> str:
     return f"{type(x).__name__} of shape {tuple(shape)}" if shape is not None else type(x).__name__
 
 
-def _size_pair(value: object) -> tuple[int, int]:
+def _size_pair(value: Any) -> tuple[int, int]:
     if isinstance(value, int):
         return value, value
-    values = list(value)  # type: ignore[call-overload]
+    values = list(value)
     return (int(values[0]), int(values[0])) if len(values) == 1 else (int(values[0]), int(values[1]))
 
 
@@ -151,7 +152,7 @@ def _crop_offset(size: tuple[int, int], crop: tuple[int, int], rounding: str) ->
     return offset[0], offset[1]
 
 
-def read_geometry(processor: object, size: tuple[int, int]) -> Geometry:
+def read_geometry(processor: Any, size: tuple[int, int]) -> Geometry:
     """The geometry of ``processor`` on an original image of ``size`` ``(H, W)``, from its own configuration.
 
     Args:
@@ -178,11 +179,11 @@ def read_geometry(processor: object, size: tuple[int, int]) -> Geometry:
         raise ValueError(f"`size` must be a positive (H, W); got {size}")
     image_processor = getattr(processor, "image_processor", processor)
     if hasattr(image_processor, "transforms"):
-        return _compose_geometry(image_processor.transforms, (h, w))  # type: ignore[attr-defined]
+        return _compose_geometry(image_processor.transforms, (h, w))
     if hasattr(image_processor, "do_resize") and hasattr(image_processor, "size"):
         return _hf_geometry(image_processor, (h, w))
     if isinstance(getattr(image_processor, "image_size", None), int):  # ShapesProcessor: squashed
-        side = int(image_processor.image_size)  # type: ignore[attr-defined]
+        side = int(image_processor.image_size)
         return Geometry((h, w), (side, side), (0, 0), (side, side))
     raise ValueError(
         f"cannot read the preprocessing geometry of {type(processor).__name__}: expected a transformers "
@@ -190,18 +191,18 @@ def read_geometry(processor: object, size: tuple[int, int]) -> Geometry:
     )
 
 
-def _field(size: object, name: str) -> int | None:
+def _field(size: Any, name: str) -> int | None:
     value = size.get(name) if isinstance(size, dict) else getattr(size, name, None)
     return None if value is None else int(value)
 
 
-def _hf_geometry(image_processor: object, size: tuple[int, int]) -> Geometry:
+def _hf_geometry(image_processor: Any, size: tuple[int, int]) -> Geometry:
     name = type(image_processor).__name__
     if getattr(image_processor, "do_pad", False):
         raise ValueError(f"cannot read the preprocessing geometry of {name}: it pads (do_pad=True)")
     resized = size
     if getattr(image_processor, "do_resize", False):
-        target = image_processor.size  # type: ignore[attr-defined]
+        target = image_processor.size
         short, height, width = _field(target, "shortest_edge"), _field(target, "height"), _field(target, "width")
         if short is not None and _field(target, "longest_edge") is None:
             resized = _shortest_side(size, short)
@@ -212,7 +213,7 @@ def _hf_geometry(image_processor: object, size: tuple[int, int]) -> Geometry:
                              "a shortest_edge or a height and width")  # fmt: skip
     crop, offset = resized, (0, 0)
     if getattr(image_processor, "do_center_crop", False):
-        crop_size = image_processor.crop_size  # type: ignore[attr-defined]
+        crop_size = image_processor.crop_size
         crop = (_field(crop_size, "height") or 0, _field(crop_size, "width") or 0)
         if min(crop) < 1:
             raise ValueError(f"cannot read the preprocessing geometry of {name}: its crop_size {crop_size}")
@@ -220,7 +221,7 @@ def _hf_geometry(image_processor: object, size: tuple[int, int]) -> Geometry:
     return Geometry(size, resized, offset, crop)
 
 
-def _compose_geometry(steps: list[object], size: tuple[int, int]) -> Geometry:
+def _compose_geometry(steps: list[Any], size: tuple[int, int]) -> Geometry:
     resized, offset, current = size, (0, 0), size
     for step in steps:
         kind = step.__name__ if isinstance(step, types.FunctionType) else type(step).__name__
@@ -229,21 +230,21 @@ def _compose_geometry(steps: list[object], size: tuple[int, int]) -> Geometry:
         if offset != (0, 0) or current != resized:
             raise ValueError(f"cannot read the preprocessing geometry: {kind} after a crop")
         if kind == "Resize":
-            target = step.size  # type: ignore[attr-defined]
+            target = step.size
             if isinstance(target, int) or len(target) == 1:
-                resized = _shortest_side(current, _size_pair(target)[0], step.max_size)  # type: ignore[attr-defined]
+                resized = _shortest_side(current, _size_pair(target)[0], step.max_size)
             else:
                 resized = _size_pair(target)
             current = resized
         elif kind == "ResizeKeepRatio":  # open_clip: fit the box, at `longest` between the longest and shortest side
-            target_h, target_w = _size_pair(step.size)  # type: ignore[attr-defined]
-            longest = float(step.longest)  # type: ignore[attr-defined]
+            target_h, target_w = _size_pair(step.size)
+            longest = float(step.longest)
             ratio_h, ratio_w = current[0] / target_h, current[1] / target_w
             ratio = max(ratio_h, ratio_w) * longest + min(ratio_h, ratio_w) * (1.0 - longest)
             resized = (round(current[0] / ratio), round(current[1] / ratio))
             current = resized
         elif kind in ("CenterCrop", "CenterCropOrPad"):
-            crop = _size_pair(step.size)  # type: ignore[attr-defined]
+            crop = _size_pair(step.size)
             offset = _crop_offset(resized, crop, "round")
             current = crop
         else:

@@ -82,18 +82,19 @@ def hf_pretrained(
     if looks_local and not local.is_dir():
         raise LoadError(f"{spec}: no such directory {local} (expected a save_pretrained directory)")
 
-    def both(where: str | Path, **options: object) -> tuple[nn.Module, object]:
-        loaded = AutoModel.from_pretrained(where, output_loading_info=True, **options)
-        return _checked(loaded, spec, allow_missing_weights).eval(), AutoProcessor.from_pretrained(where, **options)
+    def both(where: str | Path, offline: bool) -> tuple[nn.Module, object]:
+        loaded = AutoModel.from_pretrained(where, output_loading_info=True, local_files_only=offline)
+        model = _checked(loaded, spec, allow_missing_weights).eval()
+        return model, AutoProcessor.from_pretrained(where, local_files_only=offline)
 
     try:
         if looks_local:
-            return both(local, local_files_only=True)
+            return both(local, offline=True)
         with contextlib.suppress(OSError, ValueError):  # already in the local cache: works offline
-            return both(name, local_files_only=True)
+            return both(name, offline=True)
         if not hub_reachable():
             raise LoadError(f"{spec}: the Hugging Face hub is unreachable and {name!r} is not cached; {HUB_HINT}")
-        return both(name)
+        return both(name, offline=False)
     except LoadError:
         raise
     except (OSError, ValueError, KeyError, SafetensorError, pickle.UnpicklingError) as error:

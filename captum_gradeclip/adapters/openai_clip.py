@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +72,7 @@ class OpenAICLIPAdapter(Adapter, ImageTower, TextTower, Scorer, ResidualAccess, 
     spec_prefixes: tuple[str, ...] = ("openai",)
 
     # -- processing -----------------------------------------------------------------------------
-    def processing(self, processor: object, tokenizer: object = None) -> Processing:
+    def processing(self, processor: Any, tokenizer: Any = None) -> Processing:
         """``clip.load``'s preprocess and ``clip.tokenize`` (every text padded to the 77-token context).
 
         A processor called like a transformers one (the ResNet ShapesCLIP's) is used as such.
@@ -83,9 +84,9 @@ class OpenAICLIPAdapter(Adapter, ImageTower, TextTower, Scorer, ResidualAccess, 
             tokenizer, bpe = self._default_tokenizer()
         else:
             bpe = tokenizer if hasattr(tokenizer, "decoder") else None
-        return BPEProcessing(processor, tokenizer, bpe, context)  # type: ignore[arg-type]
+        return BPEProcessing(processor, tokenizer, bpe, context)
 
-    def _default_tokenizer(self) -> tuple[object, object]:
+    def _default_tokenizer(self) -> tuple[Any, Any]:
         from clip import tokenize
         from clip.clip import _tokenizer
 

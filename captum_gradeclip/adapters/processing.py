@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ class Processing(ABC):
         max_tokens (int or None): the text tower's context length (longer texts are cut).
     """
 
-    processor: object
+    processor: Any
     mean: tuple[float, ...]
     std: tuple[float, ...]
     max_tokens: int | None
@@ -109,7 +110,7 @@ class HFProcessing(Processing):
     """
 
     def __init__(
-        self, processor: object, padding: str = "longest", max_tokens: int | None = None, tokenizer: object = None
+        self, processor: Any, padding: str = "longest", max_tokens: int | None = None, tokenizer: Any = None
     ) -> None:
         if padding not in ("longest", "max_length"):
             raise ValueError(f"`padding` must be 'longest' or 'max_length'; got {padding!r}")
@@ -129,7 +130,7 @@ class HFProcessing(Processing):
             hasattr(self.processor, "pad_token_id") and not hasattr(self.processor, "image_processor")
         ):
             raise ValueError("images need the loader's processor (with an image processor); got a tokenizer alone")
-        return self.processor(images=images, return_tensors="pt")["pixel_values"]  # type: ignore[operator]
+        return self.processor(images=images, return_tensors="pt")["pixel_values"]
 
     def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         cut: dict[str, object] = {"truncation": True}
@@ -137,17 +138,17 @@ class HFProcessing(Processing):
             cut["max_length"] = self.max_tokens
         padding: str | bool = "max_length" if self.padding == "max_length" else True
         if self.processor is self.tokenizer or self.tokenizer is not getattr(self.processor, "tokenizer", None):
-            batch = self.tokenizer(list(texts), padding=padding, return_tensors="pt", **cut)  # type: ignore[operator]
+            batch = self.tokenizer(list(texts), padding=padding, return_tensors="pt", **cut)
         else:  # the processor's own call (the ResNet ShapesCLIP's pads to its context)
-            batch = self.processor(text=list(texts), padding=padding, return_tensors="pt", **cut)  # type: ignore[operator]
+            batch = self.processor(text=list(texts), padding=padding, return_tensors="pt", **cut)
         ids = batch["input_ids"]
         return ids, batch.get("attention_mask", torch.ones_like(ids))
 
     def tokens(self, ids: Tensor) -> list[str]:
-        return self.tokenizer.convert_ids_to_tokens(ids.tolist())  # type: ignore[attr-defined]
+        return self.tokenizer.convert_ids_to_tokens(ids.tolist())
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text)["input_ids"])  # type: ignore[operator]
+        return len(self.tokenizer(text)["input_ids"])
 
 
 class BPEProcessing(Processing):
@@ -164,7 +165,7 @@ class BPEProcessing(Processing):
     """
 
     def __init__(
-        self, preprocess: Callable | None, encode: Callable, bpe: object = None, max_tokens: int | None = 77
+        self, preprocess: Callable | None, encode: Callable, bpe: Any = None, max_tokens: int | None = 77
     ) -> None:
         if bpe is None and hasattr(encode, "decoder") and hasattr(encode, "encode"):
             bpe = encode
@@ -180,23 +181,23 @@ class BPEProcessing(Processing):
 
     def pixels(self, images: object) -> Tensor:
         if isinstance(images, (list, tuple)):
-            return torch.stack([self.processor(image) for image in images])  # type: ignore[operator]
-        return self.processor(images)[None]  # type: ignore[operator]
+            return torch.stack([self.processor(image) for image in images])
+        return self.processor(images)[None]
 
     def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         ids = self.encode(list(texts))  # always the full context: a text's ids never depend on the others
         return ids, (ids != 0).long()
 
-    def _bpe(self) -> object:
+    def _bpe(self) -> Any:
         if self.bpe is None:
             raise ValueError("this tokenizer has no BPE vocabulary (`decoder`); give the BPE tokenizer as `bpe`")
         return self.bpe
 
     def tokens(self, ids: Tensor) -> list[str]:
-        return [self._bpe().decoder.get(int(i), "") for i in ids]  # type: ignore[attr-defined]
+        return [self._bpe().decoder.get(int(i), "") for i in ids]
 
     def count_tokens(self, text: str) -> int:
-        return len(self._bpe().encode(text)) + 2  # type: ignore[attr-defined]  # + start and end
+        return len(self._bpe().encode(text)) + 2  # + start and end
 
     def words(self, ids: Tensor, scores: Tensor, text: str | None = None) -> list[tuple[str, float]]:
         """Token scores of one text merged into words, without the start, end and padding tokens."""

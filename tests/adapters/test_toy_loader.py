@@ -82,7 +82,7 @@ class ToyAdapter(HFCLIPAdapter):
         return ToyProcessing(tokenizer or processor, 64, self.text_context_length())
 '''
 
-TOY_TEST = '''
+TOY_TEST = """
 import torch
 from PIL import Image
 
@@ -106,7 +106,7 @@ def test_the_toy_loader_is_found_loaded_and_processes_its_inputs():
     heat = loaded.to_original(maps, photo)
     assert heat.shape == (1, 1, 90, 160) and not heat.isnan().any()
     assert [w for w, _ in loaded.processing.words(beside[0][mask[0].bool()], torch.ones(5))] == ["a", "red", "circle"]
-'''
+"""
 
 
 def test_a_new_adapter_file_is_a_new_loader_with_nothing_else_edited(tmp_path):

@@ -190,7 +190,7 @@ def _load_hf(name: str) -> tuple[nn.Module, object]:
     """The command line's loader (:func:`captum_gradeclip.cli.models.hf_pretrained`): a directory or a cached name
     loads offline."""
     from captum_gradeclip.cli.commands import CLIError
-    from captum_gradeclip.cli.models import hf_pretrained
+    from captum_gradeclip.loading import hf_pretrained
 
     try:
         model, processor = hf_pretrained(name)

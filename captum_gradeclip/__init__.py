@@ -8,6 +8,8 @@ Public API::
     tsim = cg.TextImageSimilarity(model, image_embeds=E)   # (N_txt, M) scores of texts vs images
     tok = cg.GradECLIP(tsim).attribute(input_ids, target=0, additional_forward_args=(mask,))
     cg.to_hwc(maps[0], size=(H, W))                         # for captum's visualize_image_attr
+    loaded = cg.load("hf:openai/clip-vit-base-patch16")     # model, processor, adapter and processing role
+    cg.to_original(maps, photo, processor)                   # maps on the original photo, NaN where unseen
     cg.words(tokens, tok[0])                                # merge BPE pieces into words
     cg.metrics.image_deletion(sim, pixel_values, maps, target=0).auc   # faithfulness and localisation metrics
     cg.baselines.GAME(sim).attribute(pixel_values, target=0)         # the baselines, same API and shapes
@@ -36,6 +38,9 @@ _NAMES = {
     "SimilarityWrapper": "captum_gradeclip.wrappers",
     "TextImageSimilarity": "captum_gradeclip.wrappers",
     "get_adapter": "captum_gradeclip.adapters",
+    "load": "captum_gradeclip.loading",
+    "seen_image": "captum_gradeclip.viz",
+    "to_original": "captum_gradeclip.viz",
     "to_hwc": "captum_gradeclip.viz",
     "words": "captum_gradeclip.vocabulary",
 }
@@ -54,10 +59,13 @@ __all__ = [
     "baselines",
     "finetune",
     "get_adapter",
+    "load",
     "methods",
     "metrics",
     "results",
+    "seen_image",
     "to_hwc",
+    "to_original",
     "words",
     "zoo",
 ]
@@ -66,7 +74,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from captum_gradeclip import analysis, baselines, finetune, methods, metrics, results, zoo
     from captum_gradeclip.adapters import get_adapter
     from captum_gradeclip.attr import AttentionAttribution, GradECLIP, SimilarityAttribution
-    from captum_gradeclip.viz import to_hwc
+    from captum_gradeclip.loading import load
+    from captum_gradeclip.viz import seen_image, to_hwc, to_original
     from captum_gradeclip.vocabulary import words
     from captum_gradeclip.wrappers import (
         ImageClassification,

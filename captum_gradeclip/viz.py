@@ -17,6 +17,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from PIL import Image
 from torch import Tensor
 
 from captum_gradeclip._compat import _get_color
+from captum_gradeclip.adapters.processing import Processing
 
 WordScores = Sequence[tuple[str, float]]
 
@@ -60,6 +62,83 @@ def to_hwc(attr: Tensor, size: tuple[int, int] | None = None, interpolate_mode: 
     if size is not None:
         grid = LayerAttribution.interpolate(grid, tuple(int(s) for s in size), interpolate_mode)
     return grid[0].permute(1, 2, 0).numpy()
+
+
+def _processing(processor: Any, argument: str = "processor") -> Processing:
+    """The processing role behind ``processor``: a :class:`~captum_gradeclip.loading.Loaded`, a
+    :class:`~captum_gradeclip.adapters.processing.Processing`, or a loader's own processor or preprocess."""
+    from captum_gradeclip.adapters.processing import BPEProcessing, HFProcessing, hf_like
+
+    if isinstance(processor, Processing):
+        return processor
+    if isinstance(getattr(processor, "processing", None), Processing):
+        return getattr(processor, "processing")  # noqa: B009 - checked above
+    if hf_like(processor):
+        return HFProcessing(processor)
+    if hasattr(processor, "transforms"):  # a torchvision Compose (open_clip, OpenAI clip)
+        return BPEProcessing(processor, encode=lambda texts: None)
+    raise ValueError(
+        f"`{argument}` must be the loader's processor or preprocess, a cg.load(...) result or its processing; "
+        f"got {type(processor).__name__}"
+    )
+
+
+def to_original(maps: Tensor, image: object, processor: object, mode: str = "bilinear") -> Tensor:
+    """Maps on the model's grid -> the same maps on the user's original image, NaN where the model saw nothing.
+
+    The processor's own geometry is inverted (shortest-side resize and centre crop, a squash to a fixed size,
+    padding): a cell's value lands on the part of the original that the cell saw, and the margins that the
+    crop cut away are NaN (matplotlib draws NaN as transparent, so the photo shows through).
+
+    Args:
+        maps (Tensor): ``(..., h, w)`` maps on the model's grid, such as ``GradECLIP(...).attribute(...)``'s.
+        image (PIL.Image, array or Tensor): the original image as the user gave it to the processor
+            (only its size is read).
+        processor (object): the loader's own processor (transformers), preprocess (open_clip, OpenAI ``clip``),
+            a :func:`captum_gradeclip.load` result, or its ``processing``.
+        mode (str, optional): ``"bilinear"`` or ``"nearest"``. Default: ``"bilinear"``.
+
+    Returns:
+        *Tensor* ``(..., H, W)`` float32, in the original image's coordinates.
+
+    Raises:
+        ValueError: for a processor whose geometry cannot be read (the message names it).
+
+    Examples::
+
+        >>> from PIL import Image
+        >>> photo = Image.new("RGB", (128, 96))  # landscape: the 64x64 crop drops a margin left and right
+        >>> heat = to_original(maps, photo, processor)
+        >>> tuple(heat.shape), bool(heat[0, 0, :, 0].isnan().all()), bool(heat[0, 0, :, 64].isnan().any())
+        ((1, 1, 96, 128), True, False)
+    """
+    from captum_gradeclip.adapters.processing import image_size
+
+    return _processing(processor).to_original(maps, image_size(image), mode)
+
+
+def seen_image(pixel_values: Tensor, processor: object) -> np.ndarray:
+    """The image as the model saw it: the processor's output un-normalised, ``(H, W, 3)`` in [0, 1].
+
+    Args:
+        pixel_values (Tensor): ``(1, C, H, W)`` or ``(C, H, W)`` pixels from the processor.
+        processor (object): as for :func:`to_original`, or a ``(mean, std)`` pair.
+
+    Returns:
+        *numpy.ndarray* ``(H, W, C)`` float32: resized and cropped as the model saw it.
+
+    Examples::
+
+        >>> seen_image(pixel_values, processor).shape
+        (64, 64, 3)
+    """
+    from captum_gradeclip.adapters.processing import HFProcessing
+
+    if isinstance(processor, tuple) and len(processor) == 2:  # (mean, std)
+        role = HFProcessing(None)
+        role.mean, role.std = tuple(processor[0]), tuple(processor[1])
+        return role.seen_image(pixel_values)
+    return _processing(processor).seen_image(pixel_values)
 
 
 def _image_array(image: object) -> np.ndarray:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters import Adapter, Classifier, ImageTower, Scorer, TextTower, get_adapter
+from captum_gradeclip.adapters.processing import ProcessingRole
 from captum_gradeclip.vocabulary import warn_unknown_words
 
 SCORES = ("cosine", "logit", "softmax")
@@ -155,8 +156,10 @@ class ImageTextSimilarity(SimilarityWrapper):
             instead of ``texts``.
         tokenizer, processor (optional): the loader's own tokenizer or processor,
             used for ``texts`` given as strings: a transformers tokenizer or
-            processor (called with ``padding=True``), or a callable that returns a
-            tensor of ids (``open_clip.get_tokenizer(name)``, ``clip.tokenize``).
+            processor, or a callable that returns a tensor of ids
+            (``open_clip.get_tokenizer(name)``, ``clip.tokenize``). The adapter's
+            processing role tokenises them as the model was trained (SigLIP: padded
+            to its context), so a text's ids never depend on the texts beside it.
         score (str, optional): ``"cosine"`` (default), ``"logit"`` (cosine times
             the model's logit scale, plus its logit bias for SigLIP) or
             ``"softmax"`` (over the M texts).
@@ -193,7 +196,7 @@ class ImageTextSimilarity(SimilarityWrapper):
         if text_embeds is None:
             self.adapter.require(TextTower, "ImageTextSimilarity with `texts`")
             context = self.adapter.text_context_length()
-            input_ids, attention_mask = _tokenized(texts, tokenizer, processor, "texts", context)
+            input_ids, attention_mask = _tokenized(texts, tokenizer, processor, "texts", context, self.adapter)
             device = _device_of(model)
             input_ids = input_ids.to(device)
             attention_mask = attention_mask.to(device) if attention_mask is not None else None
@@ -480,6 +483,7 @@ def _tokenized(
     processor: object | None,
     argument: str,
     context: int | None = None,
+    adapter: object = None,
 ) -> tuple[Tensor, Tensor | None]:
     if isinstance(texts, Mapping):
         if "input_ids" not in texts:
@@ -491,6 +495,13 @@ def _tokenized(
         raise ValueError(f"`{argument}` must be a non-empty list of non-empty strings")
     if tokenizer is None and processor is None:
         raise ValueError(f"`{argument}` given as strings needs `tokenizer` or `processor`")
+    if isinstance(adapter, ProcessingRole):  # the loader's own tokenising (SigLIP: padded to its context)
+        processing = adapter.processing(processor, tokenizer)
+        ids, mask = processing.tokenize(list(texts))
+        with contextlib.suppress(ValueError):  # a tokenizer without a vocabulary to count with cannot warn
+            _warn_cut(argument, [processing.count_tokens(t) for t in texts], context or ids.shape[1])
+        warn_unknown_words(texts, getattr(processing, "tokenizer", None), 4)
+        return ids, mask
     if tokenizer is not None and not hasattr(tokenizer, "pad_token_id"):
         ids = tokenizer(list(texts))  # type: ignore[operator]  # open_clip / OpenAI clip: a tensor of ids
         if not isinstance(ids, Tensor):

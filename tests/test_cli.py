@@ -173,7 +173,7 @@ def test_a_device_torch_does_not_know_is_one_line(device):
 
 def test_cuda_without_a_gpu_is_one_line_before_loading(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU, wherever this runs
-    monkeypatch.setattr("captum_gradeclip.cli.models._load_shapes", lambda *a: pytest.fail("loaded before the check"))
+    monkeypatch.setattr("captum_gradeclip.cli.models.load", lambda *a, **k: pytest.fail("loaded before the check"))
     with pytest.raises(CLIError, match=r"`--device cuda`: torch sees no CUDA GPU on this machine \(use --device cpu\)"):
         load_model("shapes", device="cuda")
 

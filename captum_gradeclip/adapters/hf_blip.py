@@ -45,6 +45,7 @@ from captum_gradeclip.adapters.base import (
     thread_owned,
 )
 from captum_gradeclip.adapters.hf_clip import HFVisionConfigGeometry
+from captum_gradeclip.adapters.hf_loader import HFLoader
 from captum_gradeclip.ops import projection
 
 
@@ -71,7 +72,7 @@ def fused_qkv_probe(
 
 
 class HFBlipRetrievalAdapter(
-    HFVisionConfigGeometry, Adapter, ImageTower, TextTower, Scorer, ResidualAccess, TokenProjection
+    HFVisionConfigGeometry, Adapter, ImageTower, TextTower, Scorer, ResidualAccess, TokenProjection, HFLoader
 ):
     """``transformers.BlipForImageTextRetrieval``, ITC cosine path (ViT image tower, BERT text tower)."""
 

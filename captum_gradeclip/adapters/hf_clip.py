@@ -24,6 +24,7 @@ from captum_gradeclip.adapters.base import (
     pair,
     text_config_id,
 )
+from captum_gradeclip.adapters.hf_loader import HFLoader
 from captum_gradeclip.ops import projection
 
 
@@ -49,7 +50,9 @@ class HFVisionConfigGeometry:
         return int(self.model.config.vision_config.num_channels)
 
 
-class HFCLIPAdapter(HFVisionConfigGeometry, Adapter, ImageTower, TextTower, Scorer, ResidualAccess, TokenProjection):
+class HFCLIPAdapter(
+    HFVisionConfigGeometry, Adapter, ImageTower, TextTower, Scorer, ResidualAccess, TokenProjection, HFLoader
+):
     """``transformers.CLIPModel`` (ViT image tower, causal text tower)."""
 
     loader_name = "transformers CLIPModel"

@@ -47,14 +47,20 @@ from captum_gradeclip.adapters.base import (
     text_config_id,
 )
 from captum_gradeclip.adapters.hf_clip import HFVisionConfigGeometry, _pooled
+from captum_gradeclip.adapters.hf_loader import HFLoader
 from captum_gradeclip.adapters.mha import check_supported, in_projections, mha_probe, out_projection
 from captum_gradeclip.ops import pooled_attention, projection
 
 
-class HFSiglipAdapter(HFVisionConfigGeometry, Adapter, ImageTower, TextTower, Scorer, ResidualAccess, TokenProjection):
+class HFSiglipAdapter(
+    HFVisionConfigGeometry, Adapter, ImageTower, TextTower, Scorer, ResidualAccess, TokenProjection, HFLoader
+):
     """``transformers.SiglipModel`` (ViT with a MAP pooling head, bidirectional text tower pooled at the end)."""
 
     loader_name = "transformers SiglipModel"
+    #: SigLIP pools at the last position and was trained on texts padded to the context: a text's ids, and so
+    #: its embedding, must not depend on the longest text beside it.
+    text_padding = "max_length"
     image_prefix_tokens = 0
     causal_text = False
 

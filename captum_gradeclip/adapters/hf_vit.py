@@ -30,6 +30,7 @@ from captum_gradeclip.adapters.base import (
     linear_probe,
     pair,
 )
+from captum_gradeclip.adapters.hf_loader import HFLoader
 from captum_gradeclip.ops import projection
 
 
@@ -47,7 +48,7 @@ def _layers(vit: nn.Module) -> nn.ModuleList:
     return layers if layers is not None else vit.encoder.layer
 
 
-class HFViTClassifierAdapter(Adapter, ImageTower, Classifier):
+class HFViTClassifierAdapter(Adapter, ImageTower, Classifier, HFLoader):
     """``transformers.ViTForImageClassification``: image only (no text tower), scored by class logits."""
 
     loader_name = "transformers ViTForImageClassification (with cg.ImageClassification)"

@@ -20,18 +20,55 @@ text towers with an appended class token (CoCa) or from Hugging Face.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters.base import pair
 from captum_gradeclip.adapters.mha import check_supported
 from captum_gradeclip.adapters.openai_clip import OpenAICLIPAdapter
+from captum_gradeclip.adapters.processing import LoadError, first_line
 
 
 class OpenCLIPAdapter(OpenAICLIPAdapter):
     """open_clip ``CLIP`` / ``CustomTextCLIP`` with a ViT or ModifiedResNet image tower."""
 
     loader_name = "open_clip (CLIP or CustomTextCLIP, ViT or ResNet)"
+    spec_prefixes = ("open_clip", "openclip")
+
+    def _default_tokenizer(self) -> tuple[object, object]:
+        raise ValueError(
+            "open_clip texts need the model's tokenizer: pass open_clip.get_tokenizer(ARCH) as `tokenizer`"
+        )
+
+    @classmethod
+    def load_spec(cls, name: str, spec: str, *, allow_missing_weights: bool = False) -> tuple[nn.Module, object]:
+        """``open_clip:ARCH[:PRETRAINED]``: ``open_clip.create_model_and_transforms`` and its eval preprocess.
+
+        Returns:
+            *(nn.Module, (preprocess, tokenizer))*: the model, its eval transform and ``get_tokenizer(ARCH)``.
+        """
+        from captum_gradeclip.adapters.hf_loader import HUB_HINT, hub_reachable
+
+        try:
+            import open_clip
+        except ImportError:
+            raise LoadError(f"{spec}: open_clip is not installed; pip install 'captum-gradeclip[openclip]'") from None
+        arch, _, pretrained = name.partition(":")
+        if arch not in open_clip.list_models():
+            raise LoadError(f"{spec}: unknown open_clip architecture {arch!r} (see open_clip.list_models())")
+        if pretrained and not Path(pretrained).is_file() and not hub_reachable():
+            raise LoadError(f"{spec}: the model hub is unreachable, so the {pretrained!r} weights cannot be "
+                            f"downloaded; {HUB_HINT} (open_clip:ARCH:/path/to/weights)")  # fmt: skip
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained or None)
+            tokenizer = open_clip.get_tokenizer(arch)
+        except (OSError, RuntimeError, ValueError) as error:
+            raise LoadError(f"{spec}: cannot load ({first_line(error)}); {HUB_HINT}") from None
+        if not hasattr(tokenizer, "decoder") or not hasattr(tokenizer, "encode"):
+            raise LoadError(f"{spec}: its tokenizer ({type(tokenizer).__name__}) is not a CLIP BPE tokenizer")
+        return model.eval(), (preprocess, tokenizer)
 
     @classmethod
     def matches(cls, model: object) -> bool:

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,16 +50,69 @@ from captum_gradeclip.adapters.base import (
     pair,
 )
 from captum_gradeclip.adapters.mha import check_supported, in_projections, mha_probe, out_projection
+from captum_gradeclip.adapters.processing import (
+    BPEProcessing,
+    HFProcessing,
+    LoadError,
+    Processing,
+    ProcessingRole,
+    first_line,
+    hf_like,
+)
 from captum_gradeclip.ops import pooled_attention, projection
 
 #: Total stride of ``ModifiedResNet``: a stride-2 stem conv, a 2x2 average pool and three stride-2 stages.
 RESNET_STRIDE = 32
 
 
-class OpenAICLIPAdapter(Adapter, ImageTower, TextTower, Scorer, ResidualAccess, TokenProjection):
+class OpenAICLIPAdapter(Adapter, ImageTower, TextTower, Scorer, ResidualAccess, TokenProjection, ProcessingRole):
     """OpenAI ``clip`` models: ``clip.model.CLIP`` with a ViT or ModifiedResNet image tower."""
 
     loader_name = "OpenAI clip (clip.model.CLIP, ViT or ResNet)"
+    spec_prefixes: tuple[str, ...] = ("openai",)
+
+    # -- processing -----------------------------------------------------------------------------
+    def processing(self, processor: Any, tokenizer: Any = None) -> Processing:
+        """``clip.load``'s preprocess and ``clip.tokenize`` (every text padded to the 77-token context).
+
+        A processor called like a transformers one (the ResNet ShapesCLIP's) is used as such.
+        """
+        context = self.text_context_length()
+        if hf_like(processor) or hf_like(tokenizer):  # causal towers: padding never reaches the pooled token
+            return HFProcessing(processor, "longest", context, tokenizer)
+        if tokenizer is None:
+            tokenizer, bpe = self._default_tokenizer()
+        else:
+            bpe = tokenizer if hasattr(tokenizer, "decoder") else None
+        return BPEProcessing(processor, tokenizer, bpe, context)
+
+    def _default_tokenizer(self) -> tuple[Any, Any]:
+        from clip import tokenize
+        from clip.clip import _tokenizer
+
+        return tokenize, _tokenizer
+
+    @classmethod
+    def load_spec(cls, name: str, spec: str, *, allow_missing_weights: bool = False) -> tuple[nn.Module, object]:
+        """``openai:NAME``: ``clip.load(NAME)`` (a name of ``clip.available_models()`` or a ``.pt`` path)."""
+        from captum_gradeclip.adapters.hf_loader import HUB_HINT, hub_reachable
+
+        try:
+            import clip
+        except ImportError as error:
+            raise LoadError(f"{spec}: OpenAI clip cannot be imported ({first_line(error)}); "
+                            "pip install 'captum-gradeclip[openai]'") from None  # fmt: skip
+        if not Path(name).is_file() and name not in clip.available_models():
+            raise LoadError(f"{spec}: unknown OpenAI CLIP model {name!r}; one of {clip.available_models()} or a path")
+        try:  # a cached download loads offline
+            model, preprocess = clip.load(name, device="cpu", jit=False)
+        except (OSError, RuntimeError) as error:
+            if not Path(name).is_file() and not hub_reachable("openaipublic.azureedge.net"):
+                raise LoadError(f"{spec}: the OpenAI download server is unreachable and {name!r} is not cached; "
+                                f"{HUB_HINT} (openai:/path/to/model.pt)") from None  # fmt: skip
+            raise LoadError(f"{spec}: cannot load ({first_line(error)}); {HUB_HINT}") from None
+        return model.float().eval(), preprocess
+
     low_precision_advice = "OpenAI clip keeps its LayerNorms in float32: clip.model.convert_weights(model) for float16"
 
     def __init__(self, model: nn.Module) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from captum_gradeclip.adapters import get_adapter
+from captum_gradeclip.adapters.processing import HFProcessing, Processing, ProcessingRole
 from captum_gradeclip.attr import GradECLIP
 from captum_gradeclip.vocabulary import words as merge_words
 from captum_gradeclip.wrappers import TextImageSimilarity
@@ -105,19 +107,19 @@ def word_importances(
         images = processor(images=list(images), return_tensors="pt")["pixel_values"]  # type: ignore[operator]
     if len(images) != len(captions):
         raise ValueError(f"`images` and `captions` must pair up; got {len(images)} images and {len(captions)} captions")
-    tokenizer = getattr(processor, "tokenizer", processor)
+    processing = _processing(model, processor)
     device = next(model.parameters()).device
     records: list[list[tuple[str, float]]] = []
     for start in range(0, len(captions), batch_size):
         chunk = list(captions[start : start + batch_size])
-        batch = tokenizer(chunk, padding=True, return_tensors="pt")  # type: ignore[operator]
-        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        ids, mask = processing.tokenize(chunk)  # the loader's own tokenising (SigLIP: padded to its context)
+        ids, mask = ids.to(device), mask.to(device)
         sim = TextImageSimilarity(model, images=images[start : start + batch_size].to(device))
         scores = GradECLIP(sim, mode=mode).attribute(
             ids, target=list(range(len(chunk))), additional_forward_args=(mask,)
         )
         for row, row_ids in zip(scores.cpu(), ids.cpu(), strict=True):
-            merged = merge_words(tokenizer.convert_ids_to_tokens(row_ids.tolist()), row)  # type: ignore[attr-defined]
+            merged = merge_words(processing.tokens(row_ids), row)
             denom = 1.0
             if normalize == "sum":
                 denom = sum(v for _, v in merged)
@@ -126,6 +128,14 @@ def word_importances(
             denom = denom if denom > 0 else 1.0
             records.append([(w, v / denom) for w, v in merged])
     return records
+
+
+def _processing(model: nn.Module, processor: object) -> Processing:
+    """The model's adapter's processing role with ``processor``; a plain transformers processor otherwise."""
+    adapter = get_adapter(model)
+    if isinstance(adapter, ProcessingRole):
+        return adapter.processing(processor)
+    return HFProcessing(processor)
 
 
 def _stats(values: list[float]) -> dict[str, float]:

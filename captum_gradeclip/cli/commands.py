@@ -19,6 +19,10 @@ MODEL_SPECS = "shapes | hf:NAME_OR_PATH | open_clip:ARCH[:PRETRAINED] | openai:N
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 #: ``explain-dataset --max-pixels``: larger images become error rows (:mod:`captum_gradeclip.images` uses it too).
 DEFAULT_MAX_PIXELS = 100_000_000
+ALLOW_MISSING_HELP = (
+    "accept an hf: checkpoint whose weights do not match its model (missing or unexpected layers); "
+    "without it such a checkpoint is an error that names them"
+)
 MODEL_HELP = (
     f"the model: {MODEL_SPECS}. shapes (the default) is ShapesCLIP, a small CLIP that ships with the package and "
     "runs offline, but knows only its world of coloured shapes (6 colours, 4 shapes); shapes:resnet is its ResNet "
@@ -121,6 +125,7 @@ def explain_parser() -> ArgumentParser:
     parser.add_argument("image", type=Path, help="the image file (PNG, JPEG, ...)")
     parser.add_argument("texts", nargs="+", metavar="TEXT", help="one or more texts to explain the image against")
     parser.add_argument("--model", default="shapes", help=MODEL_HELP)
+    parser.add_argument("--allow-missing-weights", action="store_true", help=ALLOW_MISSING_HELP)
     parser.add_argument("--method", metavar="NAME", help=METHOD_HELP)
     parser.add_argument("--mode", choices=["native", "paper"], default="native", help=MODE_HELP)
     parser.add_argument(
@@ -147,6 +152,7 @@ def explain_dataset_parser() -> ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="the result store's folder (created, or resumed)")
     parser.add_argument("--model", default="shapes", help=MODEL_HELP)
+    parser.add_argument("--allow-missing-weights", action="store_true", help=ALLOW_MISSING_HELP)
     parser.add_argument("--method", metavar="NAME", help=METHOD_HELP)
     parser.add_argument("--mode", default="native", choices=["native", "paper"], help=MODE_HELP)
     parser.add_argument(

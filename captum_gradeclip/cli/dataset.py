@@ -501,7 +501,9 @@ def main(argv: list[str] | None = None) -> None:
         if rank == 0:
             manifest = _manifest(items, args.chunk_size, config)
             check_out(args.out, manifest, args.fresh, items, args.images)  # before any computing
-        loaded = load_model(args.model, args.dtype, device)  # a CLIError: one line and exit code 2 in cli.main
+        loaded = load_model(
+            args.model, args.dtype, device, allow_missing_weights=args.allow_missing_weights
+        )  # a CLIError: one line and exit code 2 in cli.main
         classes = sorted({i.label for i in items if i.label}) if labels else None
         explainer = DatasetExplainer(
             loaded, args.images, args.mode, args.batch_size, classes, args.templates, args.max_pixels, method

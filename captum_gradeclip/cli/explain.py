@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     method = pick_method(args.method, args.mode)
     image = read_image(args.image)
     check_output_directory(args.out)  # before the computing
-    loaded = load_model(args.model, args.dtype, args.device)
+    loaded = load_model(args.model, args.dtype, args.device, allow_missing_weights=args.allow_missing_weights)
     for j, text in enumerate(texts):
         n_tokens = loaded.count_tokens(text)
         if loaded.max_tokens is not None and n_tokens > loaded.max_tokens:

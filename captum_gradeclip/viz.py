@@ -14,10 +14,11 @@ import html
 import io
 import re
 import textwrap
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from PIL import Image
 from torch import Tensor
 
 from captum_gradeclip._compat import _get_color
+
+if TYPE_CHECKING:  # pragma: no cover
+    from captum_gradeclip.adapters.geometry import Geometry
 from captum_gradeclip.adapters.processing import Processing
 
 WordScores = Sequence[tuple[str, float]]
@@ -251,14 +255,24 @@ def _show_image(fig: Figure, axis: object, picture: np.ndarray, title: str) -> N
 
 def _overlay(fig: Figure, axis: object, picture: np.ndarray, heat: Tensor, title: str, top: float, label: str) -> None:
     """The image in its own colours under the map, which is scaled to ``top`` (0 shows the image alone), with a
-    colour bar in the map's own values, labelled ``label``."""
-    attr = np.clip(to_hwc(heat, size=picture.shape[:2])[..., 0], 0, None)
+    colour bar in the map's own values, labelled ``label``. A map already at the image's size is drawn as it is,
+    its NaN (what the model never saw) greyed; a grid is upsampled to the image."""
+    if tuple(heat.shape[-2:]) == picture.shape[:2]:
+        attr = heat.detach().float().cpu().numpy()
+    else:
+        attr = to_hwc(heat, size=picture.shape[:2])[..., 0]
+    unseen = np.isnan(attr)
+    attr = np.clip(np.nan_to_num(attr, nan=0.0), 0, None)
     relative = np.clip(attr / top, 0, 1) if top > 0 else np.zeros_like(attr)
     _show_image(fig, axis, picture, title)
     shown = axis.imshow(  # type: ignore[attr-defined]
         relative * top, cmap=CMAP, vmin=0.0, vmax=top if top > 0 else 1.0, alpha=ALPHA * relative,
         interpolation="bilinear",
     )  # fmt: skip
+    if unseen.any():  # the processor's crop cut these away: grey them
+        grey = np.zeros((*unseen.shape, 4), dtype=np.float32)
+        grey[unseen] = UNSEEN
+        axis.imshow(grey, interpolation="nearest")  # type: ignore[attr-defined]
     ticks = [0.0, top / 2, top] if top > 0 else [0.0]
     bar = fig.colorbar(shown, ax=axis, fraction=0.046, pad=0.03, ticks=ticks, format="%.2g")
     bar.solids.set_alpha(1.0)  # type: ignore[union-attr]
@@ -266,8 +280,36 @@ def _overlay(fig: Figure, axis: object, picture: np.ndarray, heat: Tensor, title
     bar.set_label(label if top > 0 else "map is 0 everywhere", fontsize=8)
 
 
+#: The RGBA drawn over the part of the original image that the model never saw.
+UNSEEN = (0.5, 0.5, 0.5, 0.7)
+
+
 #: ``scale`` choices of :func:`explanation_figure`.
 SCALES = ("shared", "each")
+
+
+def _geometry_note(geometry: Geometry) -> str | None:
+    """A line on what the processor did to the image, or None when the model saw it as it is."""
+    original, resized, size = geometry.original, geometry.resized, geometry.input
+    seen = geometry.seen()
+    parts = []
+    if resized != original or size != original:
+        parts.append(f"the model saw this {original[1]}x{original[0]} image as {size[1]}x{size[0]} pixels")
+    if not bool(seen.all()):
+        parts.append(f"grey: the {100 * (1 - float(seen.float().mean())):.0f}% the processor cut away, unseen")
+    return "\n".join(parts) or None
+
+
+def _warn_if_stretched(image: tuple[int, ...], grid: tuple[int, ...]) -> None:
+    """Warns when a map's grid and the image have different shapes (more than 2% apart)."""
+    image_ratio, grid_ratio = image[1] / image[0], grid[1] / grid[0]
+    if abs(image_ratio / grid_ratio - 1) > 0.02:
+        warnings.warn(
+            f"the image is {image[1]}x{image[0]} but the maps' grid is {grid[1]}x{grid[0]}: the maps are stretched "
+            "over it, and part of it may never have been seen by the model (a centre crop); pass processor= to "
+            "place them where the model looked, or draw the image the model saw (cg.seen_image)",
+            stacklevel=3,
+        )
 
 
 def explanation_figure(
@@ -280,6 +322,7 @@ def explanation_figure(
     score_names: str | Sequence[str] = "score",
     scale: str = "shared",
     explained: str | None = None,
+    processor: object = None,
 ) -> Figure:
     """One figure: the image, then for each text its heat map over the image and its words coloured by importance.
 
@@ -307,6 +350,13 @@ def explanation_figure(
             (each map to its own maximum). Default: ``"shared"``.
         explained (str, optional): which score the maps explain, written under the title, e.g.
             ``"softmax: each text's probability among the 3 texts"``. Default: not written.
+        processor (object, optional): the loader's processor (or preprocess, or a :func:`captum_gradeclip.load`
+            result). With it, ``image`` is the user's original image, as given to the processor: the maps are
+            placed where the model looked (:func:`to_original`), the part the processor cut away is greyed, and
+            a note under the figure says how the processor resized or cropped it. Without it, ``image`` must be
+            the image as the model saw it (:func:`seen_image`); an image whose shape does not match the maps'
+            grid gets a warning, as its maps would be stretched over pixels the model may never have seen.
+            Default: None.
 
     Returns:
         *matplotlib.figure.Figure* (not attached to pyplot; save it with ``fig.savefig``).
@@ -321,6 +371,15 @@ def explanation_figure(
         raise ValueError("`texts` must be a non-empty list of strings")
     picture = _image_array(image)
     maps = _maps(image_maps, len(texts))
+    note = None
+    if processor is not None:
+        from captum_gradeclip.adapters.processing import image_size
+
+        geometry = _processing(processor).geometry(image_size(image))
+        maps = list(geometry.to_original(torch.stack([m.float() for m in maps])))
+        note = _geometry_note(geometry)
+    elif maps:
+        _warn_if_stretched(picture.shape[:2], tuple(maps[0].shape[-2:]))
     words = _word_scores(texts, token_scores)
     values = None
     if scores is not None:
@@ -332,14 +391,14 @@ def explanation_figure(
         raise ValueError(f"`score_names` must be one name or one per text ({len(texts)}); got {len(names)}")
     if scale not in SCALES:
         raise ValueError(f"`scale` must be one of {', '.join(map(repr, SCALES))}; got {scale!r}")
-    tops = [float(heat.detach().float().clamp(min=0).max()) for heat in maps]
+    tops = [float(heat.detach().float().nan_to_num(0.0).clamp(min=0).max()) for heat in maps]
     if scale == "shared":  # one scale per explained score: maps of different scores are in different units
         tops = [max(t for t, n in zip(tops, names, strict=True) if n == name) for name in names]
 
     captions = [textwrap.fill(text, WRAP) for text in texts]
     lines = max(c.count("\n") + 1 for c in captions)
     columns = len(texts) + 1
-    heading = "\n".join(filter(None, [title, explained and f"the maps explain {explained}"]))
+    heading = "\n".join(filter(None, [title, explained and f"the maps explain {explained}", note]))
     top_space = 0.18 * (lines + 1) + 0.35 * (heading.count("\n") + 1 if heading else 0)
     height = 2.6 + top_space + 0.8
     fig = Figure(figsize=(2.9 * columns, height))

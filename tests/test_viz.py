@@ -259,3 +259,40 @@ def test_chromium_shows_the_figures_of_the_report(tmp_path):
         assert region.std() > 20, "non-blank where the image is"
         corners.append(corner)
     assert corners[1][0] > corners[0][0], "the figures are shown in order, one below the other"
+
+
+def _photo_16_9() -> Image.Image:
+    rng = np.random.default_rng(1)
+    return Image.fromarray((rng.uniform(0.3, 0.7, (54, 96, 3)) * 255).astype(np.uint8))  # W 96 x H 54
+
+
+def test_with_the_processor_the_maps_sit_where_the_model_looked_and_the_cut_margins_are_grey():
+    from transformers import CLIPImageProcessor
+
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    photo = _photo_16_9()
+    cell = torch.zeros(1, 4, 4)
+    cell[0, 0, 0] = 1.0  # the top-left cell of the model's 32x32 centre crop
+    fig = explanation_figure(photo, ["x"], cell, processor=processor)
+    overlay = next(ax for ax in fig.axes if len(ax.images) == 3)  # the photo, the heat, the grey
+    heat, grey = overlay.images[1].get_array(), overlay.images[2].get_array()
+    assert heat.shape == grey.shape[:2] == (54, 96), "drawn on the whole original photo"
+    unseen = grey[..., 3] > 0
+    crop = 32 * 54 / 32  # the crop is 32 of the resized 57x32 image: 54 original pixels wide, centred
+    left = (96 - crop) / 2
+    assert unseen[:, : int(left) - 1].all() and unseen[:, int(left + crop) + 1 :].all(), "left and right margins"
+    assert not unseen[:, int(left) + 1 : int(left + crop) - 1].any() and not unseen[:, 48].any()
+    y, x = np.unravel_index(np.argmax(np.ma.filled(heat, 0)), heat.shape)
+    assert y < 54 / 4 and left <= x < left + crop / 4, (y, x, left)  # in the crop's top-left cell, not at x = 0
+    assert "the model saw this 96x54 image as 32x32 pixels" in fig._suptitle.get_text()
+    assert "grey: the 44% the processor cut away, unseen" in fig._suptitle.get_text()
+
+
+def test_a_photo_whose_shape_differs_from_the_grid_warns_without_the_processor():
+    with pytest.warns(UserWarning, match=r"the image is 96x54 but the maps' grid is 4x4: the maps are stretched"):
+        explanation_figure(_photo_16_9(), ["x"], torch.zeros(1, 4, 4))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        explanation_figure(_image(), ["x"], torch.zeros(1, 4, 4))  # square on square: drawn as it is

@@ -139,7 +139,7 @@ def test_shapes_clip_and_readme_training_facts_show_training_json():
         [quality["zero_shot_top1"], quality["pair_recall_at_5"], quality["pair_top2_both_present"]],
         "README.md",
     )
-    _check(readme, r"It took # minutes on this machine", [vit["train_minutes"]], "README.md")
+    _check(readme, r"It took # minutes on 2 CPU cores", [vit["train_minutes"]], "README.md")
     _check(
         readme, r"\(# steps, # minutes on one thread", [resnet["config"]["steps"], resnet["train_minutes"]], "README.md"
     )

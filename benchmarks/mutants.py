@@ -198,7 +198,7 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "grad-at-row-0",
-        "attr/_base.py",
+        "attr/base.py",
         "per_target.append([g[rows, ctx.query_index] for g in grads])",
         "per_target.append([g[rows, 0] for g in grads])",
         T_ATTR,
@@ -206,7 +206,7 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "output-mask-dropped",
-        "attr/_base.py",
+        "attr/base.py",
         "return maps * ctx.output_mask[:, None, :].to(maps.dtype)",
         "return maps",
         T_ATTR,
@@ -231,7 +231,7 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "fast-jacobian-flip",
-        "attr/_base.py",
+        "attr/base.py",
         'weights = torch.einsum("enk,enc->knc", grad_embeds, d_embed)',
         'weights = torch.einsum("enk,enc->knc", grad_embeds.flip(2), d_embed)',
         T_ATTR,

@@ -38,8 +38,9 @@ from transformers.utils import logging as hf_logging
 import captum_gradeclip as cg
 from benchmarks._pages import without_options, write_section
 from captum_gradeclip.finetune import RegionPhraseFinetuner, region_zero_shot
-from captum_gradeclip.zoo import quality, shapes
-from captum_gradeclip.zoo import train_shapes as ts
+from captum_gradeclip.zoo import shapes
+from tools import shapes_quality as quality
+from tools import train_shapes as ts
 
 EVAL_SEED = 3_000_000  # held out: training draws from one seeded stream, quality.py from 1e6 and 2e6
 # the global-keeping settings, chosen by measurement (docs/finetune.md, and the --variants table there)

@@ -1,9 +1,9 @@
 """Mutation check: plant known bugs, one at a time, and see whether the tests catch them.
 
-    python -m benchmarks.mutants                       # every mutant (a few minutes on two cores)
-    python -m benchmarks.mutants --list                # what each mutant changes, and its tests
-    python -m benchmarks.mutants m2ib-minimise rise-*  # some of them (names or shell patterns)
-    python -m benchmarks.mutants --write docs/mutants.md   # a rerun of some mutants updates their rows only
+    python -m tools.mutants                       # every mutant (a few minutes on two cores)
+    python -m tools.mutants --list                # what each mutant changes, and its tests
+    python -m tools.mutants m2ib-minimise rise-*  # some of them (names or shell patterns)
+    python -m tools.mutants --write docs/mutants.md   # a rerun of some mutants updates their rows only
 
 Each mutant is one small textual replacement in one source file (the text to replace must occur exactly once),
 made in a temporary copy of the repository, never in the tree itself. The copy is made once; for each mutant the
@@ -566,12 +566,12 @@ def table(results: list[Result], previous: str = "") -> str:
 
 PAGE_INTRO = """# Mutation check
 
-Written by `python -m benchmarks.mutants --write docs/mutants.md`. Each row is one bug planted in a temporary copy
+Written by `python -m tools.mutants --write docs/mutants.md`. Each row is one bug planted in a temporary copy
 of the repository (one textual replacement in one source file of `captum_gradeclip/`); the named tests then run
 there with `pytest -x`. *Caught* means a test failed, and *by* names the first one. The list holds the seven bugs
 that issue 21 found the tests letting through (`pointing-yx-swap`, `infidelity-plus`, the three `rise-*`,
 `text-mask-ignored`, `m2ib-minimise`, `m2ib-column-0`) and a representative set in Grad-ECLIP, its fast path, the
-wrappers, the metrics and the baselines. `python -m benchmarks.mutants --list` shows every replacement. The time is
+wrappers, the metrics and the baselines. `python -m tools.mutants --list` shows every replacement. The time is
 the wall-clock time of the mutant's test run, pytest's start-up included, on a 2-core machine shared with other jobs.
 
 """

@@ -152,8 +152,9 @@ def declared(cls: type[SimilarityAttribution]) -> list[Method]:
     if "method_name" not in vars(cls) or not cls.method_name:
         return []
     variants = cls.variants or {cls.method_name: {}}
-    return [
-        Method(
+    made = []
+    for name, fixed in variants.items():
+        method = Method(
             name,
             cls,
             MappingProxyType(dict(fixed)),
@@ -161,8 +162,12 @@ def declared(cls: type[SimilarityAttribution]) -> list[Method]:
             bool(cls.needs_self_attention),
             float(cls.listing_order),
         )
-        for name, fixed in variants.items()
-    ]
+        made.append(_MADE.setdefault((cls, name), method) if _MADE.get((cls, name)) in (None, method) else method)
+    return made
+
+
+#: The :class:`Method` made for each (class, name), so that reading the registry twice gives the same objects.
+_MADE: dict[tuple[type, str], Method] = {}
 
 
 def _discover() -> list[Method]:

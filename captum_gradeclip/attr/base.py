@@ -239,6 +239,12 @@ class SimilarityAttribution(Attribution, ABC):
     #: The method reads token-to-token attention, which an attention pool (OpenAI/open_clip ResNets, SigLIP's
     #: head) does not have: :meth:`_probe` refuses such a block, and listings for such towers leave it out.
     needs_self_attention: ClassVar[bool] = False
+    #: The method reads the residual stream through the adapter's ``probe_layer`` and ``project_tokens`` roles
+    #: (:func:`~captum_gradeclip.adapters.dense.capability` names the loader that lacks them).
+    needs_residual_access: ClassVar[bool] = False
+    #: What the docs' tables say of the method where its requirements do not say it (keys: ``"vit"``, ``"resnet"``,
+    #: ``"siglip"``, ``"text"``: a loader's row in docs/models.md; ``"pool"``: README's attention-pool column).
+    loader_notes: ClassVar[Mapping[str, str]] = MappingProxyType({})
 
     def __new__(cls, *args: Any, **kwargs: Any) -> SimilarityAttribution:
         # every method's constructor: an unknown option is a TypeError listing the valid ones (Python's own

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from captum_gradeclip.adapters.dense import capability
 from captum_gradeclip.attr.base import SimilarityAttribution
 from captum_gradeclip.baselines._common import (
-    capability,
     gather_columns,
     keep,
 )
@@ -85,6 +85,7 @@ class CLIPSurgery(SimilarityAttribution):
 
     method_name = "CLIP Surgery"
     listing_order = 7
+    needs_residual_access = True
 
     modalities = ("image",)
 

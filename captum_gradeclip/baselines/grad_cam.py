@@ -39,6 +39,7 @@ class TokenGradCAM(SimilarityAttribution, GradientAttribution):
 
     method_name = "Grad-CAM"
     listing_order = 5
+    needs_residual_access = True
 
     def __init__(
         self, forward_func: SimilarityWrapper, layer: nn.Module | None = None, *, relu_attributions: bool = True

@@ -56,6 +56,7 @@ class M2IB(SimilarityAttribution, GradientAttribution):
 
     method_name = "M2IB"
     listing_order = 9
+    needs_residual_access = True
     quick_options = MappingProxyType({"steps": 2})
 
     def __init__(

@@ -29,6 +29,7 @@ class MaskCLIP(SimilarityAttribution):
 
     method_name = "MaskCLIP"
     listing_order = 6
+    needs_residual_access = True
 
     modalities = ("image",)
 

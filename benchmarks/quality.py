@@ -52,6 +52,7 @@ import captum_gradeclip as cg
 from benchmarks._pages import without_options, write_section
 from captum_gradeclip import methods as registry
 from captum_gradeclip import metrics
+from captum_gradeclip.baselines.captum_methods import CAPTUM_SETTINGS
 
 hf_logging.set_verbosity_error()
 
@@ -390,6 +391,10 @@ def run(
         print(f"  {name} (text): " + ", ".join(f"{k}={v:.3f}" for k, v in curves.items()), file=sys.stderr)
         if checkpoint is not None:
             checkpoint(results)
+    for method in registry.available("image"):  # an image-only method is n/a on the text side, with its reason
+        if "text" not in method.modalities and (not chosen or method.name in chosen):
+            reason = getattr(method.cls, "why_not_text", "it explains images only")
+            results.setdefault(method.name, {}).setdefault(NOT_APPLICABLE, {})["text"] = reason
     order = [*image_methods(args), *text_methods(args)]  # the table's order, also after a resumed run
     return {m: results[m] for m in sorted(results, key=lambda m: order.index(m) if m in order else len(order))}
 
@@ -558,7 +563,7 @@ def not_applicable(results: dict[str, dict]) -> list[str]:
         for method, row in results.items()
         for side, reason in row.get(NOT_APPLICABLE, {}).items()
     ]
-    return ["Not applicable to this model (n/a in the table):", "", *lines, ""] if lines else []
+    return ["Not applicable (n/a in the table):", "", *lines, ""] if lines else []
 
 
 def section(
@@ -604,6 +609,8 @@ def markdown(
         "over that of a no-grad forward pass of the same batch.",
         "",
     ]
+    if any(m.startswith("captum:") for per_method in results.values() for m in per_method):
+        lines += [CAPTUM_SETTINGS, ""]
     for score, per_method in results.items():
         if score.startswith(STUDY):
             continue

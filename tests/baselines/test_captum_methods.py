@@ -69,6 +69,15 @@ def test_feature_mask_gives_each_patch_its_own_group():
     assert (mask[0, :, 8:16, 16:24] == 6).all() and torch.equal(mask[0, 0], mask[0, 2])
 
 
+def _occlusion(s, x, t):
+    return Occlusion(s).attribute(x, target=t, sliding_window_shapes=(3, 8, 8), strides=(3, 8, 8))
+
+
+def _feature_ablation(s, x, t):
+    groups = torch.arange(16).reshape(4, 4).repeat_interleave(8, 0).repeat_interleave(8, 1)  # one id per 8x8 patch
+    return FeatureAblation(s).attribute(x, target=t, feature_mask=groups)
+
+
 @pytest.mark.parametrize(
     ("ours", "direct"),
     [
@@ -76,13 +85,8 @@ def test_feature_mask_gives_each_patch_its_own_group():
             lambda s: CaptumIntegratedGradients(s, n_steps=8),
             lambda s, x, t: IntegratedGradients(s).attribute(x, target=t, n_steps=8),
         ),
-        (CaptumOcclusion, lambda s, x, t: Occlusion(s).attribute(x, target=t, sliding_window_shapes=(3, 8, 8), strides=(3, 8, 8))),  # fmt: skip
-        (
-            CaptumFeatureAblation,
-            lambda s, x, t: FeatureAblation(s).attribute(
-                x, target=t, feature_mask=(torch.arange(16).reshape(4, 4).repeat_interleave(8, 0).repeat_interleave(8, 1))
-            ),
-        ),
+        (CaptumOcclusion, _occlusion),
+        (CaptumFeatureAblation, _feature_ablation),
         (CaptumSaliency, lambda s, x, t: Saliency(s).attribute(x.clone().requires_grad_(), target=t)),
         (CaptumInputXGradient, lambda s, x, t: InputXGradient(s).attribute(x.clone().requires_grad_(), target=t)),
     ],

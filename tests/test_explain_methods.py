@@ -77,7 +77,10 @@ def test_the_static_help_names_every_registered_method():
     for method in methods.available():
         assert method.name.split(" (")[0] in METHOD_HELP, method.name
     image_only = [m.name for m in methods.available("image") if "text" not in m.modalities]
-    assert image_only == ["MaskCLIP", "CLIP Surgery", "RISE"], "METHOD_HELP names these as image-only"
+    assert image_only == [
+        "MaskCLIP", "CLIP Surgery", "RISE", "captum:Saliency", "captum:InputXGradient", "captum:LayerGradCam",
+        "captum:Occlusion", "captum:FeatureAblation",
+    ], "METHOD_HELP names these as image-only"  # fmt: skip
 
 
 def test_game_through_the_cli_equals_game_computed_directly(scene_file):

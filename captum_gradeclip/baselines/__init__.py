@@ -13,8 +13,19 @@ for an :class:`ImageTextSimilarity` and ``(N, L)`` token scores for a
 - :class:`CLIPSurgery` (image): the v-v path and feature surgery, one forward.
 - :class:`RISE` (image): ``n_masks`` masked forwards, batched.
 - :class:`M2IB` (image, text): ``steps`` forward-backward passes per target.
+- Captum's own methods (:mod:`~captum_gradeclip.baselines.captum_methods`), pooled to the patch grid:
+  :class:`CaptumIntegratedGradients` (image, text), :class:`CaptumOcclusion`, :class:`CaptumFeatureAblation`,
+  :class:`CaptumSaliency`, :class:`CaptumInputXGradient`, :class:`CaptumLayerGradCam` (image).
 """
 
+from captum_gradeclip.baselines.captum_methods import (
+    CaptumFeatureAblation,
+    CaptumInputXGradient,
+    CaptumIntegratedGradients,
+    CaptumLayerGradCam,
+    CaptumOcclusion,
+    CaptumSaliency,
+)
 from captum_gradeclip.baselines.clip_surgery import CLIPSurgery
 from captum_gradeclip.baselines.game import GAME
 from captum_gradeclip.baselines.grad_cam import TokenGradCAM
@@ -25,3 +36,11 @@ from captum_gradeclip.baselines.rise import RISE
 from captum_gradeclip.baselines.rollout import AttentionRollout
 
 __all__ = ["GAME", "M2IB", "RISE", "AttentionRollout", "CLIPSurgery", "MaskCLIP", "RawAttention", "TokenGradCAM"]
+__all__ += [  # Captum's own methods
+    "CaptumFeatureAblation",
+    "CaptumInputXGradient",
+    "CaptumIntegratedGradients",
+    "CaptumLayerGradCam",
+    "CaptumOcclusion",
+    "CaptumSaliency",
+]

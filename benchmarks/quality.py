@@ -19,9 +19,13 @@ side) and of each text with its own image, against the data set's images (text s
 - text deletion and insertion AUCs over the words (SOS and EOS never touched);
 - time per explanation relative to one no-grad forward pass of the same batch.
 
-A random map and a centred Gaussian are controls; every method should beat the random map, and the
-table says where one does not. A method that does not apply to the model (it raises a TypeError, e.g.
-rollout on the ResNet's attention pool) is ``n/a`` in the table, with the reason below it.
+The methods are the registry's (:mod:`captum_gradeclip.methods`): Grad-ECLIP, the baselines, and Captum's own
+attribution classes (``captum:IntegratedGradients``, ``captum:Occlusion``, ``captum:FeatureAblation``,
+``captum:Saliency``, ``captum:InputXGradient``, ``captum:LayerGradCam``, from
+:mod:`captum_gradeclip.baselines.captum_methods`), whose settings the page states. A random map and a centred
+Gaussian are controls; every method should beat the random map, and the table says where one does not. A method
+that does not apply to the model (it raises a TypeError, e.g. rollout on the ResNet's attention pool) is ``n/a``
+in the table, with the reason below it; so is an image-only method on the text side.
 
 Each model's results are one section of ``--out``, between ``<!-- quality.py: MODEL -->`` markers: a run
 replaces its own model's section and keeps the others (so the ViT and the ResNet ShapesCLIP share one page).
@@ -557,7 +561,8 @@ SCORE_WORDS = {
 
 
 def not_applicable(results: dict[str, dict]) -> list[str]:
-    """The methods that do not apply to the model, and why (the method's own error message)."""
+    """The methods that do not apply to the model or to a side, and why (the method's own error message, or why it
+    explains images only)."""
     lines = [
         f"- {method} ({side} side): {reason}"
         for method, row in results.items()

@@ -239,7 +239,8 @@ def key(name: str) -> str:
 
 def match(name: str, methods: list[Method] | None = None) -> list[Method]:
     """The methods that ``name`` names: the one whose name equals it, or else those whose names start with it,
-    up to case, spaces and punctuation (``"game"`` -> GAME, ``"gradeclip"`` -> both Grad-ECLIP modes).
+    up to case, spaces and punctuation (``"game"`` -> GAME, ``"gradeclip"`` -> both Grad-ECLIP modes); a name
+    ``"captum:X"`` also answers to ``"X"`` (``"occlusion"`` -> ``captum:Occlusion``).
 
     Args:
         name (str): a method's name or its start.
@@ -260,5 +261,6 @@ def match(name: str, methods: list[Method] | None = None) -> list[Method]:
     pool = available() if methods is None else methods
     if not wanted:
         return []
-    exact = [m for m in pool if key(m.name) == wanted]
-    return exact or [m for m in pool if key(m.name).startswith(wanted)]
+    names = {m.name: {key(m.name), key(m.name.partition(":")[2])} - {""} for m in pool}  # "captum:X" is also "X"
+    exact = [m for m in pool if wanted in names[m.name]]
+    return exact or [m for m in pool if any(k.startswith(wanted) for k in names[m.name])]

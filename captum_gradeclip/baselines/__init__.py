@@ -13,6 +13,9 @@ for an :class:`ImageTextSimilarity` and ``(N, L)`` token scores for a
 - :class:`CLIPSurgery` (image): the v-v path and feature surgery, one forward.
 - :class:`RISE` (image): ``n_masks`` masked forwards, batched.
 - :class:`M2IB` (image, text): ``steps`` forward-backward passes per target.
+- Captum's own methods (:mod:`~captum_gradeclip.baselines.captum_methods`), pooled to the patch grid:
+  :class:`CaptumIntegratedGradients` (image, text), :class:`CaptumOcclusion`, :class:`CaptumFeatureAblation`,
+  :class:`CaptumSaliency`, :class:`CaptumInputXGradient`, :class:`CaptumLayerGradCam` (image).
 
 A baseline is one module of this package whose class declares its ``method_name``: the registry
 (:mod:`captum_gradeclip.methods`) lists it, and this package exports it, with no other edit.
@@ -21,6 +24,14 @@ A baseline is one module of this package whose class declares its ``method_name`
 import importlib
 import pkgutil
 
+from captum_gradeclip.baselines.captum_methods import (
+    CaptumFeatureAblation,
+    CaptumInputXGradient,
+    CaptumIntegratedGradients,
+    CaptumLayerGradCam,
+    CaptumOcclusion,
+    CaptumSaliency,
+)
 from captum_gradeclip.baselines.clip_surgery import CLIPSurgery
 from captum_gradeclip.baselines.game import GAME
 from captum_gradeclip.baselines.grad_cam import TokenGradCAM
@@ -30,7 +41,22 @@ from captum_gradeclip.baselines.raw_attention import RawAttention
 from captum_gradeclip.baselines.rise import RISE
 from captum_gradeclip.baselines.rollout import AttentionRollout
 
-__all__ = ["GAME", "M2IB", "RISE", "AttentionRollout", "CLIPSurgery", "MaskCLIP", "RawAttention", "TokenGradCAM"]
+__all__ = [
+    "GAME",
+    "M2IB",
+    "RISE",
+    "AttentionRollout",
+    "CLIPSurgery",
+    "CaptumFeatureAblation",
+    "CaptumInputXGradient",
+    "CaptumIntegratedGradients",
+    "CaptumLayerGradCam",
+    "CaptumOcclusion",
+    "CaptumSaliency",
+    "MaskCLIP",
+    "RawAttention",
+    "TokenGradCAM",
+]
 
 
 def _discover() -> list[str]:

@@ -32,7 +32,12 @@ MODE_HELP = "native (default): Grad-ECLIP as adapted to each model; paper: exact
 METHOD_HELP = (
     "the explanation method, by its name or the start of it, any case and punctuation: Grad-ECLIP (default), Raw "
     "attention, Rollout, GAME, Grad-CAM, MaskCLIP, CLIP Surgery, RISE, M2IB (the list of captum_gradeclip.methods; "
-    "an unknown name lists them). MaskCLIP, CLIP Surgery and RISE explain the image only: no word importances then"
+    "an unknown name lists them), and Captum's own methods on the same model: captum:Saliency, "
+    "captum:InputXGradient, captum:LayerGradCam, captum:IntegratedGradients, captum:Occlusion, "
+    "captum:FeatureAblation (the part after 'captum:' is enough; pixel attributions are summed in absolute value "
+    "per patch; the word importances of captum:IntegratedGradients are Captum's LayerIntegratedGradients over the "
+    "token embeddings). MaskCLIP, CLIP Surgery, RISE and the other captum: methods explain the image only: no word "
+    "importances then"
 )
 # -- end of generated --
 DTYPE_HELP = "the model's precision: float32 (default), bfloat16 or float16"

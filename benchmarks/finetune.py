@@ -12,7 +12,7 @@ embeddings near the frozen model's. Reported before and after (mean and spread o
 - region accuracy: each object's region (its mask, and its box) pools the dense value-path features, and
   the pooled embedding is classified among all colour x shape prompts;
 - global recall@5 and recall@1: image-to-caption retrieval of 2-object scenes among 100 captions
-  (:func:`captum_gradeclip.zoo.quality.evaluate`);
+  (:func:`tools.shapes_quality.evaluate`);
 - single-object zero-shot top-1 among all colour x shape prompts.
 
 Target: region accuracy (masks) at least +10 points, recall@1 and single-object zero-shot down by at most 1
@@ -38,8 +38,9 @@ from transformers.utils import logging as hf_logging
 import captum_gradeclip as cg
 from benchmarks._pages import without_options, write_section
 from captum_gradeclip.finetune import RegionPhraseFinetuner, region_zero_shot
-from captum_gradeclip.zoo import quality, shapes
-from captum_gradeclip.zoo import train_shapes as ts
+from captum_gradeclip.zoo import shapes
+from tools import shapes_quality as quality
+from tools import train_shapes as ts
 
 EVAL_SEED = 3_000_000  # held out: training draws from one seeded stream, quality.py from 1e6 and 2e6
 # the global-keeping settings, chosen by measurement (docs/finetune.md, and the --variants table there)
@@ -102,7 +103,7 @@ def batches(seed: int, batch_size: int, object_weights: tuple[float, float, floa
 
     A scene has 2 or 3 objects (equally likely), or 1, 2 or 3 with ``object_weights`` (the shipped ShapesCLIP was
     trained on 0.3, 0.5, 0.2). The hard negative of a scene
-    (:func:`~captum_gradeclip.zoo.train_shapes.hard_negative`: swapped colours, or one changed attribute) comes from
+    (:func:`~tools.train_shapes.hard_negative`: swapped colours, or one changed attribute) comes from
     a second generator, so the scenes do not depend on whether negatives are used.
     """
     rng, negative_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])

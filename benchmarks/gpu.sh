@@ -54,7 +54,7 @@ step speed_256_bf16 python3 -m benchmarks.speed --device cuda --dtype bf16 --rep
     --captions 10 --metric-images 0 --no-memory --naive-pairs 1 --write "$out/speed_256.md"
 step quality python3 -m benchmarks.quality --device cuda --scenes 500 --score cosine softmax --out "$out/quality.md"
 step train_speed python3 -m benchmarks.train_speed --device cuda --threads 8 --steps 20 --write "$out/train_speed.md"
-step train_deep python3 -m captum_gradeclip.zoo.train_shapes --backbone vit-deep --device cuda --threads 8 \
+step train_deep python3 -m tools.train_shapes --backbone vit-deep --device cuda --threads 8 \
     --out "$out/shapes_clip_vit_deep"
 step quality_deep python3 -m benchmarks.quality --model shapes:deep --device cuda --scenes 500 --score cosine softmax \
     --layer-study 6 --out "$out/quality.md"

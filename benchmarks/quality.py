@@ -19,9 +19,13 @@ side) and of each text with its own image, against the data set's images (text s
 - text deletion and insertion AUCs over the words (SOS and EOS never touched);
 - time per explanation relative to one no-grad forward pass of the same batch.
 
-A random map and a centred Gaussian are controls; every method should beat the random map, and the
-table says where one does not. A method that does not apply to the model (it raises a TypeError, e.g.
-rollout on the ResNet's attention pool) is ``n/a`` in the table, with the reason below it.
+The methods are the registry's (:mod:`captum_gradeclip.methods`): Grad-ECLIP, the baselines, and Captum's own
+attribution classes (``captum:IntegratedGradients``, ``captum:Occlusion``, ``captum:FeatureAblation``,
+``captum:Saliency``, ``captum:InputXGradient``, ``captum:LayerGradCam``, from
+:mod:`captum_gradeclip.baselines.captum_methods`), whose settings the page states. A random map and a centred
+Gaussian are controls; every method should beat the random map, and the table says where one does not. A method
+that does not apply to the model (it raises a TypeError, e.g. rollout on the ResNet's attention pool) is ``n/a``
+in the table, with the reason below it; so is an image-only method on the text side.
 
 Each model's results are one section of ``--out``, between ``<!-- quality.py: MODEL -->`` markers: a run
 replaces its own model's section and keeps the others (so the ViT and the ResNet ShapesCLIP share one page).
@@ -52,11 +56,12 @@ import captum_gradeclip as cg
 from benchmarks._pages import without_options, write_section
 from captum_gradeclip import methods as registry
 from captum_gradeclip import metrics
+from captum_gradeclip.baselines.captum_methods import CAPTUM_SETTINGS
 
 hf_logging.set_verbosity_error()
 
 #: Scenes of the shapes world come from these seeds on; training draws from a generator stream, and
-#: captum_gradeclip.zoo.quality uses the seeds from 1e6 and 2e6.
+#: tools.shapes_quality uses the seeds from 1e6 and 2e6.
 SHAPES_SEED = 3_000_000
 RANDOM = "Random map (control)"
 CENTRE = "Centre Gaussian (control)"
@@ -394,6 +399,10 @@ def run(
         print(f"  {name} (text): " + ", ".join(f"{k}={v:.3f}" for k, v in curves.items()), file=sys.stderr)
         if checkpoint is not None:
             checkpoint(results)
+    for method in registry.available("image"):  # an image-only method is n/a on the text side, with its reason
+        if "text" not in method.modalities and (not chosen or method.name in chosen):
+            reason = getattr(method.cls, "why_not_text", "it explains images only")
+            results.setdefault(method.name, {}).setdefault(NOT_APPLICABLE, {})["text"] = reason
     order = [*image_methods(args), *text_methods(args)]  # the table's order, also after a resumed run
     return {m: results[m] for m in sorted(results, key=lambda m: order.index(m) if m in order else len(order))}
 
@@ -556,13 +565,14 @@ SCORE_WORDS = {
 
 
 def not_applicable(results: dict[str, dict]) -> list[str]:
-    """The methods that do not apply to the model, and why (the method's own error message)."""
+    """The methods that do not apply to the model or to a side, and why (the method's own error message, or why it
+    explains images only)."""
     lines = [
         f"- {method} ({side} side): {reason}"
         for method, row in results.items()
         for side, reason in row.get(NOT_APPLICABLE, {}).items()
     ]
-    return ["Not applicable to this model (n/a in the table):", "", *lines, ""] if lines else []
+    return ["Not applicable (n/a in the table):", "", *lines, ""] if lines else []
 
 
 def section(
@@ -608,6 +618,8 @@ def markdown(
         "over that of a no-grad forward pass of the same batch.",
         "",
     ]
+    if any(m.startswith("captum:") for per_method in results.values() for m in per_method):
+        lines += [CAPTUM_SETTINGS, ""]
     for score, per_method in results.items():
         if score.startswith(STUDY):
             continue

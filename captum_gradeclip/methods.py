@@ -1,8 +1,11 @@
 """The method registry: every explanation the package ships, by name, with what it applies to.
 
-A method registers itself where it is defined, with :func:`register` on its class; the
-registry finds every module of :mod:`captum_gradeclip.baselines` by itself, so adding a
-baseline is its file (and its test): the benchmarks and the tests read the list from here.
+A method's identity is declared once, on its class: :attr:`~captum_gradeclip.SimilarityAttribution.method_name`,
+``variants``, ``quick_options``, ``listing_order`` and ``needs_self_attention``. The registry finds every
+module of :mod:`captum_gradeclip.attr` and :mod:`captum_gradeclip.baselines` by itself and reads those
+declarations, so adding a baseline is its file (and its test), and no method module imports the registry:
+the benchmarks, the command line's help, the docs' tables and the tests read the list from here.
+Code outside these packages lists its own methods with :func:`register`.
 
 Examples::
 
@@ -21,7 +24,6 @@ Examples::
 from __future__ import annotations
 
 import importlib
-import inspect
 import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,10 +31,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from captum_gradeclip.attr import SimilarityAttribution
+    from captum_gradeclip.attr.base import SimilarityAttribution
     from captum_gradeclip.wrappers import SimilarityWrapper
 
-#: The packages whose modules are imported (so that their classes register) before the registry is read.
+#: The packages whose modules are searched for method classes before the registry is read.
 _PACKAGES = ("captum_gradeclip.attr", "captum_gradeclip.baselines")
 
 
@@ -65,6 +67,8 @@ class Method:
     @property
     def options(self) -> tuple[str, ...]:
         """The options :meth:`build` takes: the class's constructor options but those the variant fixes."""
+        from captum_gradeclip.attr.contract import constructor_options  # here: the registry imports no torch
+
         valid = constructor_options(self.cls) or ()
         return tuple(name for name in valid if name not in self.kwargs)
 
@@ -81,6 +85,8 @@ class Method:
             TypeError: an option that the method does not take, with the method's valid options.
             ValueError: a ``mode`` other than ``"native"`` for a method without modes.
         """
+        from captum_gradeclip.attr.contract import constructor_options
+
         valid = constructor_options(self.cls)
         if "mode" in options and valid is not None and "mode" not in valid:
             if options["mode"] != "native":
@@ -97,16 +103,8 @@ class Method:
         return self.cls(sim, **kwargs)
 
 
-def constructor_options(cls: type) -> tuple[str, ...] | None:
-    """The names ``cls``'s constructor takes after ``forward_func``, or ``None`` where it takes ``**kwargs``."""
-    init = cls.__init__  # type: ignore[misc]
-    parameters = list(inspect.signature(init).parameters.values())[2:]  # without self, forward_func
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return None
-    return tuple(p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL)
-
-
-_REGISTRY: dict[str, Method] = {}
+#: Methods listed by :func:`register` (code outside the searched packages).
+_REGISTERED: dict[str, Method] = {}
 
 
 def register(
@@ -114,40 +112,97 @@ def register(
     *,
     kwargs: Mapping[str, Any] | None = None,
     quick: Mapping[str, Any] | None = None,
-    needs_self_attention: bool = False,
-    order: float = float("inf"),
+    needs_self_attention: bool | None = None,
+    order: float | None = None,
 ) -> Callable[[type], type]:
-    """Class decorator: lists the class under ``name`` (stack it for several variants).
+    """Class decorator for a method defined outside ``attr/`` and ``baselines/``: lists the class under
+    ``name`` (stack it for several variants). The package's own methods declare their identity on the class.
 
     Args:
-        name (str): the display name; registering a name twice is a ValueError.
-        kwargs, quick, needs_self_attention, order: see :class:`Method`.
+        name (str): the display name; a name listed twice is a ValueError.
+        kwargs, quick, needs_self_attention, order: see :class:`Method`; ``quick``, ``needs_self_attention``
+            and ``order`` default to the class's declarations (``quick_options``, ``needs_self_attention``,
+            ``listing_order``).
 
     Returns:
         The decorator, which returns the class unchanged.
     """
 
     def decorate(cls: type) -> type:
-        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
-            raise ValueError(f"a method named {name!r} is registered already ({_REGISTRY[name].cls.__name__})")
-        _REGISTRY[name] = Method(
+        existing = next((m for m in available() if m.name == name), None)
+        if existing is not None and existing.cls is not cls:
+            raise ValueError(f"a method named {name!r} is registered already ({existing.cls.__name__})")
+        _REGISTERED[name] = Method(
             name,
             cls,
             MappingProxyType(dict(kwargs or {})),
-            MappingProxyType(dict(quick or {})),
-            needs_self_attention,
-            order,
+            MappingProxyType(dict(getattr(cls, "quick_options", {}) if quick is None else quick)),
+            bool(getattr(cls, "needs_self_attention", False) if needs_self_attention is None else needs_self_attention),
+            float(getattr(cls, "listing_order", float("inf")) if order is None else order),
         )
         return cls
 
     return decorate
 
 
-def _load() -> None:
+def declared(cls: type[SimilarityAttribution]) -> list[Method]:
+    """The methods a class declares: one per variant (:attr:`~captum_gradeclip.SimilarityAttribution.variants`,
+    or its :attr:`~captum_gradeclip.SimilarityAttribution.method_name` alone), in the order declared; none for a
+    class that declares no ``method_name`` itself (a base, or a subclass inheriting its parent's)."""
+    if "method_name" not in vars(cls) or not cls.method_name:
+        return []
+    variants = cls.variants or {cls.method_name: {}}
+    made = []
+    for name, fixed in variants.items():
+        method = Method(
+            name,
+            cls,
+            MappingProxyType(dict(fixed)),
+            MappingProxyType(dict(cls.quick_options)),
+            bool(cls.needs_self_attention),
+            float(cls.listing_order),
+        )
+        made.append(_MADE.setdefault((cls, name), method) if _MADE.get((cls, name)) in (None, method) else method)
+    return made
+
+
+#: The :class:`Method` made for each (class, name), so that reading the registry twice gives the same objects.
+_MADE: dict[tuple[type, str], Method] = {}
+
+
+def _discover() -> list[Method]:
+    """The methods declared by the classes of every module of :data:`_PACKAGES` (imported here), by module name;
+    then those listed by :func:`register`. A name declared twice is a ValueError naming both classes."""
+    from captum_gradeclip.attr.base import SimilarityAttribution
+
+    found: dict[str, Method] = {}
+    extra = list(_REGISTERED.values())
     for package in _PACKAGES:
-        module = importlib.import_module(package)
-        for info in pkgutil.iter_modules(module.__path__):
-            importlib.import_module(f"{package}.{info.name}")
+        root = importlib.import_module(package)
+        for info in sorted(pkgutil.iter_modules(root.__path__), key=lambda info: info.name):
+            module = importlib.import_module(f"{package}.{info.name}")
+            classes = [
+                obj
+                for obj in vars(module).values()
+                if isinstance(obj, type)
+                and issubclass(obj, SimilarityAttribution)
+                and obj.__module__ == module.__name__
+            ]
+            for method in (m for cls in classes for m in declared(cls)):
+                extra = [m for m in extra if not (m.name == method.name and m.cls is method.cls)]
+                if method.name in found:
+                    raise ValueError(
+                        f"two methods are named {method.name!r}: {found[method.name].cls.__qualname__} and "
+                        f"{method.cls.__qualname__}"
+                    )
+                found[method.name] = method
+    for method in extra:
+        if method.name in found:
+            raise ValueError(
+                f"a method named {method.name!r} is registered already ({found[method.name].cls.__name__})"
+            )
+        found[method.name] = method
+    return list(found.values())
 
 
 def available(modality: str | None = None, *, attention_pool: bool = False) -> list[Method]:
@@ -160,8 +215,7 @@ def available(modality: str | None = None, *, attention_pool: bool = False) -> l
     """
     if modality not in (None, "image", "text"):
         raise ValueError(f"`modality` must be None, 'image' or 'text'; got {modality!r}")
-    _load()
-    ranked = sorted(enumerate(_REGISTRY.values()), key=lambda pair: (pair[1].order, pair[0]))
+    ranked = sorted(enumerate(_discover()), key=lambda pair: (pair[1].order, pair[0]))
     return [
         m
         for _, m in ranked
@@ -171,10 +225,11 @@ def available(modality: str | None = None, *, attention_pool: bool = False) -> l
 
 def get(name: str) -> Method:
     """The method registered as ``name``; a KeyError listing the names otherwise."""
-    _load()
-    if name not in _REGISTRY:
-        raise KeyError(f"no method named {name!r}; registered: {', '.join(m.name for m in available())}")
-    return _REGISTRY[name]
+    listed = available()
+    found = next((m for m in listed if m.name == name), None)
+    if found is None:
+        raise KeyError(f"no method named {name!r}; registered: {', '.join(m.name for m in listed)}")
+    return found
 
 
 def key(name: str) -> str:
@@ -184,7 +239,8 @@ def key(name: str) -> str:
 
 def match(name: str, methods: list[Method] | None = None) -> list[Method]:
     """The methods that ``name`` names: the one whose name equals it, or else those whose names start with it,
-    up to case, spaces and punctuation (``"game"`` -> GAME, ``"gradeclip"`` -> both Grad-ECLIP modes).
+    up to case, spaces and punctuation (``"game"`` -> GAME, ``"gradeclip"`` -> both Grad-ECLIP modes); a name
+    ``"captum:X"`` also answers to ``"X"`` (``"occlusion"`` -> ``captum:Occlusion``).
 
     Args:
         name (str): a method's name or its start.
@@ -205,5 +261,6 @@ def match(name: str, methods: list[Method] | None = None) -> list[Method]:
     pool = available() if methods is None else methods
     if not wanted:
         return []
-    exact = [m for m in pool if key(m.name) == wanted]
-    return exact or [m for m in pool if key(m.name).startswith(wanted)]
+    names = {m.name: {key(m.name), key(m.name.partition(":")[2])} - {""} for m in pool}  # "captum:X" is also "X"
+    exact = [m for m in pool if wanted in names[m.name]]
+    return exact or [m for m in pool if any(k.startswith(wanted) for k in names[m.name])]

@@ -13,6 +13,7 @@ Tensors are batch-first: ``(N, T, C)`` with heads merged, ``(N, H, T, D)`` split
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -95,3 +96,14 @@ def projection(linear: nn.Module) -> Callable[[Tensor], Tensor]:
     """``x -> W x + b`` with ``linear``'s weight and bias, without calling the module (so that a probe's hook on
     it does not fire)."""
     return lambda x: F.linear(x, linear.weight, linear.bias)
+
+
+class _QueriesAndKeys(Protocol):
+    q: Tensor | None
+    k: Tensor | None
+
+
+def is_pool(record: _QueriesAndKeys) -> bool:
+    """Whether a probed block (its :class:`~captum_gradeclip.adapters.AttentionRecord`) is an attention pool: one
+    query row over all the tokens (ResNet, SigLIP's head)."""
+    return record.q is not None and record.k is not None and record.q.shape[1] == 1 != record.k.shape[1]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from torch import Tensor
 
@@ -63,17 +62,9 @@ def unknown_words(texts: Sequence[str], tokenizer: object) -> list[str]:
 
 
 def is_shapes_clip(tokenizer: object) -> bool:
-    """Whether ``tokenizer`` is the embedded ShapesCLIP's (loaded from the package's model folders)."""
-    from captum_gradeclip.zoo.shapes_clip import BACKBONES, shapes_clip_path
-
-    name = str(getattr(tokenizer, "name_or_path", "") or "")
-    if not name:
-        return False
-    try:
-        folder = Path(name).resolve()
-    except OSError:
-        return False
-    return any(folder == shapes_clip_path(b).resolve() for b in BACKBONES)
+    """Whether ``tokenizer`` is the embedded ShapesCLIP's: :func:`captum_gradeclip.zoo.load_shapes_clip` marks it
+    (``tokenizer.is_shapes_clip``), so this module needs nothing from the zoo."""
+    return getattr(tokenizer, "is_shapes_clip", False) is True
 
 
 def unknown_words_message(words: Sequence[str], shapes_clip: bool) -> str:

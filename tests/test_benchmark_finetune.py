@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from captum_gradeclip.zoo import train_shapes as ts
+from tools import train_shapes as ts
 
 FINETUNE = Path(__file__).parents[1] / "benchmarks" / "finetune.py"
 KEYS = {"region_acc_mask", "region_acc_box", "recall_at_5", "recall_at_1", "zero_shot_top1"}

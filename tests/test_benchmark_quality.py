@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from captum.attr import Saliency
 from PIL import Image
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import CLIPImageProcessor, CLIPProcessor, PreTrainedTokenizerFast
@@ -72,11 +74,13 @@ def test_every_method_gets_a_row_of_finite_metrics(run):
                           "text deletion AUC ↓", "text insertion AUC ↑"]  # fmt: skip
     assert set(rows) == {
         "Grad-ECLIP (native)", "Grad-ECLIP (paper)", "Raw attention", "Rollout", "GAME", "Grad-CAM", "MaskCLIP",
-        "CLIP Surgery", "RISE", "M2IB", "Random map (control)", "Centre Gaussian (control)",
+        "CLIP Surgery", "RISE", "M2IB", "captum:Saliency", "captum:InputXGradient", "captum:LayerGradCam",
+        "captum:IntegratedGradients", "captum:Occlusion", "captum:FeatureAblation", "Random map (control)",
+        "Centre Gaussian (control)",
     }  # fmt: skip
     for method, cells in rows.items():
         values = cells[1:9]
-        image_only = method in ("MaskCLIP", "CLIP Surgery", "RISE", "Centre Gaussian (control)")
+        image_only = method not in TEXT_METHODS
         assert (values[4] == "n/a") == image_only and (values[7] == "n/a") == image_only, method
         for v in values:
             if v != "n/a":
@@ -85,6 +89,45 @@ def test_every_method_gets_a_row_of_finite_metrics(run):
         if "(control)" not in method:
             assert float(values[6].rstrip("x").strip("*")) > 0  # time over a forward pass
     assert out.read_text().startswith("# Explanation quality benchmark")
+
+
+#: The rows with text columns.
+TEXT_METHODS = {
+    "Grad-ECLIP (native)", "Grad-ECLIP (paper)", "Raw attention", "Rollout", "GAME", "Grad-CAM", "M2IB",
+    "captum:IntegratedGradients", "Random map (control)",
+}  # fmt: skip
+
+
+def test_captum_s_settings_and_every_text_side_n_a_reason_are_on_the_page(run):
+    module, _, _, out = run
+    text = out.read_text()
+    assert module["CAPTUM_SETTINGS"] in text and "IntegratedGradients with 32 steps" in module["CAPTUM_SETTINGS"]
+    section = text.split("### Score: cosine")[1]
+    reasons = [line for line in section.splitlines() if "(text side): " in line]
+    assert "- MaskCLIP (text side): it explains images only" in reasons
+    assert (
+        "- captum:Occlusion (text side): it attributes to pixels, and token ids have none; captum:IntegratedGradie"
+        "nts explains texts (LayerIntegratedGradients over the token embeddings)" in section
+    )
+    named = {line[2:].split(" (text side)")[0] for line in section.splitlines() if "(text side): " in line}
+    _, rows = _rows(text)
+    assert named == set(rows) - TEXT_METHODS - {"Centre Gaussian (control)"}
+
+
+def test_a_captum_cell_equals_the_metric_of_captum_s_pooled_map(run):
+    module, model_path, data, out = run
+    task = module["hf_task"](str(model_path), data, None)
+    sim = cg.ImageTextSimilarity(task.model, task.prompts, tokenizer=task.processor.tokenizer)
+    pixels = task.pixels.clone().requires_grad_()
+    grads = Saliency(sim).attribute(pixels, target=task.image_target.tolist()).detach()  # Captum directly
+    by_hand = grads.abs().sum(1).reshape(3, 4, 8, 4, 8).sum((2, 4))[:, None]  # pooled by hand: 8x8 patches
+    maps = cg.baselines.CaptumSaliency(sim).attribute(task.pixels, target=task.image_target.tolist())
+    # equal up to the order of the sums; the metric itself is taken on the method's maps, because a ranking metric
+    # can move by 1e-3 when two patches' scores swap at the last bit
+    torch.testing.assert_close(maps, by_hand)
+    expected = metrics.image_insertion(sim, task.pixels, maps, task.image_target, steps=4, baseline="blur").auc.mean()
+    _, rows = _rows(out.read_text())
+    assert float(rows["captum:Saliency"][2].strip("*")) == pytest.approx(float(expected), abs=5e-4)
 
 
 def test_a_cell_equals_the_metric_computed_directly(run):

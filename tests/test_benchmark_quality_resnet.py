@@ -26,7 +26,8 @@ def test_resnet_run_marks_rollout_and_game_on_the_attention_pool_not_applicable(
         "| Grad-ECLIP (native) | 0.132 |\n<!-- /quality.py: shapes -->\n"
     )  # the ViT's section, written by an earlier run
     argv = ["--model", "shapes:resnet", "--scenes", "4", "--steps", "2", "--rise-masks", "2", "--m2ib-steps", "1",
-            "--methods", "Grad-ECLIP (native)", "Rollout", "GAME", "--out", str(out)]  # fmt: skip
+            "--methods", "Grad-ECLIP (native)", "Rollout", "GAME", "captum:LayerGradCam", "--out", str(out),
+    ]  # fmt: skip
     module["main"](argv)
     text = out.read_text()
     assert text.startswith("# Explanation quality benchmark") and text.count("# Explanation quality") == 1
@@ -40,6 +41,8 @@ def test_resnet_run_marks_rollout_and_game_on_the_attention_pool_not_applicable(
     assert rows["Rollout"].split("|")[2].strip() == "n/a" and rows["GAME"].split("|")[2].strip() == "n/a"
     assert rows["Rollout"].split("|")[6].strip() != "n/a", "rollout runs on the (transformer) text tower"
     assert "- Rollout (image side): Rollout needs token-to-token self-attention blocks" in section
+    assert "- captum:LayerGradCam (image side): captum:LayerGradCam explains the patch embedding" in section
+    assert rows["captum:LayerGradCam"].split("|")[2].strip() == "n/a"
     cells = [c.strip("* ") for c in rows["Grad-ECLIP (native)"].split("|")[2:10]]
     assert all(c != "n/a" for c in cells) and 0 <= float(cells[2]) <= 1, cells  # every column, pointing in [0, 1]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from captum_gradeclip.zoo import shapes
-from captum_gradeclip.zoo import train_shapes as ts
+from tools import train_shapes as ts
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "word_importance.py"
 

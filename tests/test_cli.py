@@ -20,7 +20,7 @@ from captum_gradeclip.cli import (
     with_dtype,
 )
 from captum_gradeclip.zoo import shapes
-from captum_gradeclip.zoo.train_shapes import TrainConfig, build_model, build_processor
+from tools.train_shapes import TrainConfig, build_model, build_processor
 
 
 @pytest.fixture

@@ -220,7 +220,7 @@ def _pairs(folder, text: str):
 
 def test_the_batch_renderer_and_the_trainer_run_on_the_gpu():
     from captum_gradeclip.zoo import shapes_batch
-    from captum_gradeclip.zoo import train_shapes as ts
+    from tools import train_shapes as ts
 
     pairs = shapes_batch.sample_pairs(np.array([1, 2, 3] * 20), np.random.default_rng(0))
     batch = shapes_batch.render_batch(pairs, torch.Generator("cuda").manual_seed(0))

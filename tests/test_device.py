@@ -159,7 +159,7 @@ def test_reference_embeddings_from_the_cpu_join_the_model(on_meta):
 def test_word_analysis_takes_cpu_images_and_texts():
     # (the fine-tuning step checks its data on the host, which the stand-in cannot answer: tests/test_cuda.py)
     from captum_gradeclip.zoo import shapes
-    from captum_gradeclip.zoo import train_shapes as ts
+    from tools import train_shapes as ts
 
     torch.manual_seed(0)
     config = ts.TrainConfig(width=32, vision_layers=2, text_layers=1, heads=2, projection_dim=16)

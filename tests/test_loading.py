@@ -14,7 +14,7 @@ import captum_gradeclip as cg
 from captum_gradeclip.adapters.processing import BPEProcessing, HFProcessing, LoadError
 from captum_gradeclip.cli.main import main
 from captum_gradeclip.zoo import shapes
-from captum_gradeclip.zoo.train_shapes import TrainConfig, build_model, build_processor
+from tools.train_shapes import TrainConfig, build_model, build_processor
 
 
 @pytest.mark.parametrize(

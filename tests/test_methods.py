@@ -10,6 +10,7 @@ import torch
 import captum_gradeclip as cg
 from captum_gradeclip import methods as registry
 from captum_gradeclip.attr import AttentionAttribution, SimilarityAttribution
+from captum_gradeclip.attr.contract import constructor_options
 from captum_gradeclip.baselines import RISE
 from tests.conftest import assert_unchanged, make_clip, model_snapshot, random_texts
 
@@ -74,7 +75,7 @@ def test_build_passes_the_options_a_class_takes_and_refuses_the_others():
 @pytest.mark.parametrize("method", registry.available(), ids=lambda m: m.name)
 def test_every_constructor_refuses_an_unknown_option_listing_the_valid_ones(method):
     sim = cg.ImageTextSimilarity(make_clip(), text_embeds=torch.randn(2, 16))
-    valid = registry.constructor_options(method.cls)
+    valid = constructor_options(method.cls)
     assert valid is not None
     with pytest.raises(TypeError, match=rf"^{method.cls.__name__} has no option 'bogus'; its options: ") as error:
         method.cls(sim, **method.kwargs, bogus=1)
@@ -84,7 +85,7 @@ def test_every_constructor_refuses_an_unknown_option_listing_the_valid_ones(meth
 
 
 def test_registering_a_name_twice_is_an_error(monkeypatch):
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTERED", {})
     with pytest.raises(ValueError, match=r"a method named 'GAME' is registered already \(GAME\)"):
         registry.register("GAME")(RISE)
 
@@ -97,7 +98,7 @@ class _Uniform(SimilarityAttribution):
 
 
 def test_a_new_method_is_one_class_and_the_pipeline_does_the_rest(monkeypatch):
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTERED", {})
     registry.register("Uniform")(_Uniform)
     assert registry.available()[-1].cls is _Uniform
 

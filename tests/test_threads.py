@@ -139,7 +139,7 @@ def test_a_hook_acts_only_in_the_thread_that_installed_it(shared):
 def test_the_model_guard_keeps_parameters_off_until_the_last_explanation_ends(shared):
     """``requires_grad`` is the model's, shared by all threads: the first explanation switches it off, the last
     one to end switches it back, under the model's one lock, also when an explanation fails."""
-    from captum_gradeclip.attr._base import model_guard, preserved_model
+    from captum_gradeclip.attr.base import model_guard, preserved_model
 
     model, sim, tsim, _, _, _ = shared
     params = list(model.parameters())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pkgutil
+
 import pytest
 import torch
 
@@ -52,8 +54,8 @@ def test_words_keep_unknown_tokens_and_show_them_as_typed():
     ]
 
 
-def test_the_former_module_still_imports_the_one_implementation():
-    from captum_gradeclip import visualization, viz, vocabulary
+def test_the_former_shim_is_gone_and_the_names_have_one_home():
+    from captum_gradeclip import viz, vocabulary
 
-    assert visualization.to_hwc is cg.to_hwc is viz.to_hwc
-    assert visualization.words is cg.words is vocabulary.words
+    assert cg.to_hwc is viz.to_hwc and cg.words is vocabulary.words
+    assert "visualization" not in {info.name for info in pkgutil.iter_modules(cg.__path__)}

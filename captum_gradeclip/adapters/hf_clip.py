@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from captum_gradeclip.adapters._hf import pooled
 from captum_gradeclip.adapters.base import (
     Adapter,
     AttentionRecord,
@@ -26,13 +27,6 @@ from captum_gradeclip.adapters.base import (
 )
 from captum_gradeclip.adapters.hf_loader import HFLoader
 from captum_gradeclip.ops import projection
-
-
-def _pooled(output: object) -> Tensor:
-    """transformers 5 returns a ``BaseModelOutputWithPooling``; 4.x a tensor."""
-    if isinstance(output, Tensor):
-        return output
-    return output.pooler_output  # type: ignore[attr-defined]
 
 
 class HFVisionConfigGeometry:
@@ -63,10 +57,10 @@ class HFCLIPAdapter(
 
     def embed_images(self, pixel_values: Tensor, interpolate_pos_encoding: bool) -> Tensor:
         features = self.model.get_image_features
-        return _pooled(features(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding))
+        return pooled(features(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding))
 
     def embed_texts(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
-        return _pooled(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+        return pooled(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
 
     def logit_scale(self) -> Tensor:
         return self.model.logit_scale.exp()

@@ -32,6 +32,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from captum_gradeclip.adapters._hf import pooled
 from captum_gradeclip.adapters.base import (
     Adapter,
     AttentionRecord,
@@ -46,7 +47,7 @@ from captum_gradeclip.adapters.base import (
     linear_probe,
     text_config_id,
 )
-from captum_gradeclip.adapters.hf_clip import HFVisionConfigGeometry, _pooled
+from captum_gradeclip.adapters.hf_clip import HFVisionConfigGeometry
 from captum_gradeclip.adapters.hf_loader import HFLoader
 from captum_gradeclip.adapters.mha import check_supported, in_projections, mha_probe, out_projection
 from captum_gradeclip.ops import pooled_attention, projection
@@ -80,10 +81,10 @@ class HFSiglipAdapter(
     def embed_images(self, pixel_values: Tensor, interpolate_pos_encoding: bool) -> Tensor:
         self._head()
         features = self.model.get_image_features
-        return _pooled(features(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding))
+        return pooled(features(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding))
 
     def embed_texts(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
-        return _pooled(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+        return pooled(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
 
     def logit_scale(self) -> Tensor:
         return self.model.logit_scale.exp().reshape(())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 from typing import ClassVar
 
 import torch
@@ -10,9 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters import AttentionRecord, PooledTail
-from captum_gradeclip.attr._base import AttentionAttribution, _as_leaf
-from captum_gradeclip.attr._contract import renamed_flag
-from captum_gradeclip.methods import register
+from captum_gradeclip.attr.base import AttentionAttribution, _as_leaf
+from captum_gradeclip.attr.contract import renamed_flag
 from captum_gradeclip.ops import pooled_attention, single_head_attention
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
@@ -44,8 +44,6 @@ def loosened_attention(q_query: Tensor, k: Tensor, heads: int, key_mask: Tensor)
     return lam * mask
 
 
-@register("Grad-ECLIP (paper)", kwargs={"mode": "paper"}, order=1)
-@register("Grad-ECLIP (native)", order=0)
 class GradECLIP(AttentionAttribution):
     r"""Grad-ECLIP: channel weights from gradients, spatial weights from the loosened
     attention, both applied to the values of an attention block.
@@ -101,6 +99,12 @@ class GradECLIP(AttentionAttribution):
     """
 
     default_layers: ClassVar[dict[str, int]] = {"image": 1, "text": 8}
+    method_name = "Grad-ECLIP"
+    #: ``mode="native"`` (the default) and ``mode="paper"`` are listed as two methods.
+    variants = MappingProxyType(
+        {"Grad-ECLIP (native)": MappingProxyType({}), "Grad-ECLIP (paper)": MappingProxyType({"mode": "paper"})}
+    )
+    listing_order = 0
 
     def __init__(
         self,
@@ -127,10 +131,6 @@ class GradECLIP(AttentionAttribution):
         self.qk_source = qk_source
         self.relu_attributions = renamed_flag(relu_attributions, relu, "relu_attributions", "relu", True)
         self._recompute = mode == "paper" and self.similarity.modality == "image"
-
-    @staticmethod
-    def get_name() -> str:
-        return "Grad-ECLIP"
 
     def _substitute(self, record: AttentionRecord, o: Tensor) -> Tensor:
         if self._recompute:

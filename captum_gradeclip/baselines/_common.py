@@ -5,12 +5,10 @@ The pipeline (wrapper check, Captum-style formatting, model preservation, output
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from captum_gradeclip.adapters import AttentionRecord, ResidualAccess, TokenProjection
+from captum_gradeclip.adapters import AttentionRecord
 from captum_gradeclip.ops import attention_probs
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
@@ -43,46 +41,10 @@ def query_rows(matrix: Tensor, ctx: ExplainContext) -> Tensor:
     return matrix[rows, ctx.query_index.to(matrix.device)]
 
 
-def require_self_attention(record: AttentionRecord, method: str) -> None:
-    """A TypeError for a pooling block (one query over the tokens), which has no token-to-token attention."""
-    if is_pool(record):
-        raise TypeError(
-            f"{method} needs token-to-token self-attention blocks; {type(record.block).__name__} is an attention "
-            f"pool ({record.q.shape[1]} query over {record.k.shape[1]} tokens). Use GradECLIP, RawAttention, Grad-CAM, "
-            "MaskCLIP, CLIP Surgery, M2IB or RISE"
-        )
-
-
 def gather_columns(per_reference: Tensor, columns: Tensor) -> Tensor:
     """``(N, T, M)`` maps for every reference to ``(N, K, T)`` maps for ``(K, N)`` columns."""
     index = columns.T[:, None, :].expand(-1, per_reference.shape[1], -1)  # (N, T, K)
     return per_reference.gather(2, index.to(per_reference.device)).transpose(1, 2)
-
-
-def capability(sim: SimilarityWrapper, name: str, method: str, blocks: tuple[nn.Module, ...] = ()) -> Any:
-    """The adapter method ``name`` that ``method`` needs (``probe_layer`` at every one of ``blocks``, or
-    ``project_tokens``), or a clear TypeError naming the loader.
-
-    The adapter has it where it declares the role (:class:`~captum_gradeclip.adapters.ResidualAccess`,
-    :class:`~captum_gradeclip.adapters.TokenProjection`) and, for ``probe_layer``, reaches every block."""
-    adapter = sim.adapter
-    missing = not isinstance(adapter, _ROLE_OF[name])
-    if not missing and name == "probe_layer":
-        missing = any(adapter.residual_site(block) is None for block in blocks)
-    if missing:
-        raise TypeError(
-            f"{method} needs the adapter capability `{name}`, which the {adapter.loader_name} adapter lacks"
-        )
-    return getattr(adapter, name)
-
-
-#: The adapter role that provides each capability a baseline asks :func:`capability` for.
-_ROLE_OF: dict[str, type] = {"probe_layer": ResidualAccess, "project_tokens": TokenProjection}
-
-
-def is_pool(record: AttentionRecord) -> bool:
-    """Whether a probed block is an attention pool: one query row over all the tokens (ResNet, SigLIP's head)."""
-    return record.q is not None and record.k is not None and record.q.shape[1] == 1 != record.k.shape[1]
 
 
 def keep(_record: AttentionRecord, o: Tensor) -> Tensor:

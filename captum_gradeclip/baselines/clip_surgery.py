@@ -8,15 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_gradeclip.attr._base import SimilarityAttribution
+from captum_gradeclip.adapters.dense import capability
+from captum_gradeclip.attr.base import SimilarityAttribution
 from captum_gradeclip.baselines._common import (
-    capability,
     gather_columns,
-    is_pool,
     keep,
 )
-from captum_gradeclip.methods import register
-from captum_gradeclip.ops import merge_heads, split_heads
+from captum_gradeclip.ops import is_pool, merge_heads, split_heads
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
@@ -59,7 +57,6 @@ def feature_surgery(
     return (feats - feats.mean(2, keepdim=True)).sum(-1)
 
 
-@register("CLIP Surgery", order=7)
 class CLIPSurgery(SimilarityAttribution):
     r"""CLIP Surgery: a parallel v-v attention path over the last blocks, then feature surgery.
 
@@ -86,6 +83,10 @@ class CLIPSurgery(SimilarityAttribution):
         >>> maps = CLIPSurgery(ImageTextSimilarity(model, text_embeds=T)).attribute(pixel_values)  # (N, M, h, w)
     """
 
+    method_name = "CLIP Surgery"
+    listing_order = 7
+    needs_residual_access = True
+
     modalities = ("image",)
 
     def __init__(
@@ -111,10 +112,6 @@ class CLIPSurgery(SimilarityAttribution):
         last = self._pick_blocks(None, 1, None)[0]
         self._probe_layer = capability(sim, "probe_layer", self.get_name(), (self.blocks[0], last))
         self._project = capability(sim, "project_tokens", self.get_name())
-
-    @classmethod
-    def get_name(cls) -> str:
-        return "CLIP Surgery"
 
     def _maps(self, inputs: Tensor, extra: tuple, columns: Tensor, ctx: ExplainContext) -> Tensor:
         sim, adapter = self.similarity, self.similarity.adapter

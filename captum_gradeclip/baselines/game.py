@@ -9,14 +9,12 @@ from captum.attr import GradientAttribution
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters import AttentionRecord
-from captum_gradeclip.attr._base import SimilarityAttribution
+from captum_gradeclip.attr.base import SimilarityAttribution
 from captum_gradeclip.baselines._common import (
     allowed_keys,
     query_rows,
     record_probs,
-    require_self_attention,
 )
-from captum_gradeclip.methods import register
 from captum_gradeclip.ops import merge_heads, split_heads
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
@@ -39,7 +37,6 @@ def game_relevance(probs: list[Tensor], grads: list[Tensor]) -> Tensor:
     return relevance
 
 
-@register("GAME", needs_self_attention=True, order=4)
 class GAME(SimilarityAttribution, GradientAttribution):
     r"""Chefer et al.'s gradient-weighted attention relevancy, read at the pooled token.
 
@@ -61,15 +58,15 @@ class GAME(SimilarityAttribution, GradientAttribution):
         ...     ids, target=0, additional_forward_args=(mask,))
     """
 
+    method_name = "GAME"
+    listing_order = 4
+    needs_self_attention = True
+
     def __init__(
         self, forward_func: SimilarityWrapper, layer: nn.Module | None = None, *, layers: int | None = None
     ) -> None:
         super().__init__(forward_func)
         self.blocks = self._pick_blocks(layer, layers, None)
-
-    @classmethod
-    def get_name(cls) -> str:
-        return "GAME"
 
     def _maps(self, inputs: Tensor, extra: tuple, columns: Tensor, ctx: ExplainContext) -> Tensor:
         sim = self.similarity
@@ -77,7 +74,6 @@ class GAME(SimilarityAttribution, GradientAttribution):
         probs: list[Tensor] = []
 
         def attend(record: AttentionRecord, _o: Tensor) -> Tensor:
-            require_self_attention(record, self.get_name())
             a = record_probs(record, allowed)
             a = a if a.requires_grad else a.detach().requires_grad_()  # the graph starts at the first block
             probs.append(a)
@@ -85,7 +81,7 @@ class GAME(SimilarityAttribution, GradientAttribution):
 
         with contextlib.ExitStack() as stack:
             for block in self.blocks:
-                stack.enter_context(sim.adapter.probe(block, attend))
+                stack.enter_context(self._probe(block, attend))
             scores = sim(inputs, *extra)
         rows = torch.arange(scores.shape[0], device=scores.device)
         maps = []

@@ -6,13 +6,11 @@ import torch
 from captum.attr import GradientAttribution
 from torch import Tensor, nn
 
-from captum_gradeclip.attr._base import SimilarityAttribution
-from captum_gradeclip.baselines._common import capability
-from captum_gradeclip.methods import register
+from captum_gradeclip.adapters.dense import capability
+from captum_gradeclip.attr.base import SimilarityAttribution
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
-@register("Grad-CAM", order=5)
 class TokenGradCAM(SimilarityAttribution, GradientAttribution):
     r"""Grad-CAM over tokens: the input tokens :math:`x_i` of a block, weighted by the
     token-averaged gradient of the score.
@@ -39,6 +37,10 @@ class TokenGradCAM(SimilarityAttribution, GradientAttribution):
         >>> maps = TokenGradCAM(ImageTextSimilarity(model, text_embeds=T)).attribute(pixel_values, target=0)
     """
 
+    method_name = "Grad-CAM"
+    listing_order = 5
+    needs_residual_access = True
+
     def __init__(
         self, forward_func: SimilarityWrapper, layer: nn.Module | None = None, *, relu_attributions: bool = True
     ) -> None:
@@ -46,10 +48,6 @@ class TokenGradCAM(SimilarityAttribution, GradientAttribution):
         self.block = self._pick_blocks(layer, 1, None)[0]
         self._probe_layer = capability(self.similarity, "probe_layer", self.get_name(), (self.block,))
         self.relu_attributions = bool(relu_attributions)
-
-    @classmethod
-    def get_name(cls) -> str:
-        return "Grad-CAM"
 
     def _maps(self, inputs: Tensor, extra: tuple, columns: Tensor, ctx: ExplainContext) -> Tensor:
         sim = self.similarity

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import torch
 import torch.nn.functional as F
 from captum.attr import GradientAttribution
 from torch import Tensor, nn
 
-from captum_gradeclip.attr._base import SimilarityAttribution
-from captum_gradeclip.baselines._common import capability
-from captum_gradeclip.methods import register
+from captum_gradeclip.adapters.dense import capability
+from captum_gradeclip.attr.base import SimilarityAttribution
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
@@ -25,7 +26,6 @@ def capacity(alpha: Tensor, standardized: Tensor) -> Tensor:
     return 0.5 * ((1 - lam) ** 2 + (lam * standardized) ** 2 - 1) - F.logsigmoid(-alpha)
 
 
-@register("M2IB", quick={"steps": 2}, order=9)
 class M2IB(SimilarityAttribution, GradientAttribution):
     r"""An information bottleneck on the tokens entering one block, trained per example.
 
@@ -54,6 +54,11 @@ class M2IB(SimilarityAttribution, GradientAttribution):
         >>> maps = M2IB(ImageTextSimilarity(model, text_embeds=T)).attribute(pixel_values, target=0)
     """
 
+    method_name = "M2IB"
+    listing_order = 9
+    needs_residual_access = True
+    quick_options = MappingProxyType({"steps": 2})
+
     def __init__(
         self,
         forward_func: SimilarityWrapper,
@@ -76,10 +81,6 @@ class M2IB(SimilarityAttribution, GradientAttribution):
             raise ValueError(f"`beta` must be >= 0 and `lr` > 0; got beta={beta!r}, lr={lr!r}")
         self.beta, self.steps, self.lr, self.init, self.seed = float(beta), steps, float(lr), float(init), seed
         self._probe_layer = capability(self.similarity, "probe_layer", self.get_name(), (self.block,))
-
-    @classmethod
-    def get_name(cls) -> str:
-        return "M2IB"
 
     def _maps(self, inputs: Tensor, extra: tuple, columns: Tensor, ctx: ExplainContext) -> Tensor:
         sim = self.similarity

@@ -5,18 +5,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from captum_gradeclip.attr._base import SimilarityAttribution
+from captum_gradeclip.attr.base import SimilarityAttribution
 from captum_gradeclip.baselines._common import (
     allowed_keys,
     keep,
     query_rows,
     record_probs,
 )
-from captum_gradeclip.methods import register
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
-@register("Raw attention", order=2)
 class RawAttention(SimilarityAttribution):
     r"""The attention of the pooled token (CLS, or EOS for text) to every token, mean over heads.
 
@@ -33,13 +31,12 @@ class RawAttention(SimilarityAttribution):
         >>> maps = RawAttention(ImageTextSimilarity(model, text_embeds=T)).attribute(pixel_values, target=0)
     """
 
+    method_name = "Raw attention"
+    listing_order = 2
+
     def __init__(self, forward_func: SimilarityWrapper, layer: nn.Module | None = None) -> None:
         super().__init__(forward_func)
         self.block = self._pick_blocks(layer, 1, None)[0]
-
-    @classmethod
-    def get_name(cls) -> str:
-        return "Raw attention"
 
     def _maps(self, inputs: Tensor, extra: tuple, columns: Tensor, ctx: ExplainContext) -> Tensor:
         sim = self.similarity

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_gradeclip.attr._base import SimilarityAttribution
-from captum_gradeclip.methods import register
+from captum_gradeclip.attr.base import SimilarityAttribution
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 #: Masks drawn from the generator at a time.
@@ -35,7 +35,6 @@ def rise_masks(
     return up[torch.arange(n, device=device)[:, None, None], 0, ys, xs].clamp(0, 1)
 
 
-@register("RISE", quick={"n_masks": 8}, order=8)
 class RISE(SimilarityAttribution):
     r"""RISE: the score-weighted mean of random masks,
     :math:`S = \frac{1}{n\, \mathbb{E}[M]} \sum_k f(x \odot M_k + b\,(1 - M_k))\, M_k`.
@@ -59,6 +58,10 @@ class RISE(SimilarityAttribution):
 
         >>> maps = RISE(ImageTextSimilarity(model, text_embeds=T), n_masks=500).attribute(pixel_values, target=0)
     """
+
+    method_name = "RISE"
+    listing_order = 8
+    quick_options = MappingProxyType({"n_masks": 8})
 
     modalities = ("image",)
     pixel_maps = True
@@ -89,10 +92,6 @@ class RISE(SimilarityAttribution):
                 raise ValueError("`masks` must hold at least one mask and keep some pixels")
         self.n_masks, self.grid, self.p = n_masks, grid, float(p)
         self.masks, self.baseline, self.batch_size, self.seed = masks, baseline, batch_size, seed
-
-    @classmethod
-    def get_name(cls) -> str:
-        return "RISE"
 
     def _mask_blocks(self, size: tuple[int, int], block: int, device: torch.device) -> Iterator[Tensor]:
         if self.masks is not None:

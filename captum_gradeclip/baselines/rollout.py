@@ -7,15 +7,13 @@ import contextlib
 import torch
 from torch import Tensor, nn
 
-from captum_gradeclip.attr._base import SimilarityAttribution
+from captum_gradeclip.attr.base import SimilarityAttribution
 from captum_gradeclip.baselines._common import (
     allowed_keys,
     keep,
     query_rows,
     record_probs,
-    require_self_attention,
 )
-from captum_gradeclip.methods import register
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
 
@@ -38,7 +36,6 @@ def rollout(probs: list[Tensor]) -> Tensor:
     return out  # type: ignore[return-value]
 
 
-@register("Rollout", needs_self_attention=True, order=3)
 class AttentionRollout(SimilarityAttribution):
     r"""Attention rollout: the pooled token's row of :func:`rollout` over the explained blocks.
 
@@ -54,23 +51,21 @@ class AttentionRollout(SimilarityAttribution):
         >>> maps = AttentionRollout(ImageTextSimilarity(model, text_embeds=T)).attribute(pixel_values, target=0)
     """
 
+    method_name = "Rollout"
+    listing_order = 3
+    needs_self_attention = True
+
     def __init__(
         self, forward_func: SimilarityWrapper, layer: nn.Module | None = None, *, layers: int | None = None
     ) -> None:
         super().__init__(forward_func)
         self.blocks = self._pick_blocks(layer, layers, None)
 
-    @classmethod
-    def get_name(cls) -> str:
-        return "Rollout"
-
     def _maps(self, inputs: Tensor, extra: tuple, columns: Tensor, ctx: ExplainContext) -> Tensor:
         sim = self.similarity
         with torch.no_grad(), contextlib.ExitStack() as stack:
-            records = [stack.enter_context(sim.adapter.probe(b, keep)) for b in self.blocks]
+            records = [stack.enter_context(self._probe(b, keep)) for b in self.blocks]
             sim(inputs, *extra)
-            for record in records:
-                require_self_attention(record, self.get_name())
             allowed = allowed_keys(sim, inputs, extra)
             relevance = rollout([record_probs(r, allowed) for r in records])
         return query_rows(relevance, ctx)[:, None].expand(-1, columns.shape[0], -1)

@@ -117,13 +117,14 @@ def explain(
     sim = cg.ImageTextSimilarity(loaded.model, batch, score=score)
     check_image_side(method, sim.adapter)
     scores = sim(pixels).detach()[0]
-    maps = method.build(sim, mode=mode).attribute(pixels)[0]  # one batched call: (M, h, w)
+    options = {"mode": mode} if "mode" in inspect.signature(method.cls.__init__).parameters else {}
+    maps = method.build(sim, **options).attribute(pixels)[0]  # one batched call: (M, h, w)
     tsim = cg.TextImageSimilarity(loaded.model, images=pixels)
     why = why_not(method, tsim.adapter, "text")
     if why is not None:
         warnings.warn(f"no word importances: {why}", UserWarning, stacklevel=2)
         return loaded.display_image(pixels.cpu()), scores.float().cpu(), maps.float().cpu(), None
-    token_scores = method.build(tsim, mode=mode).attribute(
+    token_scores = method.build(tsim, **options).attribute(
         input_ids, target=[0] * len(texts), additional_forward_args=(attention_mask,)
     )
     words = []

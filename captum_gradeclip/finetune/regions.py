@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from captum_gradeclip.adapters.dense import value_path_tokens
 from captum_gradeclip.attr import GradECLIP
-from captum_gradeclip.baselines.maskclip import value_path_tokens
 from captum_gradeclip.wrappers import ImageTextSimilarity
 
 
@@ -69,7 +69,7 @@ def region_embeddings(dense: Tensor, weights: Tensor) -> Tensor:
 
     Args:
         dense (Tensor): ``(N, T, E)`` value-path tokens with CLS first (as
-            :func:`~captum_gradeclip.baselines.maskclip.value_path_tokens` returns them), or
+            :func:`~captum_gradeclip.adapters.dense.value_path_tokens` returns them), or
             ``(N, P, E)`` patch tokens only.
         weights (Tensor): ``(N, K, P)`` or ``(N, K, h, w)`` patch weights of K regions per image.
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_gradeclip.adapters import get_adapter
-from captum_gradeclip.baselines.maskclip import value_path_tokens
+from captum_gradeclip.adapters.dense import value_path_tokens
 from captum_gradeclip.finetune.phrases import PhraseParser, noun_phrases
 from captum_gradeclip.finetune.regions import (
     anchor_distance,

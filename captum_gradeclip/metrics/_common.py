@@ -10,7 +10,7 @@ import torch
 from captum.attr import LayerAttribution
 from torch import Tensor
 
-from captum_gradeclip.attr._contract import TargetType, target_columns
+from captum_gradeclip.attr.contract import TargetType, target_columns
 
 PROTOCOLS = ("uniform", "paper")
 MEASURES = ("score", "top1", "top5")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_gradeclip.attr._contract import TargetType
+from captum_gradeclip.attr.contract import TargetType
 from captum_gradeclip.metrics._common import (
     PerturbationCurve,
     check_batch_size,

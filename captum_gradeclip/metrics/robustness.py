@@ -11,7 +11,7 @@ from captum.metrics import infidelity as captum_infidelity
 from captum.metrics import sensitivity_max
 from torch import Tensor
 
-from captum_gradeclip.attr._contract import TargetType, resolve_wrapper
+from captum_gradeclip.attr.contract import TargetType, resolve_wrapper
 from captum_gradeclip.metrics._common import pixel_maps, single, token_scores
 from captum_gradeclip.wrappers import SimilarityWrapper
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from captum_gradeclip._compat import _format_additional_forward_args
-from captum_gradeclip.attr._contract import TargetType
+from captum_gradeclip.attr.contract import TargetType
 from captum_gradeclip.metrics._common import (
     PerturbationCurve,
     check_batch_size,

@@ -4,9 +4,11 @@
 - :func:`load_shapes_clip`: the trained model and its processor, offline (``"vit"``: an HF
   ``CLIPModel``; ``"resnet"``: an open_clip ``CLIP`` with a ``ModifiedResNet`` and a
   :class:`ShapesProcessor`);
-- :mod:`~captum_gradeclip.zoo.train_shapes`: the training script
-  (``python -m captum_gradeclip.zoo.train_shapes``);
-- :mod:`~captum_gradeclip.zoo.quality`: held-out zero-shot, retrieval, binding and pointing game.
+- :mod:`~captum_gradeclip.zoo.shapes_batch`: the scenes rendered in batches with torch (the trainer's data).
+
+The trainer (``python -m tools.train_shapes``) and its quality script (``tools/shapes_quality.py``: held-out
+zero-shot, retrieval, binding and pointing game) build the shipped weights; they live in the repository's
+``tools/``, not in the installed package.
 """
 
 from captum_gradeclip.zoo import shapes

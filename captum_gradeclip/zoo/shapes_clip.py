@@ -107,14 +107,21 @@ def load_shapes_clip(backbone: str = "vit", device: str | torch.device = "cpu") 
         _import_open_clip()  # the extra first: a clear ImportError
         path = shapes_clip_path(backbone)
         model = load_open_clip_model(path)
-        return model.to(device).eval(), ShapesProcessor.from_pretrained(path)
+        return model.to(device).eval(), _marked(ShapesProcessor.from_pretrained(path))
 
     from transformers import CLIPModel, CLIPProcessor
 
     path = shapes_clip_path(backbone)
     model = CLIPModel.from_pretrained(path, local_files_only=True)
     processor = CLIPProcessor.from_pretrained(path, local_files_only=True)
-    return model.to(device).eval(), processor
+    return model.to(device).eval(), _marked(processor)
+
+
+def _marked(processor: object) -> object:
+    """``processor`` with its tokenizer marked as ShapesCLIP's (``tokenizer.is_shapes_clip``), for
+    :func:`captum_gradeclip.vocabulary.is_shapes_clip`'s hint about the words ShapesCLIP knows."""
+    processor.tokenizer.is_shapes_clip = True  # type: ignore[attr-defined]
+    return processor
 
 
 def _import_open_clip() -> object:

@@ -511,7 +511,7 @@ def assert_fast_equals_general(sim, x, monkeypatch, targets=(None, 1), tol: floa
     import pytest
 
     import captum_gradeclip as cg
-    from captum_gradeclip.attr._base import AttentionAttribution
+    from captum_gradeclip.attr.base import AttentionAttribution
     from tests.conftest import rel_err
 
     for mode in ("native", "paper"):

@@ -151,7 +151,7 @@ def test_a_missing_role_is_a_clear_error_naming_the_loader(monkeypatch):
     adapter = cg.get_adapter(model)
     assert adapter.require(ImageTower, "x") is adapter and len(adapter.attention_blocks("image")) == 2
     with pytest.raises(TypeError, match="Grad-CAM needs the adapter capability `probe_layer`, which the image-only"):
-        from captum_gradeclip.baselines._common import capability
+        from captum_gradeclip.adapters.dense import capability
 
         capability(type("Sim", (), {"adapter": adapter})(), "probe_layer", "Grad-CAM")
 

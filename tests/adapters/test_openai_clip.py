@@ -7,7 +7,7 @@ import torch
 
 import captum_gradeclip as cg
 from captum_gradeclip.adapters.openai_clip import OpenAICLIPAdapter
-from captum_gradeclip.attr._base import AttentionAttribution
+from captum_gradeclip.attr.base import AttentionAttribution
 from tests.adapters.conftest import (
     EMBED,
     EOT,

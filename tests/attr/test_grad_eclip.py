@@ -395,7 +395,7 @@ def test_fast_path_steps_aside_for_user_backward_hooks(where):
 def test_the_fast_path_ignores_the_package_own_probe_hooks():
     """Another thread's probe on the same block (a thread-owned hook) is no user hook: the fast path stays."""
     from captum_gradeclip.adapters import thread_owned
-    from captum_gradeclip.attr._base import _hooks_the_tail_would_bypass
+    from captum_gradeclip.attr.base import _hooks_the_tail_would_bypass
 
     model = make_clip(16)
     sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(3, 16))

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import captum_gradeclip as cg
-from captum_gradeclip.baselines.maskclip import value_path_tokens
+from captum_gradeclip.adapters.dense import value_path_tokens
 from captum_gradeclip.finetune import (
     anchor_distance,
     clip_loss,

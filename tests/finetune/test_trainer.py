@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 import captum_gradeclip as cg
-from captum_gradeclip.baselines.maskclip import value_path_tokens
+from captum_gradeclip.adapters.dense import value_path_tokens
 from captum_gradeclip.finetune import RegionPhraseFinetuner, mask_weights, region_embeddings, region_zero_shot
 from captum_gradeclip.zoo import shapes
-from captum_gradeclip.zoo import train_shapes as ts
 from tests.finetune.conftest import object_regions
+from tools import train_shapes as ts
 
 
 def scene_batch(seed: int, n: int) -> tuple[torch.Tensor, list[str]]:

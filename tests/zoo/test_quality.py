@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from captum_gradeclip.zoo import quality
-from captum_gradeclip.zoo import train_shapes as ts
+from tools import shapes_quality as quality
+from tools import train_shapes as ts
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@ import torch
 pytest.importorskip("open_clip", reason="needs the openclip extra: pip install -e '.[openclip]'")
 
 import captum_gradeclip as cg
-from captum_gradeclip.zoo import quality, shapes
-from captum_gradeclip.zoo import train_shapes as ts
+from captum_gradeclip.zoo import shapes
 from captum_gradeclip.zoo.shapes_clip import (
     ShapesProcessor,
     load_open_clip_model,
@@ -22,6 +21,8 @@ from captum_gradeclip.zoo.shapes_clip import (
     shapes_clip_path,
     training_info,
 )
+from tools import shapes_quality as quality
+from tools import train_shapes as ts
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
 from captum_gradeclip.zoo import shapes, shapes_batch
-from captum_gradeclip.zoo import train_shapes as ts
+from tools import train_shapes as ts
 
 TINY = dict(width=32, vision_layers=1, text_layers=1, heads=2, projection_dim=16, batch_size=8, warmup=2)
 

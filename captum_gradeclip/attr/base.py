@@ -22,11 +22,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import math
 import threading
 import warnings
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import torch
@@ -35,8 +37,8 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_gradeclip._compat import _format_output
-from captum_gradeclip.adapters import AttentionRecord, PooledTail, capture_input, is_own_hook
-from captum_gradeclip.attr._contract import (
+from captum_gradeclip.adapters import AttentionRecord, PooledTail, Substitute, capture_input, is_own_hook
+from captum_gradeclip.attr.contract import (
     TargetType,
     check_blocks,
     check_layer_input,
@@ -47,6 +49,7 @@ from captum_gradeclip.attr._contract import (
     run_device,
     target_columns,
 )
+from captum_gradeclip.ops import is_pool
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper, deferred_checks, require
 
 
@@ -222,6 +225,27 @@ class SimilarityAttribution(Attribution, ABC):
     #: ``True`` when :meth:`_maps` returns pixel maps ``(N, K, H, W)`` instead of token maps ``(N, K, T)``.
     pixel_maps: ClassVar[bool] = False
 
+    # -- the method's identity, declared once on its class and read by :mod:`captum_gradeclip.methods` --------
+    #: The display name (:meth:`get_name`, the registry's and the tables' name). A class of a module of
+    #: ``attr/`` or ``baselines/`` that declares it is listed by the registry; ``None``: not a listed method.
+    method_name: ClassVar[str | None] = None
+    #: The listed variants, display name -> the constructor arguments the variant fixes. Default (empty):
+    #: one variant, :attr:`method_name`, fixing nothing.
+    variants: ClassVar[Mapping[str, Mapping[str, Any]]] = MappingProxyType({})
+    #: Constructor arguments that keep a run small (tests, smoke runs).
+    quick_options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    #: Position in listings (the benchmark tables' rows); methods without one come last.
+    listing_order: ClassVar[float] = math.inf
+    #: The method reads token-to-token attention, which an attention pool (OpenAI/open_clip ResNets, SigLIP's
+    #: head) does not have: :meth:`_probe` refuses such a block, and listings for such towers leave it out.
+    needs_self_attention: ClassVar[bool] = False
+    #: The method reads the residual stream through the adapter's ``probe_layer`` and ``project_tokens`` roles
+    #: (:func:`~captum_gradeclip.adapters.dense.capability` names the loader that lacks them).
+    needs_residual_access: ClassVar[bool] = False
+    #: What the docs' tables say of the method where its requirements do not say it (keys: ``"vit"``, ``"resnet"``,
+    #: ``"siglip"``, ``"text"``: a loader's row in docs/models.md; ``"pool"``: README's attention-pool column).
+    loader_notes: ClassVar[Mapping[str, str]] = MappingProxyType({})
+
     def __new__(cls, *args: Any, **kwargs: Any) -> SimilarityAttribution:
         # every method's constructor: an unknown option is a TypeError listing the valid ones (Python's own
         # message names only the wrong one)
@@ -250,7 +274,24 @@ class SimilarityAttribution(Attribution, ABC):
 
     @classmethod
     def get_name(cls) -> str:
-        return cls.__name__
+        return cls.method_name or cls.__name__
+
+    def _probe(self, block: nn.Module, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:
+        """The adapter's :meth:`~captum_gradeclip.adapters.Adapter.probe` at ``block``; for a method that
+        declares :attr:`needs_self_attention`, a TypeError when the block turns out to be an attention pool."""
+        if not self.needs_self_attention:
+            return self.similarity.adapter.probe(block, substitute)
+
+        def checked(record: AttentionRecord, o: Tensor) -> Tensor:
+            if is_pool(record):
+                raise TypeError(
+                    f"{self.get_name()} needs token-to-token self-attention blocks; {type(record.block).__name__} "
+                    f"is an attention pool ({record.q.shape[1]} query over {record.k.shape[1]} tokens). Use a "  # type: ignore[union-attr]
+                    "method without that need (captum_gradeclip.methods.available(attention_pool=True))"
+                )
+            return substitute(record, o)
+
+        return self.similarity.adapter.probe(block, checked)
 
     def _pick_blocks(self, layer: nn.Module | None, layers: int | None, default: int | None) -> list[nn.Module]:
         """The ``layers`` consecutive attention blocks ending at ``layer`` (default: the last block; ``layers``
@@ -399,7 +440,8 @@ class AttentionAttribution(SimilarityAttribution, LayerAttribution, GradientAttr
 
     @classmethod
     def get_name(cls) -> str:
-        return super(SimilarityAttribution, cls).get_name()  # Captum's: the class name, spaced
+        # the declared name, or Captum's: the class name, spaced
+        return cls.method_name or super(SimilarityAttribution, cls).get_name()
 
     # -- what a method defines ------------------------------------------------------------
     def _substitute(self, record: AttentionRecord, o: Tensor) -> Tensor:

@@ -1,6 +1,6 @@
 """Trains ShapesCLIP, the embedded CLIPs, on the shapes world.
 
-Run ``python -m captum_gradeclip.zoo.train_shapes --out DIR [--backbone vit|resnet]`` (see
+Run ``python -m tools.train_shapes --out DIR [--backbone vit|resnet]`` (see
 ``--help``). The run is seeded: the same seed, steps and thread count give the same weights.
 
 - ``--backbone vit`` (default) writes a ``from_pretrained`` directory of an HF ``CLIPModel``:
@@ -533,7 +533,7 @@ def to_storage_precision(model: torch.nn.Module) -> torch.nn.Module:
 
 def main(argv: list[str] | None = None) -> None:
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="python -m captum_gradeclip.zoo.train_shapes", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.train_shapes", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="directory to write the model and processor to")
     parser.add_argument(
         "--backbone", choices=sorted(PRESETS), default="vit",
@@ -579,7 +579,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def check(step: int, model: torch.nn.Module, processor: object) -> None:
         if args.eval_every and step % args.eval_every == 0 and step < config.steps:
-            from captum_gradeclip.zoo.quality import evaluate
+            from tools.shapes_quality import evaluate
 
             quick = evaluate(model, processor, n_single=120, n_pair=100, pointing=False)
             tqdm.write(f"step {step}: " + ", ".join(f"{k}={v:.3f}" for k, v in quick.items()))
@@ -609,7 +609,7 @@ def main(argv: list[str] | None = None) -> None:
         info["storage_dtype"] = "float16"
         to_storage_precision(model)  # the quality below is that of the saved weights
     if not args.no_eval:
-        from captum_gradeclip.zoo.quality import evaluate
+        from tools.shapes_quality import evaluate
 
         info["quality"] = evaluate(model, processor)
     save(model, processor, args.out, info, config)

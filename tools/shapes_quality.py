@@ -60,7 +60,7 @@ def pointing_game(
 
     Examples::
 
-        >>> from captum_gradeclip.zoo import quality
+        >>> from tools import shapes_quality as quality
         >>> hits = quality.pointing_game(model, processor, shapes.make_scenes(range(10), n_objects=2), score="softmax")
         >>> sorted(hits), hits["named"] > hits["background"] > hits["other"]
         (['background', 'named', 'named_cell', 'other'], True)
@@ -122,7 +122,7 @@ def evaluate(
 
     Examples::
 
-        >>> from captum_gradeclip.zoo import quality
+        >>> from tools import shapes_quality as quality
         >>> result = quality.evaluate(model, processor, n_single=24, n_pair=100, pointing=False)
         >>> sorted(result)
         ['pair_recall_at_5', 'pair_top2_both_present', 'zero_shot_top1']

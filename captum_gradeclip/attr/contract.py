@@ -6,7 +6,10 @@
 - :func:`format_inputs`: one input tensor or a 1-tuple, token ids that a perturbation turned into floats;
 - :func:`check_blocks`: a clear error at construction when an explained block is not an attention block
   the adapter can read (Captum's invalid-module pattern);
-- :func:`check_layer_input`: Captum's ``attribute_to_layer_input``.
+- :func:`check_layer_input`: Captum's ``attribute_to_layer_input``;
+- :func:`constructor_options` and :func:`check_options`: a method's options, and a clear error for others.
+
+This module is public: a method or a metric outside the package imports it as the package's do.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import torch
 from torch import Tensor, nn
 
 from captum_gradeclip._compat import _format_additional_forward_args, _format_tensor_into_tuples, _is_tuple
-from captum_gradeclip.methods import constructor_options
 from captum_gradeclip.wrappers import SimilarityWrapper
 
 #: Captum's target forms (an int, a tuple index, a list of either per example, a tensor), or ``None``.
@@ -233,6 +235,15 @@ def renamed_flag(new: bool | None, old: bool | None, new_name: str, old_name: st
             raise ValueError(f"`{new_name}`={new!r} and its deprecated alias `{old_name}`={old!r} disagree")
         return bool(old)
     return default if new is None else bool(new)
+
+
+def constructor_options(cls: type) -> tuple[str, ...] | None:
+    """The names ``cls``'s constructor takes after ``forward_func``, or ``None`` where it takes ``**kwargs``."""
+    init = cls.__init__  # type: ignore[misc]
+    parameters = list(inspect.signature(init).parameters.values())[2:]  # without self, forward_func
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return tuple(p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL)
 
 
 def check_options(cls: type, options: dict[str, Any]) -> None:

@@ -1,9 +1,9 @@
 """Mutation check: plant known bugs, one at a time, and see whether the tests catch them.
 
-    python -m benchmarks.mutants                       # every mutant (a few minutes on two cores)
-    python -m benchmarks.mutants --list                # what each mutant changes, and its tests
-    python -m benchmarks.mutants m2ib-minimise rise-*  # some of them (names or shell patterns)
-    python -m benchmarks.mutants --write docs/mutants.md   # a rerun of some mutants updates their rows only
+    python -m tools.mutants                       # every mutant (a few minutes on two cores)
+    python -m tools.mutants --list                # what each mutant changes, and its tests
+    python -m tools.mutants m2ib-minimise rise-*  # some of them (names or shell patterns)
+    python -m tools.mutants --write docs/mutants.md   # a rerun of some mutants updates their rows only
 
 Each mutant is one small textual replacement in one source file (the text to replace must occur exactly once),
 made in a temporary copy of the repository, never in the tree itself. The copy is made once; for each mutant the
@@ -198,7 +198,7 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "grad-at-row-0",
-        "attr/_base.py",
+        "attr/base.py",
         "per_target.append([g[rows, ctx.query_index] for g in grads])",
         "per_target.append([g[rows, 0] for g in grads])",
         T_ATTR,
@@ -206,7 +206,7 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "output-mask-dropped",
-        "attr/_base.py",
+        "attr/base.py",
         "return maps * ctx.output_mask[:, None, :].to(maps.dtype)",
         "return maps",
         T_ATTR,
@@ -231,7 +231,7 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "fast-jacobian-flip",
-        "attr/_base.py",
+        "attr/base.py",
         'weights = torch.einsum("enk,enc->knc", grad_embeds, d_embed)',
         'weights = torch.einsum("enk,enc->knc", grad_embeds.flip(2), d_embed)',
         T_ATTR,
@@ -566,12 +566,12 @@ def table(results: list[Result], previous: str = "") -> str:
 
 PAGE_INTRO = """# Mutation check
 
-Written by `python -m benchmarks.mutants --write docs/mutants.md`. Each row is one bug planted in a temporary copy
+Written by `python -m tools.mutants --write docs/mutants.md`. Each row is one bug planted in a temporary copy
 of the repository (one textual replacement in one source file of `captum_gradeclip/`); the named tests then run
 there with `pytest -x`. *Caught* means a test failed, and *by* names the first one. The list holds the seven bugs
 that issue 21 found the tests letting through (`pointing-yx-swap`, `infidelity-plus`, the three `rise-*`,
 `text-mask-ignored`, `m2ib-minimise`, `m2ib-column-0`) and a representative set in Grad-ECLIP, its fast path, the
-wrappers, the metrics and the baselines. `python -m benchmarks.mutants --list` shows every replacement. The time is
+wrappers, the metrics and the baselines. `python -m tools.mutants --list` shows every replacement. The time is
 the wall-clock time of the mutant's test run, pytest's start-up included, on a 2-core machine shared with other jobs.
 
 """

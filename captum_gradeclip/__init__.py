@@ -35,6 +35,7 @@ _NAMES = {
     "SimilarityAttribution": "captum_gradeclip.attr",
     "SimilarityWrapper": "captum_gradeclip.wrappers",
     "TextImageSimilarity": "captum_gradeclip.wrappers",
+    "explain_dataset": "captum_gradeclip.runs",
     "get_adapter": "captum_gradeclip.adapters",
     "to_hwc": "captum_gradeclip.viz",
     "words": "captum_gradeclip.vocabulary",
@@ -52,6 +53,7 @@ __all__ = [
     "__version__",
     "analysis",
     "baselines",
+    "explain_dataset",
     "finetune",
     "get_adapter",
     "methods",
@@ -66,6 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from captum_gradeclip import analysis, baselines, finetune, methods, metrics, results, zoo
     from captum_gradeclip.adapters import get_adapter
     from captum_gradeclip.attr import AttentionAttribution, GradECLIP, SimilarityAttribution
+    from captum_gradeclip.runs import explain_dataset
     from captum_gradeclip.viz import to_hwc
     from captum_gradeclip.vocabulary import words
     from captum_gradeclip.wrappers import (

@@ -46,6 +46,8 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from captum_gradeclip.images import printable
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX
@@ -96,11 +98,6 @@ class StoreError(ValueError):
 
 def part_name(part: int) -> str:
     return f"part-{part:06d}.parquet"
-
-
-def printable(text: object) -> str:
-    """``text`` with control characters written as escapes (safe to print)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 # ----------------------------------------------------------------------------------------------- the filesystems
@@ -407,6 +404,18 @@ def read_part(store: Folder, name: str, number: int) -> Part:
     return Part(number, meta, first, rows, buffer)
 
 
+def identifiably_ours(store: Folder, name: str) -> bool:
+    """Whether the file ``name`` is a regular file whose Parquet footer carries this store's metadata: a part this
+    store wrote (perhaps damaged since), which a run may replace and ``fresh`` may remove."""
+    try:
+        buffer = store.read(name)
+        schema = pq.ParquetFile(pa.BufferReader(buffer)).schema_arrow
+        parse_metadata((schema.metadata or {}).get(METADATA_KEY.encode()))
+    except (_Bad, pa.ArrowException, OSError):
+        return False
+    return True
+
+
 def _ranges(numbers: Sequence[int], limit: int = 10) -> str:
     """``[0, 1, 2, 5]`` -> ``"0-2, 5"`` (at most ``limit`` ranges, then how many more)."""
     groups: list[list[int]] = []
@@ -419,6 +428,36 @@ def _ranges(numbers: Sequence[int], limit: int = 10) -> str:
     if len(groups) > limit:
         text.append(f"and {len(groups) - limit} more ranges")
     return ", ".join(text)
+
+
+def _text(value: str | None) -> str | None:
+    """A string Parquet can hold (UTF-8): lone surrogates written as escapes."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def table_of(rows: list[dict], shape: tuple[int, int] | None) -> pa.Table:
+    """The rows (dicts of column values; ``map`` a numpy array of ``h * w`` values) as a table of the store's schema,
+    with a ``map`` column of ``h * w`` float32 per row (null where a row has none)."""
+    columns = {}
+    for field in SCHEMA:
+        values = [row.get(field.name) for row in rows]
+        if pa.types.is_string(field.type):
+            values = [_text(v) for v in values]
+        columns[field.name] = pa.array(values, type=field.type)
+    width = shape[0] * shape[1] if shape else 0
+    flat = np.zeros((len(rows), width), dtype=np.float32)
+    valid = np.zeros(len(rows), dtype=bool)
+    for i, row in enumerate(rows):
+        if "map" in row and row["map"].size == width:
+            flat[i], valid[i] = row["map"], True
+    maps = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), width, mask=pa.array(~valid))
+    return pa.table({**columns, "map": maps})
 
 
 def write_part(store: Folder, number: int, table: pa.Table, meta: dict) -> None:
@@ -529,23 +568,29 @@ class ResultStore:
             raise StoreError(f"result store {label} is inconsistent: {problems['map']}")
         self.map_shape: tuple[int, int] | None = shapes.pop() if shapes else None
         items, size = self.meta["items"], self.meta["chunk_size"]
-        expected = -(-items // size)
-        missing_parts = _complement(sorted(self.parts), expected)
+        #: ``[(first, last)]`` item ranges in no intact part (merged), bounded however many items the store claims.
+        self.missing_ranges = _missing_ranges(sorted(self.parts), items, size)
         #: Why each file that should be (or looks like) an intact part of this run is not one.
         self.problems = problems
-        #: The items that iteration, :meth:`load` and :meth:`maps` leave out.
-        self.missing_items = [i for n in missing_parts for i in range(n * size, min((n + 1) * size, items))]
-        if problems or missing_parts:
-            message = self._describe(missing_parts)
+        if problems or self.missing_ranges:
+            message = self._describe()
             if not partial:
                 raise StoreError(f"{message}; open it with partial=True to read the rest")
             warnings.warn(f"{message}; reading the rest", stacklevel=3)
 
-    def _describe(self, missing_parts: list[int]) -> str:
+    @property
+    def missing_items(self) -> list[int]:
+        """The items that iteration, :meth:`load` and :meth:`maps` leave out."""
+        return [i for first, last in self.missing_ranges for i in range(first, last + 1)]
+
+    def _describe(self) -> str:
         label, items = self.folder.label, self.meta["items"]
-        text = [f"result store {label} is missing {len(self.missing_items)} of {items} items"]
-        if missing_parts:
-            text.append(f"items {_ranges(self.missing_items)} are in no intact part (parts {_ranges(missing_parts)})")
+        missing = sum(last - first + 1 for first, last in self.missing_ranges)
+        text = [f"result store {label} is missing {missing} of {items} items"]
+        if self.missing_ranges:
+            shown = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in self.missing_ranges[:10])
+            more = f" and {len(self.missing_ranges) - 10} more ranges" if len(self.missing_ranges) > 10 else ""
+            text.append(f"items {shown}{more} are in no intact part")
         problems = list(self.problems.items())
         text += [f"{printable(n)}: {r}" for n, r in problems[:10]]
         if len(problems) > 10:
@@ -555,7 +600,7 @@ class ResultStore:
     @property
     def complete(self) -> bool:
         """Whether every item is present, in intact parts of one run."""
-        return not self.missing_items and not self.problems
+        return not self.missing_ranges and not self.problems
 
     def __len__(self) -> int:
         return sum(p.rows for p in self.parts.values())
@@ -672,15 +717,14 @@ class ResultStore:
         return found
 
 
-def _complement(present: list[int], expected: int) -> list[int]:
-    """The numbers in ``range(expected)`` not in ``present`` (sorted); ``expected`` is bounded by MAX_ITEMS, so the
-    gaps are listed only up to a bound (10**6 numbers)."""
-    missing: list[int] = []
-    previous = -1
-    for n in [*present, expected]:
-        missing.extend(range(previous + 1, min(n, previous + 1 + 10**6 - len(missing))))
+def _missing_ranges(present: list[int], items: int, size: int) -> list[tuple[int, int]]:
+    """The item ranges of the parts not in ``present`` (sorted part numbers), merged: O(len(present))."""
+    ranges, previous = [], -1
+    for n in [*present, -(-items // size)]:
+        if n > previous + 1:
+            ranges.append(((previous + 1) * size, min(n * size, items) - 1))
         previous = n
-    return missing
+    return ranges
 
 
 def _changed(a: dict, b: dict) -> list[str]:

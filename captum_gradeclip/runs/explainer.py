@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import pyarrow as pa
 import torch
 import torch.nn.functional as F
@@ -15,7 +14,7 @@ import torch.nn.functional as F
 import captum_gradeclip as cg
 from captum_gradeclip import methods
 from captum_gradeclip.images import DEFAULT_MAX_PIXELS, ImageError, load_image, printable, resolve_inside
-from captum_gradeclip.results import SCHEMA
+from captum_gradeclip.results import table_of
 from captum_gradeclip.runs.pairs import InputError, Item
 
 #: The method a run uses without ``method``.
@@ -157,7 +156,7 @@ class DatasetExplainer:
             if batch:
                 shape = self._explain_batch(batch, rows) or shape
                 del batch  # the decoded images of this batch
-        return _table([rows[i.index] for i in items], shape), shape
+        return table_of([rows[i.index] for i in items], shape), shape
 
     def _explain_batch(self, batch: list, rows: dict[int, dict]) -> tuple[int, int]:
         device = next(self.model.parameters()).device
@@ -228,32 +227,3 @@ def image_stat(images: Path, name: str) -> tuple[int | None, int | None]:
     except (ImageError, OSError, ValueError):
         return None, None
     return info.st_size, info.st_mtime_ns
-
-
-def _text(value: str | None) -> str | None:
-    """A string Parquet can hold (UTF-8): lone surrogates written as escapes."""
-    if value is None:
-        return None
-    try:
-        value.encode("utf-8")
-        return value
-    except UnicodeError:
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _table(rows: list[dict], shape: tuple[int, int] | None) -> pa.Table:
-    """The rows as a table of the store's schema, with a ``map`` column of ``h * w`` float32 per row."""
-    columns = {}
-    for field in SCHEMA:
-        values = [row.get(field.name) for row in rows]
-        if pa.types.is_string(field.type):
-            values = [_text(v) for v in values]
-        columns[field.name] = pa.array(values, type=field.type)
-    width = shape[0] * shape[1] if shape else 0
-    flat = np.zeros((len(rows), width), dtype=np.float32)
-    valid = np.zeros(len(rows), dtype=bool)
-    for i, row in enumerate(rows):
-        if "map" in row and row["map"].size == width:
-            flat[i], valid[i] = row["map"], True
-    maps = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), width, mask=pa.array(~valid))
-    return pa.table({**columns, "map": maps})

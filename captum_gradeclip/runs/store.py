@@ -18,12 +18,14 @@ from captum_gradeclip import methods
 from captum_gradeclip.images import DEFAULT_MAX_PIXELS, printable
 from captum_gradeclip.results import (
     FORMAT_VERSION,
+    PART,
     Folder,
     ResultStore,
     Scan,
     StoreError,
     _changed,
     folder,
+    identifiably_ours,
     old_store_message,
     part_name,
     scan,
@@ -100,7 +102,10 @@ def check_store(
     found = scan(store) if store.exists() else Scan({}, {}, [], [], False)
     if found.old_format and not found.parts:
         raise StoreError(old_store_message(label))
+    ours = {n for n in found.problems if PART.fullmatch(n) and identifiably_ours(store, n)}  # damaged: redone
     for name, reason in found.problems.items():
+        if name in ours:
+            continue
         raise StoreError(
             f"`out` {label} holds {printable(name)}, which is not an intact part of this store ({reason}); this "
             "run does not write over, nor delete, a file it cannot tell it wrote: move it away"
@@ -122,8 +127,8 @@ def check_store(
         )
     if fresh:
         if act:
-            for number in sorted(found.parts):
-                store.remove(part_name(number))
+            for name in [*map(part_name, sorted(found.parts)), *sorted(ours)]:
+                store.remove(name)
         found.parts.clear()
     else:
         _check_images_unchanged(found, items, images, label)

@@ -71,9 +71,10 @@ def main(argv: list[str] | None = None) -> None:
                                 args.templates, column, args.batch_size, args.max_pixels)  # fmt: skip
             if not remote:
                 check_output_directory(Path(args.out))
-            store = folder(args.out)
-            with store.locked():
-                check_store(store, run_meta(config, len(items), args.chunk_size), items, args.images, args.fresh)
+            store, meta = folder(args.out), run_meta(config, len(items), args.chunk_size)
+            check_store(store, meta, items, args.images, args.fresh)  # read-only: a foreign folder gets no lock
+            with store.locked():  # a busy store is refused before the model is loaded
+                check_store(store, meta, items, args.images, args.fresh)
         loaded = load_model(args.model, args.dtype, device)  # a CLIError: one line and exit code 2 in cli.main
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)

@@ -248,6 +248,8 @@ def explain_dataset(
     rank, world_size = _rank()
     with contextlib.ExitStack() as stack:
         if rank == 0:
+            if store.exists():  # read-only first: nothing is created in a folder that is not one of our stores
+                check_store(store, meta, items, images, fresh)
             store.make()
             stack.enter_context(store.locked())
             check_store(store, meta, items, images, fresh, act=True)

@@ -61,7 +61,7 @@ def test_library_modules_do_not_import_the_command_line():
     result = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
     for path in (ROOT / "captum_gradeclip").rglob("*.py"):
-        if "cli" not in path.relative_to(ROOT / "captum_gradeclip").parts:
+        if "cli" not in path.relative_to(ROOT / "captum_gradeclip").parts and path.name != "__main__.py":
             source = path.read_text()
             assert "from captum_gradeclip.cli" not in source.replace(">>> from captum_gradeclip.cli", ""), path
 
@@ -206,7 +206,7 @@ def test_pandas_pyarrow_duckdb_and_datasets_read_the_store(dataset, loaded, tmp_
     table = ds.dataset(out, format="parquet").to_table()
     assert table.num_rows == 17
     duckdb = pytest.importorskip("duckdb")
-    count, errors = duckdb.sql(f"SELECT count(*), count(error) FROM '{out}/*.parquet'").fetchone()
+    count, errors = duckdb.sql(f"SELECT count(*), count(error) FROM '{out}/*.parquet'").fetchall()[0]
     assert (count, errors) == (17, 5)
     datasets = pytest.importorskip("datasets")
     loaded_ds = datasets.load_dataset("parquet", data_files=str(out / "*.parquet"), split="train",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -154,9 +155,44 @@ class DatasetExplainer:
                 except ImageError as error:
                     rows[item.index]["error"] = str(error)
             if batch:
-                shape = self._explain_batch(batch, rows) or shape
+                shape = self._explain_or_isolate(batch, rows) or shape
                 del batch  # the decoded images of this batch
+        if shape is None and items:  # every row an error: the parts of a run still share one schema
+            shape = self.map_shape()
         return table_of([rows[i.index] for i in items], shape), shape
+
+    def _explain_or_isolate(self, batch: list, rows: dict[int, dict]) -> tuple[int, int] | None:
+        """Explains the batch; if the model or method refuses it (a non-finite input, ...), each item alone, so that
+        only the items it refuses become error rows."""
+        try:
+            return self._explain_batch(batch, rows)
+        except (ValueError, RuntimeError) as error:
+            if len(batch) > 1:
+                shapes = [self._explain_or_isolate([one], rows) for one in batch]
+                return next((s for s in shapes if s is not None), None)
+            message = printable(_first_line(error))[:160]
+            finite = "NaN" not in message and "infinite" not in message and "non-finite" not in message
+            reason = f"explanation failed: {message}" if finite else f"non-finite result: {message}"
+            item = batch[0][0]
+            rows[item.index] = {**_base_row(item, self.images), "error": reason}
+            return None
+
+    def map_shape(self) -> tuple[int, int]:
+        """The grid shape of this run's maps, from one explanation of a blank image (computed once)."""
+        if getattr(self, "_map_shape", None) is None:
+            from PIL import Image
+
+            side = self.resize_side
+            device = next(self.model.parameters()).device
+            pixels = self.loaded.pixels(Image.new("RGB", (side, side))).to(device)
+            sim = self.zero_shot
+            if sim is None:
+                ids, mask = (t.to(device) for t in self.loaded.tokenize(["a"]))
+                sim = cg.ImageTextSimilarity(self.model, {"input_ids": ids, "attention_mask": mask})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._map_shape = tuple(self._explainer(sim).attribute(pixels, target=[0]).shape[2:])
+        return self._map_shape
 
     def _explain_batch(self, batch: list, rows: dict[int, dict]) -> tuple[int, int]:
         device = next(self.model.parameters()).device

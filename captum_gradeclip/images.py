@@ -168,6 +168,8 @@ def load_image(
                 image.load()
                 image = ImageOps.exif_transpose(image)
                 return _to_rgb(image)
+    except ImageError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError("too large", path, _first_line(error)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as error:

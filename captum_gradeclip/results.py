@@ -316,7 +316,7 @@ class Part:
     meta: dict
     first: int
     rows: int
-    buffer: pa.Buffer
+    parquet: pq.ParquetFile  # over the file's bytes, read once (memory-mapped), checksums verified
 
     @property
     def signature(self) -> str:
@@ -324,7 +324,9 @@ class Part:
         return json.dumps({k: self.meta[k] for k in ("format", "config", "items", "chunk_size")}, sort_keys=True)
 
     def table(self, columns: Sequence[str] | None = None) -> pa.Table:
-        return pq.ParquetFile(pa.BufferReader(self.buffer), page_checksum_verification=True).read(columns=columns)
+        return self.parquet.read(
+            columns=columns, use_threads=False
+        )  # many small parts: threads cost more than they give
 
 
 def _int(meta: dict, key: str, low: int, high: int) -> int:
@@ -383,12 +385,12 @@ def read_part(store: Folder, name: str, number: int) -> Part:
             if schema.get_field_index(field.name) < 0 or schema.field(field.name).type != field.type:
                 raise _Bad(f"column `{field.name}` is missing or not of type {field.type}")
         shape = meta["map_shape"]
-        map_type = pa.list_(pa.float32(), shape[0] * shape[1]) if shape else None
-        if map_type is not None and (schema.get_field_index("map") < 0 or schema.field("map").type != map_type):
+        expected = map_type(shape)
+        if shape is not None and (schema.get_field_index("map") < 0 or schema.field("map").type != expected):
             raise _Bad(f"column `map` is not a list of {shape[0]} x {shape[1]} float32 (its metadata's shape)")
         if parquet.metadata.num_rows != rows:
             raise _Bad(f"holds {parquet.metadata.num_rows} rows; its range has {rows}")
-        items = parquet.read(columns=["item"]).column(0).to_numpy()
+        items = parquet.read(columns=["item"], use_threads=False).column(0).to_numpy()
     except (pa.ArrowException, OSError) as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise _Bad(f"unreadable ({printable(first_line)})") from None
@@ -401,7 +403,7 @@ def read_part(store: Folder, name: str, number: int) -> Part:
             else "its items out of order or some missing"
         )  # fmt: skip
         raise _Bad(f"holds {detail}")
-    return Part(number, meta, first, rows, buffer)
+    return Part(number, meta, first, rows, parquet)
 
 
 def identifiably_ours(store: Folder, name: str) -> bool:
@@ -443,7 +445,8 @@ def _text(value: str | None) -> str | None:
 
 def table_of(rows: list[dict], shape: tuple[int, int] | None) -> pa.Table:
     """The rows (dicts of column values; ``map`` a numpy array of ``h * w`` values) as a table of the store's schema,
-    with a ``map`` column of ``h * w`` float32 per row (null where a row has none)."""
+    with a ``map`` column of ``h * w`` float32 per row: NaN where a row has none (an error row). The column is a
+    fixed-size list without nulls, which readers decode several times faster than a nullable one."""
     columns = {}
     for field in SCHEMA:
         values = [row.get(field.name) for row in rows]
@@ -451,13 +454,19 @@ def table_of(rows: list[dict], shape: tuple[int, int] | None) -> pa.Table:
             values = [_text(v) for v in values]
         columns[field.name] = pa.array(values, type=field.type)
     width = shape[0] * shape[1] if shape else 0
-    flat = np.zeros((len(rows), width), dtype=np.float32)
-    valid = np.zeros(len(rows), dtype=bool)
+    flat = np.full((len(rows), width), np.nan, dtype=np.float32)
     for i, row in enumerate(rows):
         if "map" in row and row["map"].size == width:
-            flat[i], valid[i] = row["map"], True
-    maps = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), width, mask=pa.array(~valid))
-    return pa.table({**columns, "map": maps})
+            flat[i] = row["map"]
+    maps = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), type=map_type(shape))
+    schema = pa.schema([*SCHEMA, pa.field("map", maps.type, nullable=False)])
+    return pa.table([*columns.values(), maps], schema=schema)
+
+
+def map_type(shape: Sequence[int] | None) -> pa.DataType:
+    """The ``map`` column's type: a fixed-size list of ``h * w`` float32 (no null values)."""
+    width = shape[0] * shape[1] if shape else 1
+    return pa.list_(pa.field("item", pa.float32(), nullable=False), width)
 
 
 def write_part(store: Folder, number: int, table: pa.Table, meta: dict) -> None:
@@ -493,21 +502,36 @@ def scan(store: Folder) -> Scan:
     problems: dict[str, str] = {}
     temporary, others = [], []
     entries = store.entries()
+    candidates = []
     for name, kind in sorted(entries.items()):
         match = PART.fullmatch(name)
         if match:
-            try:
-                if kind != "file":
-                    raise _Bad({"link": "a symbolic link", "dir": "a directory"}.get(kind, "not a regular file"))
-                parts[int(match.group(1))] = read_part(store, name, int(match.group(1)))
-            except _Bad as bad:
-                problems[name] = str(bad)
+            if kind == "file":
+                candidates.append((name, int(match.group(1))))
+            else:
+                problems[name] = {"link": "a symbolic link", "dir": "a directory"}.get(kind, "not a regular file")
         elif TEMPORARY.fullmatch(name) and kind == "file":
             temporary.append(name)
         elif name.endswith(".parquet"):
             problems[name] = "a Parquet file that is not a part of this store (readers of *.parquet would count it)"
         elif name not in (LOCK,) and not name.startswith(".write-test.tmp-"):
             others.append(name)
+
+    def check(candidate: tuple[str, int]) -> Part | str:
+        try:
+            return read_part(store, *candidate)
+        except _Bad as bad:
+            return str(bad)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # pyarrow releases the GIL
+        for (name, number), found in zip(candidates, pool.map(check, candidates), strict=True):
+            if isinstance(found, Part):
+                parts[number] = found
+            else:
+                problems[name] = found
+    problems = dict(sorted(problems.items()))
     old = entries.get(OLD_MANIFEST) == "file" and entries.get("shards") == "dir"
     return Scan(parts, problems, temporary, others, old)
 
@@ -605,13 +629,25 @@ class ResultStore:
     def __len__(self) -> int:
         return sum(p.rows for p in self.parts.values())
 
-    def _tables(self, columns: Sequence[str] | None = None) -> Iterator[tuple[Part, pa.Table]]:
-        for number in sorted(self.parts):
-            part = self.parts[number]
+    def _tables(self, columns: Sequence[str] | None = None, parallel: bool = False) -> Iterator[tuple[Part, pa.Table]]:
+        """``(part, table)`` in part order; ``parallel``: parts decoded by a thread pool (pyarrow releases the GIL),
+        a few ahead of the caller."""
+
+        def read(part: Part) -> pa.Table:
             try:
-                yield part, part.table(columns)
+                return part.table(columns)
             except (pa.ArrowException, OSError) as error:
-                raise StoreError(f"{part_name(number)} of {self.folder.label} is damaged: {error}") from None
+                raise StoreError(f"{part_name(part.number)} of {self.folder.label} is damaged: {error}") from None
+
+        parts = [self.parts[n] for n in sorted(self.parts)]
+        if not parallel or len(parts) < 2:
+            for part in parts:
+                yield part, read(part)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            yield from zip(parts, pool.map(read, parts), strict=True)
 
     def __iter__(self) -> Iterator[dict]:
         """One dict per item, in item order: null columns left out; ``map`` a ``(h, w)`` tensor, token columns
@@ -620,6 +656,8 @@ class ResultStore:
             shape = part.meta["map_shape"]
             for row in table.to_pylist():
                 out = {k: v for k, v in row.items() if v is not None}
+                if "error" in out:
+                    out.pop("map", None)  # an error row's map is NaN: it has none
                 if "map" in out and shape:
                     out["map"] = torch.tensor(out["map"], dtype=torch.float32).view(*shape)
                 for key in ("token_scores", "word_scores"):
@@ -631,20 +669,26 @@ class ResultStore:
 
     def maps(self) -> Tensor:
         """Every good item's map, ``(N, h, w)`` float32 in item order, read column-wise in one call."""
-        blocks = []
-        width = self.map_shape[0] * self.map_shape[1] if self.map_shape else 0
-        for part, table in self._tables(["map", "error"]):
-            if not width or part.meta["map_shape"] is None:
-                continue
+        if self.map_shape is None:
+            return torch.zeros(0, 0, 0)
+        width = self.map_shape[0] * self.map_shape[1]
+        blocks = []  # (maps of every row, which rows are good): views of the column, no copy yet
+        for part, table in self._tables(["map", "error"], parallel=True):
             column = table.column("map").combine_chunks()
             flat = column.values.to_numpy(zero_copy_only=False)
             if flat.size != len(column) * width:
                 raise StoreError(f"{part_name(part.number)}: its maps do not have {width} values each")
-            good = table.column("error").is_null().to_numpy(zero_copy_only=False)
-            blocks.append(flat.reshape(len(column), width)[good])
-        if not blocks:
-            return torch.zeros(0, *(self.map_shape or (0, 0)))
-        return torch.from_numpy(np.concatenate(blocks)).view(-1, *self.map_shape)  # type: ignore[misc]
+            blocks.append((flat.reshape(len(column), width), table.column("error").is_null().to_numpy()))
+        out = np.empty((sum(int(good.sum()) for _, good in blocks), width), dtype=np.float32)
+        position = 0
+        for rows, good in blocks:  # one copy into the result
+            n = int(good.sum())
+            if n == len(good):
+                out[position : position + n] = rows
+            else:
+                np.compress(good, rows, axis=0, out=out[position : position + n])
+            position += n
+        return torch.from_numpy(out).view(-1, *self.map_shape)
 
     def load(self) -> dict[str, Any]:
         """Every good item's results stacked: ``item``, ``map``, ``score`` and, where the run has them,
@@ -713,8 +757,18 @@ class ResultStore:
                 found.append(f"part {number}: intact in only one store")
                 continue
             a, b = mine.table(columns), theirs.table(columns)
-            found += [f"part {number}: {c} differs" for c in columns if not a.column(c).equals(b.column(c))]
+            found += [f"part {number}: {c} differs" for c in columns if not _same(a.column(c), b.column(c))]
         return found
+
+
+def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> bool:
+    """Whether two columns are equal, NaN equal to NaN (an error row's map)."""
+    if a.type != b.type or len(a) != len(b):
+        return False
+    if pa.types.is_fixed_size_list(a.type):
+        values = [c.combine_chunks().values.to_numpy(zero_copy_only=False) for c in (a, b)]
+        return bool(np.array_equal(*values, equal_nan=True))
+    return a.equals(b)
 
 
 def _missing_ranges(present: list[int], items: int, size: int) -> list[tuple[int, int]]:

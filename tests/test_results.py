@@ -73,7 +73,8 @@ def test_a_whole_store_reads_back_every_item_and_its_maps_as_one_tensor(tmp_path
     assert loaded["item"].tolist() == good and loaded["errors"] == [(4, "missing image: 4.png")]
     assert store.summary() == {"items": 11, "errors": 1, "error_reasons": {"missing image": 1}}
     parquet = pq.ParquetFile(tmp_path / part_name(1))
-    assert parquet.schema_arrow.field("map").type == pa.list_(pa.float32(), 4)
+    map_type = parquet.schema_arrow.field("map").type  # a fixed-size list of float32 without nulls
+    assert pa.types.is_fixed_size_list(map_type) and map_type.list_size == 4 and map_type.value_type == pa.float32()
     meta = json.loads(parquet.schema_arrow.metadata[METADATA_KEY.encode()])
     assert meta == {"format": FORMAT_VERSION, "config": CONFIG, "items": ITEMS, "chunk_size": CHUNK_SIZE,
                     "part": 1, "map_shape": [2, 2]}  # fmt: skip

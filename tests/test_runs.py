@@ -250,7 +250,9 @@ def test_a_run_writes_to_and_reads_from_an_in_memory_filesystem(dataset, loaded,
 
 
 def test_sigint_prints_one_line_exits_130_and_the_store_resumes_exactly(dataset, tmp_path):  # noqa: F811
-    small = ("--chunk-size", "1", "--batch-size", "1")
+    rows = list(csv.reader(dataset["pairs"].open(newline="")))
+    pairs = _pairs(tmp_path / "long.csv", rows[0], rows[1:] * 8)  # 136 items: long enough to interrupt
+    small = ("--chunk-size", "1", "--batch-size", "1", "--pairs", str(pairs))
     clean = tmp_path / "clean"
     subprocess.run(_cli(dataset, clean, *small), check=True, env=ENV, capture_output=True)
     out = tmp_path / "out"

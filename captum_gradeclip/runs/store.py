@@ -210,7 +210,8 @@ def explain_dataset(
 
     Returns:
         *ResultStore*: the opened store; its ``run`` attribute says what this call did (``items_done_here``,
-        ``parts_done_here``, ``seconds``, ``rank``, ``world_size``).
+        ``parts_done_here``, ``seconds``, ``explain_seconds`` and ``store_seconds`` (checking, writing and opening
+        the store), ``rank``, ``world_size``).
 
     Raises:
         InputError: a bad pairs file, option or folder. StoreError: ``out`` is busy, holds another run or files
@@ -262,7 +263,9 @@ def explain_dataset(
             warnings.warn(f"no word importances: {explainer.no_words}", stacklevel=2)
         done = _run_parts(explainer, items, store, meta, rank, world_size, progress)
         _barrier(world_size)
+    clock = time.perf_counter()
     opened = ResultStore(store)
+    done["store_seconds"] += time.perf_counter() - clock
     opened.run = {**done, "rank": rank, "world_size": world_size}
     return opened
 
@@ -274,7 +277,9 @@ def _run_parts(
     size = meta["chunk_size"]
     chunks = -(-len(items) // size)
     signature = _signature(meta)
+    clock = time.perf_counter()
     present = {n for n, p in scan(store).parts.items() if p.signature == signature}
+    store_seconds, explain_seconds = time.perf_counter() - clock, 0.0
     mine = [c for c in range(chunks) if c % world_size == rank and c not in present]
     total = sum(min(size, len(items) - c * size) for c in mine)
     start = time.perf_counter()
@@ -282,10 +287,15 @@ def _run_parts(
     with tqdm(total=total, desc=desc, position=rank, unit="item", file=sys.stderr, disable=not progress) as bar:
         for c in mine:
             chunk = items[c * size : (c + 1) * size]
+            clock = time.perf_counter()
             table, shape = explainer.explain_chunk(chunk)
+            explain_seconds += time.perf_counter() - clock
+            clock = time.perf_counter()
             write_part(store, c, table, {**meta, "map_shape": list(shape) if shape else None})
+            store_seconds += time.perf_counter() - clock
             bar.update(len(chunk))
-    return {"items_done_here": total, "parts_done_here": len(mine), "seconds": time.perf_counter() - start}
+    return {"items_done_here": total, "parts_done_here": len(mine), "seconds": time.perf_counter() - start,
+            "explain_seconds": explain_seconds, "store_seconds": store_seconds}  # fmt: skip
 
 
 def check_templates(templates: Sequence[str] | None) -> None:

@@ -9,7 +9,16 @@ Writes a folder of held-out ShapesCLIP scenes and their captions, then runs the 
 - 1 process with 1 thread (what one rank gets).
 
 Each row is the wall time of the whole command (start-up and model loading included) and the items per second
-it gives; the speed-up is against the first row. The stores are compared shard by shard: they must be equal.
+it gives; the speed-up is against the first row. The stores are compared part by part: they must be equal.
+
+Then the result store's own cost, side by side in the same run:
+
+- its share of a run: the seconds spent checking, writing and opening the store against the seconds spent
+  explaining, in one in-process ``cg.explain_dataset`` run on the same scenes (target: 5% or less);
+- reading: the time to open a store of ``--store-items`` (100,000) items with ``--map-side`` x ``--map-side``
+  maps in parts of ``--store-chunk-size`` (the library's default, 256) and read all maps as one tensor
+  (``cg.results.open(path).maps()``), against ``numpy.load`` of the same maps saved as one ``.npy`` file
+  (target: 3x or less). Both are the median of ``--repeats`` runs, files in the page cache.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import captum_gradeclip as cg
@@ -54,6 +64,47 @@ def run_command(cmd: list[str], threads: int) -> float:
     return seconds
 
 
+def store_share(images: Path, pairs: Path, out: Path, model: str, batch_size: int, chunk_size: int) -> dict:
+    """One in-process run: its explanation seconds and its store seconds (checking, writing and opening)."""
+    from captum_gradeclip.cli import load_model
+
+    store = cg.explain_dataset(load_model(model), pairs, images=images, out=out, batch_size=batch_size,
+                               chunk_size=chunk_size, progress=False)  # fmt: skip
+    return store.run
+
+
+def synthetic_store(root: Path, items: int, side: int, chunk_size: int) -> np.ndarray:
+    """A store of ``items`` rows as a run writes them (texts, token and word scores, maps of ``side x side``), and
+    the same maps saved as ``root/maps.npy``; returns the maps."""
+    from captum_gradeclip.results import FORMAT_VERSION, folder, table_of, write_part
+
+    maps = np.random.default_rng(0).random((items, side * side), dtype=np.float32)
+    store = folder(root / "store")
+    store.make()
+    meta = {"format": FORMAT_VERSION, "config": {"model": "synthetic"}, "items": items, "chunk_size": chunk_size}
+    words = ["a", "red", "circle", "and", "a", "blue", "square"]
+    for part in range(-(-items // chunk_size)):
+        rows = [{"item": i, "image": f"{i:06d}.png", "text": " ".join(words), "score": 0.3,
+                 "token_ids": list(range(9)), "token_scores": [0.1] * 9, "words": words, "word_scores": [0.1] * 7,
+                 "map": maps[i]} for i in range(part * chunk_size, min((part + 1) * chunk_size, items))]  # fmt: skip
+        write_part(store, part, table_of(rows, (side, side)), {**meta, "map_shape": [side, side]})
+    np.save(root / "maps.npy", maps.reshape(items, side, side))
+    return maps
+
+
+def read_times(root: Path, repeats: int) -> tuple[float, float, bool]:
+    """Median seconds of ``numpy.load`` and of ``open(...).maps()``, and whether both give the same maps."""
+    npy, ours = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        reference = np.load(root / "maps.npy")
+        npy.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        maps = cg.results.open(root / "store").maps()
+        ours.append(time.perf_counter() - start)
+    return float(np.median(npy)), float(np.median(ours)), bool(np.array_equal(maps.numpy(), reference))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=1024)
@@ -63,6 +114,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=900_000, help="first scene seed (held out from training)")
     parser.add_argument("--device", default="cpu", help="explain-dataset's --device: cpu (default) or cuda")
+    parser.add_argument("--store-items", type=int, default=100_000, help="items of the store that is read back")
+    parser.add_argument("--map-side", type=int, default=14, help="its maps' side (14: a ViT-B/16 at 224 pixels)")
+    parser.add_argument("--store-chunk-size", type=int, default=256, help="its items per part (the default: 256)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="reads of the store (and of the .npy) to take the median of"
+    )
     parser.add_argument("--write", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args(argv)
     command = sys.argv[1:] if argv is None else argv
@@ -89,6 +146,9 @@ def main(argv: list[str] | None = None) -> None:
             same = not cg.results.open(root / "one").differences(cg.results.open(out))
             rows.append((name, seconds, args.items / seconds, same))
             print(f"{name}: {seconds:.1f} s", flush=True)
+        run = store_share(images, pairs, root / "in-process", args.model, args.batch_size, args.chunk_size)
+        synthetic_store(root / "synthetic", args.store_items, args.map_side, args.store_chunk_size)
+        npy_seconds, our_seconds, same_maps = read_times(root / "synthetic", args.repeats)
 
     base = rows[0][2]
     lines = [
@@ -99,6 +159,22 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---:|---:|---:|---|",
         *(f"| {n} | {s:.1f} | {r:.1f} | {r / base:.2f} | {'yes' if eq else 'NO'} |" for n, s, r, eq in rows),
     ]
+    share, ratio = run["store_seconds"] / run["explain_seconds"], our_seconds / npy_seconds
+    lines += [
+        "",
+        f"The store's own cost, in the same run: {args.items} items explained in-process (`cg.explain_dataset`, "
+        f"parts of {args.chunk_size}); a store of {args.store_items:,} items with {args.map_side}x{args.map_side} maps "
+        f"in parts of {args.store_chunk_size}, read {args.repeats} times (median).",
+        "",
+        "| store cost | ours s | against s | ratio | target | met |",
+        "|---|---:|---:|---:|---:|---|",
+        f"| checking, writing and opening the store / explaining | {run['store_seconds']:.3f} | "
+        f"{run['explain_seconds']:.3f} | {share:.1%} | 5% | {'yes' if share <= 0.05 else 'NO'} |",
+        f"| open + maps() as one tensor / numpy.load of the same .npy | {our_seconds:.3f} | {npy_seconds:.3f} | "
+        f"{ratio:.2f}x | 3x | {'yes' if ratio <= 3 else 'NO'} |",
+    ]
+    if not same_maps:
+        lines.append("\nThe maps read back differ from the .npy: a bug.")
     text = "\n".join(lines)
     print(text)
     if args.write:

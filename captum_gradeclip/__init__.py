@@ -37,6 +37,7 @@ _NAMES = {
     "SimilarityAttribution": "captum_gradeclip.attr",
     "SimilarityWrapper": "captum_gradeclip.wrappers",
     "TextImageSimilarity": "captum_gradeclip.wrappers",
+    "explain_dataset": "captum_gradeclip.runs",
     "get_adapter": "captum_gradeclip.adapters",
     "load": "captum_gradeclip.loading",
     "seen_image": "captum_gradeclip.viz",
@@ -57,6 +58,7 @@ __all__ = [
     "__version__",
     "analysis",
     "baselines",
+    "explain_dataset",
     "finetune",
     "get_adapter",
     "load",
@@ -75,6 +77,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from captum_gradeclip.adapters import get_adapter
     from captum_gradeclip.attr import AttentionAttribution, GradECLIP, SimilarityAttribution
     from captum_gradeclip.loading import load
+    from captum_gradeclip.runs import explain_dataset
     from captum_gradeclip.viz import seen_image, to_hwc, to_original
     from captum_gradeclip.vocabulary import words
     from captum_gradeclip.wrappers import (

@@ -154,8 +154,7 @@ def test_torchrun_two_processes_equals_single_process(dataset, tmp_path):
     result = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "rank 0 of 2" in result.stdout
-    records = [json.loads(p.read_text()) for p in sorted((out / "shards").glob("*.json"))]
-    assert len(records) == 6
+    assert len(list(out.glob("part-*.parquet"))) == 6
     _same_store(clean, out)
 
 
@@ -166,12 +165,12 @@ def test_sigkill_at_random_points_then_resume(dataset, tmp_path):
     rng = random.Random(0)
     kills = 0
     while kills < 3:
-        done_before = len(list((out / "shards").glob("*.json"))) if out.exists() else 0
+        done_before = len(list(out.glob("part-*.parquet"))) if out.exists() else 0
         proc = subprocess.Popen(_cli(dataset, out, *small_chunks), env=ENV, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)  # fmt: skip
         deadline = time.time() + 120
         while proc.poll() is None and time.time() < deadline:  # wait for progress, then kill mid-run
-            if out.exists() and len(list((out / "shards").glob("*.json"))) > done_before:
+            if out.exists() and len(list(out.glob("part-*.parquet"))) > done_before:
                 break
             time.sleep(0.005)
         time.sleep(rng.uniform(0, 0.05))
@@ -185,7 +184,7 @@ def test_sigkill_at_random_points_then_resume(dataset, tmp_path):
     assert store.complete
     items = [r["item"] for r in store]
     assert items == list(range(len(dataset["rows"])))  # every item exactly once
-    assert not list((out / "shards").glob(".*.tmp-*"))
+    assert not list(out.glob(".*.tmp-*"))
     _same_store(clean, out)
 
 
@@ -199,15 +198,15 @@ def test_differences_names_the_chunk_and_key_that_differ(dataset, tmp_path):
         csv.writer(f).writerows([("image", "text"), *rows])
     main([*_args(dataset, changed), "--pairs", str(pairs)])
     found = cg.results.open(reference).differences(cg.results.open(changed))
-    assert found and all(line.startswith("chunk 1: ") for line in found)
-    assert "chunk 1: map differs" in found and "chunk 1: items differ" not in found
+    assert found and all(line.startswith("part 1: ") for line in found)
+    assert "part 1: map differs" in found and "part 1: item differs" not in found
     assert cg.results.open(changed).differences(cg.results.open(changed)) == []
     partial = tmp_path / "partial"
     shutil.copytree(reference, partial)
-    (partial / "shards" / "chunk-000002.json").unlink()  # as if killed before chunk 2 finished
-    with pytest.warns(UserWarning, match=r"chunk 2 \(items 6-8\): record missing"):
+    (partial / "part-000002.parquet").unlink()  # as if killed before part 2 was written
+    with pytest.warns(UserWarning, match=r"missing 3 of 17 items; items 6-8 are in no intact part"):
         opened = cg.results.open(partial, partial=True)
-    assert cg.results.open(reference).differences(opened) == ["chunk 2: complete in only one store"]
+    assert cg.results.open(reference).differences(opened) == ["part 2: intact in only one store"]
     with pytest.raises(TypeError, match="`other` must be a ResultStore"):
         cg.results.open(reference).differences(str(changed))
 
@@ -235,7 +234,7 @@ def test_low_precision_store_is_float32_and_close_to_the_float32_store(dataset, 
     ):
         assert low[key].dtype == torch.float32, key
         assert rel_err(low[key], ref[key]) <= bound, key
-    assert cg.results.open(tmp_path / "low").manifest["config"]["dtype"] == dtype
+    assert cg.results.open(tmp_path / "low").config["dtype"] == dtype
 
 
 def test_the_resnet_shapes_clip_explains_a_dataset(tmp_path):
@@ -253,7 +252,10 @@ def test_the_resnet_shapes_clip_explains_a_dataset(tmp_path):
     loaded = cg.results.open(tmp_path / "out").load()
     assert loaded["map"].shape == (3, 4, 4) and loaded["errors"] == []  # the ResNet's 4x4 attention-pool grid
     assert (loaded["map"] >= 0).all() and (loaded["map"].flatten(1).amax(1) > 0).all()
-    assert loaded["token_scores"].shape == (3, 16)  # open_clip pads every text to the context length
+    # open_clip pads every text to the context length (16); the store keeps each text's own tokens (its mask)
+    assert loaded["token_scores"].shape[0] == 3 and loaded["token_scores"].shape[1] < 16
+    rows = list(cg.results.open(tmp_path / "out"))
+    assert all(len(r["token_scores"]) == len(r["token_ids"]) and r["words"] for r in rows)
 
 
 def _write_pairs(path: Path, rows: list[tuple[str, str]]) -> Path:
@@ -293,7 +295,7 @@ def test_hostile_rows_become_error_rows_and_deep_images_read_in_their_range(data
 def test_a_chunk_decodes_one_batch_of_images_at_a_time(dataset, tmp_path, monkeypatch):
     import weakref
 
-    from captum_gradeclip.cli import dataset as module
+    from captum_gradeclip.runs import explainer as module
 
     alive, peak = set(), []
 
@@ -365,35 +367,35 @@ def _run_dataset(dataset: dict, out: Path, *extra: str) -> tuple[int, str]:
     return 0, std.getvalue().strip()
 
 
-def test_a_deleted_or_edited_chunk_record_is_named_and_a_rerun_redoes_only_it(dataset, tmp_path):
+def test_a_deleted_or_damaged_part_is_named_and_a_rerun_redoes_only_it(dataset, tmp_path):
     from captum_gradeclip.results import StoreError
 
     out = tmp_path / "store"
     assert _run_dataset(dataset, out)[0] == 0
     reference = tmp_path / "reference"
     shutil.copytree(out, reference)
-    shards = out / "shards"
-    (shards / "chunk-000002.json").unlink()
-    record = json.loads((shards / "chunk-000001.json").read_text())
-    record["errors"] = []  # hide an error row
-    (shards / "chunk-000001.json").write_text(json.dumps(record))
+    (out / "part-000002.parquet").unlink()
+    data = bytearray((out / "part-000001.parquet").read_bytes())
+    (out / "part-000001.parquet").write_bytes(bytes(data[: len(data) - 30]) + b"PAR1")  # a damaged footer
     with pytest.raises(StoreError) as info:
         cg.results.open(out)
     message = str(info.value)
-    assert "missing 6 of 17 items" in message and "chunk 1 (items 3-5): record edited" in message
-    assert "chunk 2 (items 6-8): record missing" in message
+    assert "missing 6 of 17 items; items 3-8 are in no intact part" in message
+    assert "part-000001.parquet: unreadable" in message
     with pytest.warns(UserWarning, match="missing 6 of 17 items"):
         partial = cg.results.open(out, partial=True)
     assert partial.missing_items == [3, 4, 5, 6, 7, 8] and not partial.complete
     assert [r["item"] for r in partial] == [i for i in range(17) if not 3 <= i <= 8]
     assert partial.load()["item"].tolist() == [i for i in cg.results.open(reference).load()["item"].tolist()
                                                if not 3 <= i <= 8]  # fmt: skip
-    # a killed run's temporary files, which the resume removes
-    (shards / ".chunk-000004.safetensors.tmp-999999").write_bytes(b"torn")
-    (out / ".manifest.json.tmp-999999").write_bytes(b"torn")
+    # a part that is not identifiably ours is never written over: the run refuses, naming it
     code, line = _run_dataset(dataset, out)
-    assert code == 0 and "did 6 items in this run" in line
-    assert not list(out.glob(".*.tmp-*")) and not list(shards.glob(".*.tmp-*"))
+    assert code == 2 and "holds part-000001.parquet, which is not an intact part of this store" in line
+    shutil.copyfile(reference / "part-000003.parquet", out / "part-000001.parquet")  # ours, but another part
+    (out / ".part-000004.parquet.tmp-999999-0123abcd").write_bytes(b"PAR1torn")  # a killed run's, removed
+    code, line = _run_dataset(dataset, out)
+    assert code == 0 and "did 6 items in this run" in line, line
+    assert not list(out.glob(".*.tmp-*"))
     assert cg.results.open(reference).differences(cg.results.open(out)) == []
 
 
@@ -411,11 +413,10 @@ def test_a_rerun_with_other_inputs_is_refused_not_mixed(dataset, tmp_path):
     code, line = _run_dataset(dataset, out, "--mode", "paper", "--model", "hf:/nowhere")
     assert code == 2 and "(mode, model changed)" in line  # refused before the model is loaded
     edited = tmp_path / "edited"
-    shutil.copytree(out, edited)
-    manifest = json.loads((edited / "manifest.json").read_text())
-    manifest["config"]["pairs"] = str(pairs)  # as if the pairs file had been edited in place
-    (edited / "manifest.json").write_text(json.dumps(manifest))
-    pairs.write_bytes(dataset["pairs"].read_bytes() + b"img0.png,a circle\n")
+    pairs = tmp_path / "edited.csv"
+    pairs.write_bytes(dataset["pairs"].read_bytes())
+    assert _run_dataset(dataset, edited, "--pairs", str(pairs))[0] == 0
+    pairs.write_bytes(dataset["pairs"].read_bytes() + b"img0.png,a circle\n")  # the pairs file edited in place
     code, line = _run_dataset(dataset, edited, "--pairs", str(pairs))
     assert code == 2 and "(items, pairs_sha256 changed)" in line
     # --fresh discards the old store (and only its files) and starts again
@@ -423,16 +424,16 @@ def test_a_rerun_with_other_inputs_is_refused_not_mixed(dataset, tmp_path):
     code, line = _run_dataset(dataset, edited, "--pairs", str(pairs), "--fresh")
     assert code == 0 and "explained 18 items" in line and "did 18 items in this run" in line
     store = cg.results.open(edited)
-    assert [r["item"] for r in store] == list(range(18)) and store.manifest["config"]["pairs"] == str(pairs)
+    assert [r["item"] for r in store] == list(range(18)) and store.config["pairs"] == str(pairs)
     assert (edited / "notes.txt").read_text() == "mine"
 
 
 def test_a_second_run_into_a_busy_out_is_refused_in_one_line(dataset, tmp_path):
-    from captum_gradeclip.results import locked
+    from captum_gradeclip.results import folder
 
     out = tmp_path / "busy"
     out.mkdir()
-    with locked(out):
+    with folder(out).locked():
         code, line = _run_dataset(dataset, out)
     assert code == 2 and f"`out` {out} is in use by another run (process {os.getpid()})" in line
     assert _run_dataset(dataset, out)[0] == 0  # free again
@@ -444,18 +445,18 @@ def test_two_concurrent_runs_into_one_out(dataset, tmp_path):
     first = subprocess.Popen(_cli(dataset, out, *small), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)  # fmt: skip
     deadline = time.time() + 120
-    while first.poll() is None and time.time() < deadline and not list((out / "shards").glob("*.json")):
+    while first.poll() is None and time.time() < deadline and not list(out.glob("part-*.parquet")):
         time.sleep(0.005)
     first.send_signal(signal.SIGSTOP)  # paused mid-run, holding the store: the second run starts meanwhile
     try:
         assert first.poll() is None, "the first run finished before the second started; the test would prove nothing"
-        (out / "shards" / f".chunk-000009.safetensors.tmp-{first.pid}").write_bytes(b"being written")
-        files_before = sorted(p.name for p in (out / "shards").iterdir())
+        (out / f".part-000009.parquet.tmp-{first.pid}-0123abcd").write_bytes(b"PAR1 being written")
+        files_before = sorted(p.name for p in out.iterdir())
         second = subprocess.run(_cli(dataset, out, *small), env=ENV, capture_output=True, text=True, timeout=300)
         lines = second.stderr.strip().splitlines()
         assert second.returncode == 2 and len(lines) == 1, second.stderr
         assert f"is in use by another run (process {first.pid})" in lines[0]
-        assert sorted(p.name for p in (out / "shards").iterdir()) == files_before  # nothing of the first touched
+        assert sorted(p.name for p in out.iterdir()) == files_before  # nothing of the first touched
     finally:
         first.send_signal(signal.SIGCONT)
     _, err = first.communicate(timeout=300)
@@ -508,7 +509,7 @@ def test_method_game_store_equals_game_computed_directly_and_the_store_records_i
     main(_args(dataset, out, "--method", "game"))
     assert "warning" not in capsys.readouterr().err
     store = cg.results.open(out)
-    assert store.manifest["config"]["method"] == "GAME"
+    assert store.config["method"] == "GAME"
     good = [r for r in store if "error" not in r]
     loaded = load_model(dataset["model"])
     for row in good[:3]:
@@ -519,12 +520,12 @@ def test_method_game_store_equals_game_computed_directly_and_the_store_records_i
         tsim = cg.TextImageSimilarity(loaded.model, images=pixels)
         want = cg.baselines.GAME(tsim).attribute(ids, target=0, additional_forward_args=(mask,))[0]
         assert rel_err(row["token_scores"][: ids.shape[1]], want) <= 1e-5
-    # a store of another method is refused; the default run's config has no method (old stores resume)
+    # a store of another method is refused; the default run records its method too
     with pytest.raises(SystemExit) as info:
         main(_args(dataset, out))
     assert info.value.code == 2
     main(_args(dataset, tmp_path / "default", "--method", "Grad-ECLIP"))
-    assert "method" not in cg.results.open(tmp_path / "default").manifest["config"]
+    assert cg.results.open(tmp_path / "default").config["method"] == "Grad-ECLIP (native)"
 
 
 def test_method_image_only_skips_token_scores_with_a_warning(dataset, tmp_path, capsys):

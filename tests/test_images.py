@@ -30,13 +30,37 @@ def test_bomb_header_is_refused_not_a_crash(tmp_path):
     bomb = bomb_png(tmp_path / "bomb.png")
     with pytest.raises(ImageError, match=r"^too large: bomb.png") as info:
         load_image("bomb.png", root=tmp_path)
-    assert info.value.reason == "too large" and isinstance(info.value, CLIError)
+    assert info.value.reason == "too large" and isinstance(info.value, ValueError)  # a library error
+    assert not isinstance(info.value, CLIError)
+    with pytest.raises(CLIError, match=r"^too large: .*bomb.png"):  # the command line's reader: one line, exit 2
+        read_image(bomb)
     # PIL's own guard (error above 2x its limit, warning above it) is also a refusal when no budget is set
     with pytest.raises(ImageError, match="too large"):
         load_image(bomb, max_pixels=None)
     warn = bomb_png(tmp_path / "warn.png", 10000, 10000)  # 1e8 pixels: PIL warns (limit ~8.9e7)
     with pytest.raises(ImageError, match="too large"):
         load_image(warn, max_pixels=None)
+
+
+def test_the_processed_size_counts_against_the_budget(tmp_path):
+    Image.new("RGB", (64000, 1)).save(tmp_path / "thin.png")
+    assert load_image(tmp_path / "thin.png").size == (64000, 1)  # 64000 pixels as a file
+    with pytest.raises(ImageError, match=r"too large: .*thin.png \(64000x1 pixels, resized to a shorter side of 64: "
+                                         r"262144000 pixels > budget of 100000000\)"):  # fmt: skip
+        load_image(tmp_path / "thin.png", resize_side=64)
+    Image.new("RGB", (30, 10)).save(tmp_path / "wide.png")  # 300 pixels, 64 x 192 once resized
+    assert load_image(tmp_path / "wide.png", resize_side=64, max_pixels=64 * 192).size == (30, 10)
+    with pytest.raises(ImageError, match=r"resized to a shorter side of 64: 12288 pixels > budget of 12287"):
+        load_image(tmp_path / "wide.png", resize_side=64, max_pixels=64 * 192 - 1)
+
+
+def test_impossible_paths_are_refusals_with_their_reason(tmp_path):
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    for name, detail in [("a\0b.png", "a NUL byte"), ("\ud800.png", "a lone surrogate"), ("x" * 256, "name too long"),
+                         ("loop.png", "")]:  # fmt: skip
+        with pytest.raises(ImageError) as info:
+            load_image(name, root=tmp_path)
+        assert info.value.reason in ("bad path", "missing image") and detail in str(info.value), name
 
 
 def test_pixel_budget_is_configurable(tmp_path):
@@ -107,7 +131,7 @@ def test_paths_outside_the_folder_get_one_reason_whether_they_exist_or_not(tmp_p
 
 def test_control_characters_in_names_are_not_echoed_raw(tmp_path):
     name = "evil\x1b[2J\x1b[31m\nname.png"
-    with pytest.raises(ImageError) as info:
+    with pytest.raises(CLIError) as info:
         read_image(tmp_path / name)
     message = str(info.value)
     assert "\x1b" not in message and "\n" not in message and "\\x1b[2J" in message

@@ -1,127 +1,274 @@
-"""The result store: for any chunk files removed or damaged, open() returns every item or says which are missing."""
+"""The result store: Parquet parts; for any parts removed, truncated, swapped or damaged, open() returns every item
+exactly once or names what is wrong; crafted metadata is a StoreError."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import captum_gradeclip as cg
 from captum_gradeclip.results import (
     FORMAT_VERSION,
-    MANIFEST,
-    SHARDS,
+    METADATA_KEY,
     StoreError,
-    atomic_write_json,
-    chunk_items,
-    write_chunk,
+    folder,
+    part_name,
+    table_of,
+    write_part,
 )
 
-ITEMS, CHUNK_SIZE = 11, 3  # 4 chunks, the last one short
-CHUNKS = -(-ITEMS // CHUNK_SIZE)
+ITEMS, CHUNK_SIZE = 11, 3  # 4 parts, the last one short
+PARTS = -(-ITEMS // CHUNK_SIZE)
+CONFIG = {"model": "m", "mode": "native"}
 
 
-def make_store(root: Path) -> None:
-    """A store as explain-dataset writes it: item 4 is an error row, the others have a map and a score."""
-    manifest = {"format": FORMAT_VERSION, "config": {}, "items": ITEMS, "chunks": CHUNKS, "chunk_size": CHUNK_SIZE}
-    (root / SHARDS).mkdir(parents=True)
-    atomic_write_json(root / MANIFEST, manifest)
-    for chunk in range(CHUNKS):
-        items = chunk_items(manifest, chunk)
-        good = [i for i in items if i != 4]
-        tensors = {"item": torch.tensor(good), "map": torch.arange(len(good) * 4.0).view(-1, 2, 2) + chunk}
-        record = {"items": items, "errors": [[4, "missing image: x.png"]] if 4 in items else [], "meta": {}}
-        write_chunk(root, chunk, tensors, record)
-    atomic_write_json(root / MANIFEST, {**manifest, "complete": True})
+def make_store(root: Path, config: dict | None = None, shape: tuple[int, int] = (2, 2)) -> None:
+    """A store as a run writes it: item 4 is an error row, the others have a map (values item*10 + k) and a score."""
+    root.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT_VERSION, "config": config or CONFIG, "items": ITEMS, "chunk_size": CHUNK_SIZE}
+    for part in range(PARTS):
+        rows = []
+        for item in range(part * CHUNK_SIZE, min((part + 1) * CHUNK_SIZE, ITEMS)):
+            row = {"item": item, "image": f"{item}.png", "text": "a red circle"}
+            if item == 4:
+                row["error"] = "missing image: 4.png"
+            else:
+                row.update(score=item / 10, map=np.arange(4, dtype=np.float32) + item * 10)
+            rows.append(row)
+        write_part(folder(root), part, table_of(rows, shape), {**meta, "map_shape": list(shape)})
 
 
-def _damage(root: Path, chunk: int, kind: str, originals: dict[int, str] | None = None) -> None:
-    record = root / SHARDS / f"chunk-{chunk:06d}.json"
-    shard = root / SHARDS / f"chunk-{chunk:06d}.safetensors"
-    if kind == "delete record":
-        record.unlink()
-    elif kind == "delete shard":
-        shard.unlink()
-    elif kind == "flip a shard byte":
-        data = bytearray(shard.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        shard.write_bytes(bytes(data))
-    elif kind == "truncate shard":
-        shard.write_bytes(shard.read_bytes()[:20])
-    elif kind == "edit record":
-        body = json.loads(record.read_text())
-        body["errors"].append([body["items"][0], "an edited error row"])
-        record.write_text(json.dumps(body))
-    elif kind == "garble record":
-        record.write_text("{not json")
-    elif kind == "swap records":  # a record copied from another chunk
-        record.write_text(originals[(chunk + 1) % CHUNKS])  # type: ignore[index]
+def rewrite(path: Path, meta: dict | None = None, table=None) -> None:
+    """Rewrites a part with other metadata or another table (as a hand edit would)."""
+    original = pq.read_table(path)
+    table = original if table is None else table
+    old = json.loads(original.schema.metadata[METADATA_KEY.encode()])
+    new = {**old, **(meta or {})}
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(new)}), path)
 
 
-KINDS = ["delete record", "delete shard", "flip a shard byte", "truncate shard", "edit record", "garble record",
-         "swap records"]  # fmt: skip
+def test_a_whole_store_reads_back_every_item_and_its_maps_as_one_tensor(tmp_path):
+    make_store(tmp_path)
+    store = cg.results.open(tmp_path)
+    assert store.complete and len(store) == ITEMS and store.config == CONFIG
+    rows = list(store)
+    assert [r["item"] for r in rows] == list(range(ITEMS))
+    assert rows[4]["error"] == "missing image: 4.png" and "map" not in rows[4]
+    assert rows[5]["map"].tolist() == [[50.0, 51.0], [52.0, 53.0]]
+    maps = store.maps()
+    good = [i for i in range(ITEMS) if i != 4]
+    assert maps.shape == (10, 2, 2) and maps[:, 0, 0].tolist() == [10.0 * i for i in good]
+    loaded = store.load()
+    assert loaded["item"].tolist() == good and loaded["errors"] == [(4, "missing image: 4.png")]
+    assert store.summary() == {"items": 11, "errors": 1, "error_reasons": {"missing image": 1}}
+    parquet = pq.ParquetFile(tmp_path / part_name(1))
+    map_type = parquet.schema_arrow.field("map").type  # a fixed-size list of float32 without nulls
+    assert pa.types.is_fixed_size_list(map_type) and map_type.list_size == 4 and map_type.value_type == pa.float32()
+    meta = json.loads(parquet.schema_arrow.metadata[METADATA_KEY.encode()])
+    assert meta == {"format": FORMAT_VERSION, "config": CONFIG, "items": ITEMS, "chunk_size": CHUNK_SIZE,
+                    "part": 1, "map_shape": [2, 2]}  # fmt: skip
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # written to temporary names, then renamed
+
+
+def _damage(root: Path, part: int, kind: str) -> None:
+    path = root / part_name(part)
+    if not path.exists():
+        return
+    if kind == "remove":
+        path.unlink()
+    elif kind == "truncate":
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    elif kind.startswith("flip a byte"):  # the last byte of a column's data page: the page checksum catches it
+        try:
+            column = pq.ParquetFile(path).metadata.row_group(0).column(0 if kind.endswith("item") else 14)
+        except pa.ArrowException:  # truncated before
+            return
+        data = bytearray(path.read_bytes())
+        data[column.data_page_offset + column.total_compressed_size - 1] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif kind == "swap with the next":
+        other = root / part_name((part + 1) % PARTS)
+        if other.exists() and path.exists():
+            a, b = path.read_bytes(), other.read_bytes()
+            path.write_bytes(b)
+            other.write_bytes(a)
+    elif kind == "copy of the previous":
+        previous = root / part_name((part - 1) % PARTS)
+        if previous.exists():
+            shutil.copyfile(previous, path)
+
+
+KINDS = [
+    "remove",
+    "truncate",
+    "flip a byte of item",
+    "flip a byte of map",
+    "swap with the next",
+    "copy of the previous",
+]
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.dictionaries(st.integers(0, CHUNKS - 1), st.sampled_from(KINDS), max_size=CHUNKS))
-def test_open_returns_every_item_or_names_the_missing_ones(damage):
+@given(st.lists(st.tuples(st.integers(0, PARTS - 1), st.sampled_from(KINDS)), max_size=PARTS))
+def test_open_returns_every_item_exactly_once_or_names_what_is_wrong(damage):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_store(root)
-        originals = {c: (root / SHARDS / f"chunk-{c:06d}.json").read_text() for c in range(CHUNKS)}
-        for chunk, kind in damage.items():
-            _damage(root, chunk, kind, originals)
-        manifest = {"items": ITEMS, "chunk_size": CHUNK_SIZE}
-        missing = sorted(i for chunk in damage for i in chunk_items(manifest, chunk))
-        if not damage:
-            store = cg.results.open(root)
-            assert [row["item"] for row in store] == list(range(ITEMS)) and store.complete
-            assert [i for i, _ in store.load()["errors"]] == [4]
+        for part, kind in damage:
+            _damage(root, part, kind)
+        readable = [_readable(root, n) for n in range(PARTS)]
+        missing = [i for i in range(ITEMS) if not readable[i // CHUNK_SIZE]]  # whose part open() must refuse
+        damaged = [n for n in range(PARTS) if readable[n] and not _original(root, n)]  # bytes changed in a column
+        if len(missing) == ITEMS:
+            for partial in (False, True):
+                with pytest.raises(StoreError, match="holds no intact part of a result store"):
+                    cg.results.open(root, partial=partial)
             return
-        with pytest.raises(StoreError) as info:
+        try:
+            store = cg.results.open(root)
+            assert not missing
+        except StoreError as error:
+            assert missing, error
+            assert re.search(r"missing \d+ of 11 items; (items [-\d, ]+ are in no intact part|part-0)", str(error))
+            with warnings.catch_warnings(record=True):
+                warnings.simplefilter("always")
+                store = cg.results.open(root, partial=True)
+        assert store.missing_items == missing and store.complete == (not missing)
+        try:
+            rows = list(store)
+            assert not damaged  # a changed byte is never returned as data
+        except StoreError as error:
+            assert damaged and re.search(rf"part-0*{damaged[0]}\.parquet of .* is damaged", str(error)), error
+            return
+        assert [row["item"] for row in rows] == [i for i in range(ITEMS) if i not in missing]  # each exactly once
+        for row in rows:  # and as written
+            if row["item"] != 4:
+                assert row["map"].flatten().tolist() == [row["item"] * 10.0 + k for k in range(4)]
+        assert store.load()["item"].tolist() == [r["item"] for r in rows if r["item"] != 4]
+
+
+def _readable(root: Path, part: int) -> bool:
+    """The oracle of open(): the file is a Parquet file that says it is this part, and its item column (checksums
+    verified) holds exactly this part's items."""
+    path = root / part_name(part)
+    try:
+        parquet = pq.ParquetFile(path, page_checksum_verification=True)
+        meta = json.loads(parquet.schema_arrow.metadata[METADATA_KEY.encode()])
+        items = parquet.read(columns=["item"]).column(0).to_pylist()
+    except (OSError, pa.ArrowException):
+        return False
+    return meta["part"] == part and items == list(range(part * CHUNK_SIZE, min((part + 1) * CHUNK_SIZE, ITEMS)))
+
+
+ORIGINALS: dict[int, bytes] = {}
+
+
+def _original(root: Path, part: int) -> bool:
+    """Whether part ``part`` holds exactly the bytes it was written with (the oracle)."""
+    if not ORIGINALS:
+        with tempfile.TemporaryDirectory() as tmp:
+            make_store(Path(tmp))
+            ORIGINALS.update({n: (Path(tmp) / part_name(n)).read_bytes() for n in range(PARTS)})
+    path = root / part_name(part)
+    return path.exists() and path.read_bytes() == ORIGINALS[part]
+
+
+def test_crafted_metadata_is_a_store_error_naming_the_part(tmp_path):
+    cases = {
+        "items": ({"items": 10**12}, r"`items` is 1000000000000, not an integer in"),
+        "float": ({"items": 11.0}, r"`items` is 11.0, not an integer"),
+        "negative": ({"chunk_size": -3}, r"`chunk_size` is -3"),
+        "bool": ({"part": True}, r"`part` is True"),
+        "override": ({"score": 1.0}, r"metadata keys differ \(unexpected \['score'\]"),
+        "type": ({"config": [1, 2]}, r"`config` is not a JSON object"),
+        "format": ({"format": 2}, r"store format 2; this version reads format 3"),
+        "shape": ({"map_shape": [4, 4]}, r"column `map` is not a list of 4 x 4 float32"),
+        "counts": ({"items": 9}, r"part-000001.parquet: from another run \(items differ\)"),
+    }
+    for name, (meta, pattern) in cases.items():
+        root = tmp_path / name
+        make_store(root)
+        rewrite(root / part_name(1), meta)
+        with pytest.raises(StoreError, match=pattern):
             cg.results.open(root)
-        message = str(info.value)
-        assert f"missing {len(missing)} of {ITEMS} items" in message
-        named = []  # the items of every "chunk(s) a[-b] (item(s) x[-y]): ..." the message lists
-        for low, high in re.findall(r"chunks? \d+(?:-\d+)? \(items? (\d+)(?:-(\d+))?\)", message):
-            named += range(int(low), int(high or low) + 1)
-        assert named == missing
-        with pytest.warns(UserWarning, match=f"missing {len(missing)} of {ITEMS} items"):
-            partial = cg.results.open(root, partial=True)
-        assert partial.missing_items == missing and not partial.complete
-        rows = [row["item"] for row in partial]
-        assert rows == [i for i in range(ITEMS) if i not in missing]  # every other item, exactly once
-        assert partial.load()["item"].tolist() == [i for i in rows if i != 4]
+    deep = tmp_path / "deep"
+    make_store(deep)
+    table = pq.read_table(deep / part_name(1))
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: "[" * 200_000 + "]" * 200_000}),
+                   deep / part_name(1))  # fmt: skip
+    with pytest.raises(StoreError, match=r"part-000001.parquet: metadata is not JSON, or nested too deep"):
+        cg.results.open(deep)
 
 
-def test_a_chunk_damaged_after_open_raises_while_reading(tmp_path):
+def test_shapes_that_disagree_with_the_data_and_rows_out_of_range_are_named(tmp_path):
     make_store(tmp_path)
-    store = cg.results.open(tmp_path)
-    _damage(tmp_path, 2, "flip a shard byte")
-    with pytest.raises(StoreError, match=r"chunk 2 of .* changed since it was opened: shard damaged"):
-        list(store)
-
-
-def test_a_damaged_or_old_manifest_is_refused(tmp_path):
+    table = pq.read_table(tmp_path / part_name(2))
+    shifted = table.set_column(0, "item", pa.array([7, 7, 8], pa.int64()))  # item 6 gone, 7 twice
+    rewrite(tmp_path / part_name(2), table=shifted)
+    with pytest.raises(StoreError, match=r"missing 3 of 11 items; items 6-8 are in no intact part; "
+                                         r"part-000002.parquet: holds items 7 twice"):  # fmt: skip
+        cg.results.open(tmp_path)
+    shutil.rmtree(tmp_path)
     make_store(tmp_path)
-    manifest = json.loads((tmp_path / MANIFEST).read_text())
-    (tmp_path / MANIFEST).write_text(json.dumps({**manifest, "items": 20}))
-    with pytest.raises(StoreError, match="20 items do not make 4 chunks"):
+    table = pq.read_table(tmp_path / part_name(0))
+    wide = table.set_column(table.schema.get_field_index("map"), "map",
+                            pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(27, np.float32)), 9))  # fmt: skip
+    rewrite(tmp_path / part_name(0), table=wide)
+    with pytest.raises(StoreError, match=r"part-000000.parquet: column `map` is not a list of 2 x 2 float32"):
         cg.results.open(tmp_path)
-    (tmp_path / MANIFEST).write_text(json.dumps({**manifest, "format": 1}))
-    with pytest.raises(StoreError, match="store format 1"):
+
+
+def test_parts_of_another_run_are_named_not_mixed(tmp_path):
+    make_store(tmp_path / "native")
+    make_store(tmp_path / "paper", {**CONFIG, "mode": "paper"})
+    shutil.copyfile(tmp_path / "native" / part_name(3), tmp_path / "paper" / part_name(3))
+    with pytest.raises(StoreError, match=r"part-000003.parquet: from another run \(mode differ\)"):
+        cg.results.open(tmp_path / "paper")
+    with pytest.warns(UserWarning, match="missing 2 of 11 items; items 9-10 are in no intact part"):
+        partial = cg.results.open(tmp_path / "paper", partial=True)
+    assert partial.config["mode"] == "paper" and [r["item"] for r in partial] == list(range(9))
+
+
+def test_an_old_store_is_refused_with_how_to_convert_it(tmp_path):
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": 2, "items": 3, "chunks": 1, "chunk_size": 3}))
+    with pytest.raises(StoreError) as info:
         cg.results.open(tmp_path)
-    (tmp_path / MANIFEST).write_text("{")
-    with pytest.raises(StoreError, match="not a result store manifest"):
-        cg.results.open(tmp_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        (tmp_path / MANIFEST).write_text(json.dumps(manifest))
-        assert len(cg.results.open(tmp_path)) == ITEMS  # whole again: no warning
+    message = str(info.value)
+    assert "\n" not in message and "an earlier version" in message
+    assert "python -m captum_gradeclip.runs.convert" in message
+
+
+def test_differences_names_the_part_and_column(tmp_path):
+    make_store(tmp_path / "a")
+    make_store(tmp_path / "b")
+    assert cg.results.open(tmp_path / "a").differences(cg.results.open(tmp_path / "b")) == []
+    table = pq.read_table(tmp_path / "b" / part_name(2))
+    rewrite(tmp_path / "b" / part_name(2), table=table.set_column(4, "score", pa.array([0, 0, 0], pa.float32())))
+    assert cg.results.open(tmp_path / "a").differences(cg.results.open(tmp_path / "b")) == ["part 2: score differs"]
+    with pytest.raises(TypeError, match="`other` must be a ResultStore"):
+        cg.results.open(tmp_path / "a").differences(str(tmp_path / "b"))
+
+
+def test_a_store_on_an_in_memory_filesystem(tmp_path):
+    fsspec = pytest.importorskip("fsspec")
+    make_store(tmp_path)
+    memory = fsspec.filesystem("memory")
+    for path in tmp_path.iterdir():
+        memory.pipe_file(f"/stores/copy/{path.name}", path.read_bytes())
+    store = cg.results.open("memory://stores/copy")
+    assert store.complete and store.maps().shape == (10, 2, 2)
+    memory.rm(f"/stores/copy/{part_name(1)}")
+    with pytest.raises(StoreError, match="items 3-5 are in no intact part"):
+        cg.results.open("memory://stores/copy")

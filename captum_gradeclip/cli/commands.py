@@ -13,12 +13,12 @@ import textwrap
 from pathlib import Path
 from typing import NoReturn
 
+from captum_gradeclip.images import DEFAULT_MAX_PIXELS  # light: images imports PIL and numpy only when it reads
+
 PROG = "captum-gradeclip"
 MODEL_SPECS = "shapes | hf:NAME_OR_PATH | open_clip:ARCH[:PRETRAINED] | openai:NAME"
 #: ``--dtype`` choices (torch dtypes of the same names).
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
-#: ``explain-dataset --max-pixels``: larger images become error rows (:mod:`captum_gradeclip.images` uses it too).
-DEFAULT_MAX_PIXELS = 100_000_000
 ALLOW_MISSING_HELP = (
     "accept an hf: checkpoint whose weights do not match its model (missing or unexpected layers); "
     "without it such a checkpoint is an error that names them"
@@ -156,7 +156,10 @@ def explain_dataset_parser() -> ArgumentParser:
         "--pairs", type=Path, required=True, help="a CSV (with a header) or JSONL file of image,text rows, or of "
         "image,label rows with --templates"
     )  # fmt: skip
-    parser.add_argument("--out", type=Path, required=True, help="the result store's folder (created, or resumed)")
+    parser.add_argument(
+        "--out", required=True, help="the result store's folder (created, or resumed), or the URL of one on "
+        "another filesystem that fsspec knows (s3://bucket/results, memory://results)"
+    )  # fmt: skip
     parser.add_argument("--model", default="shapes", help=MODEL_HELP)
     parser.add_argument("--allow-missing-weights", action="store_true", help=ALLOW_MISSING_HELP)
     parser.add_argument("--method", metavar="NAME", help=METHOD_HELP)
@@ -164,6 +167,10 @@ def explain_dataset_parser() -> ArgumentParser:
     parser.add_argument(
         "--templates", nargs="+", metavar="TEMPLATE", help="zero-shot: prompt templates with {} for the label, "
         "e.g. 'a photo of a {}'; the map explains the label's prompt among all labels' prompts"
+    )  # fmt: skip
+    parser.add_argument(
+        "--column", choices=["text", "label"], help="which column the rows explain, needed when the pairs file has "
+        "both a text and a label column: text (each image against its text) or label (zero-shot, with --templates)"
     )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=32, help="items per model call (default: 32)")
     parser.add_argument(
@@ -177,7 +184,7 @@ def explain_dataset_parser() -> ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--fresh", action="store_true", help="discard the store in --out (a run with other inputs or settings: its "
-        "manifest and chunk files only) and start again"
+        "own parts only; a folder that is not a result store is refused) and start again"
     )  # fmt: skip
     return parser
 

@@ -18,9 +18,12 @@ def read_image(path: str | Path) -> Image.Image:
     Raises:
         CLIError: if the file is missing, is not a readable image or exceeds the pixel budget.
     """
-    from captum_gradeclip.images import load_image
+    from captum_gradeclip.images import ImageError, load_image
 
-    return load_image(path)
+    try:
+        return load_image(path)
+    except ImageError as error:
+        raise CLIError(str(error)) from None
 
 
 def check_output_directory(path: Path, argument: str = "--out") -> None:

@@ -249,6 +249,11 @@ def test_a_run_writes_to_and_reads_from_an_in_memory_filesystem(dataset, loaded,
 # -------------------------------------------------------------------------------------- Ctrl-C, then resume
 
 
+def _default_sigint() -> None:
+    """A child started from a background job inherits SIGINT ignored; Ctrl-C is what a terminal user sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_prints_one_line_exits_130_and_the_store_resumes_exactly(dataset, tmp_path):  # noqa: F811
     rows = list(csv.reader(dataset["pairs"].open(newline="")))
     pairs = _pairs(tmp_path / "long.csv", rows[0], rows[1:] * 8)  # 136 items: long enough to interrupt
@@ -258,7 +263,7 @@ def test_sigint_prints_one_line_exits_130_and_the_store_resumes_exactly(dataset,
     out = tmp_path / "out"
     env = ENV
     proc = subprocess.Popen(_cli(dataset, out, *small), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+                            text=True, preexec_fn=_default_sigint)  # fmt: skip
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline and len(list(out.glob("part-*.parquet"))) < 2:
         time.sleep(0.005)

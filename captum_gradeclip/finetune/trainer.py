@@ -104,6 +104,13 @@ class RegionPhraseFinetuner:
         trainable (callable, optional): ``trainable(name) -> bool`` on the names of
             ``model.named_parameters()``; the others are frozen (kept bit-identical and left out
             of the optimiser). Default: every parameter trains.
+        map_layers (int, optional): how many consecutive image blocks, ending at ``map_block``,
+            draw the teacher's Grad-ECLIP maps (their signed maps summed, Grad-ECLIP's
+            ``layers``). The region features are the last block's value path whatever the
+            maps. Default: 1.
+        map_block (int, optional): the last block the maps are drawn from, an index into the
+            image tower's attention blocks (negative counts from the end). Default: -1, the
+            last block.
 
     Examples::
 
@@ -130,6 +137,8 @@ class RegionPhraseFinetuner:
         anchor_weight: float = 10.0,
         distill_weight: float = 3.0,
         trainable: Callable[[str], bool] | None = None,
+        map_layers: int = 1,
+        map_block: int = -1,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be an nn.Module; got {type(model).__name__}")
@@ -147,13 +156,23 @@ class RegionPhraseFinetuner:
             raise ValueError(f"`distill_weight` must be non-negative; got {distill_weight}")
         if trainable is not None and not callable(trainable):
             raise TypeError(f"`trainable` must be callable (parameter name -> bool); got {type(trainable).__name__}")
-        get_adapter(model)  # a clear error for an unsupported model, before copying it
+        blocks = get_adapter(model).attention_blocks("image")  # a clear error for an unsupported model, first
+        if isinstance(map_block, bool) or not isinstance(map_block, int) or not -len(blocks) <= map_block < len(blocks):
+            raise ValueError(
+                f"`map_block` must be an int in [{-len(blocks)}, {len(blocks) - 1}] (an image block); got {map_block!r}"
+            )
+        depth = map_block % len(blocks) + 1  # the blocks up to and including map_block
+        if isinstance(map_layers, bool) or not isinstance(map_layers, int) or not 1 <= map_layers <= depth:
+            raise ValueError(
+                f"`map_layers` must be an int in [1, {depth}] (the blocks up to `map_block`); got {map_layers!r}"
+            )
         self.model = copy.deepcopy(model).train()
         self.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor's own tokenizer
         self.region_weight = float(region_weight)
         self.region_scale = float(region_scale)
         self.ema = ema
         self.parser = parser
+        self.map_layers, self.map_block = map_layers, map_block
         self.teacher: nn.Module | None = None
         if ema is not None:
             self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
@@ -211,7 +230,8 @@ class RegionPhraseFinetuner:
             teacher_phrases = self._embed_texts(teacher, unique) if unique else None
         maps = None
         if teacher_phrases is not None:
-            maps = phrase_maps(ImageTextSimilarity(teacher, text_embeds=teacher_phrases), pixel_values, targets)
+            similarity = ImageTextSimilarity(teacher, text_embeds=teacher_phrases)
+            maps = phrase_maps(similarity, pixel_values, targets, layers=self.map_layers, block=self.map_block)
 
         image_embeds = self.adapter.embed_images(pixel_values, False)
         b, n = len(captions), len(negatives)

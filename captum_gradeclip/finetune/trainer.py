@@ -188,7 +188,8 @@ class RegionPhraseFinetuner:
         if not params:
             raise ValueError("`trainable` leaves no parameter to train")
         self.adapter = get_adapter(self.model)
-        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        # foreach: one fused update over all tensors (on the CPU, PyTorch's default is a loop over each)
+        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
     def _embed_texts(self, model: nn.Module, texts: list[str]) -> Tensor:
         batch = self.tokenizer(texts, padding=True, return_tensors="pt")  # type: ignore[operator]
@@ -275,5 +276,7 @@ class RegionPhraseFinetuner:
     @torch.no_grad()
     def _update_teacher(self) -> None:
         assert self.teacher is not None and self.ema is not None
-        for t, s in zip(self.teacher.parameters(), self.model.parameters(), strict=True):
-            t.lerp_(s.detach(), 1.0 - self.ema)
+        teacher, student = list(self.teacher.parameters()), [p.detach() for p in self.model.parameters()]
+        if len(teacher) != len(student):
+            raise RuntimeError("the teacher and the student no longer have the same parameters")
+        torch._foreach_lerp_(teacher, student, 1.0 - self.ema)

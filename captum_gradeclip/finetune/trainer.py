@@ -81,8 +81,9 @@ class RegionPhraseFinetuner:
     Args:
         model (nn.Module): a CLIP whose adapter provides dense value-path features (transformers
             ``CLIPModel``).
-        tokenizer (callable): ``tokenizer(texts, padding=True, return_tensors="pt")`` (a processor
-            or its tokenizer).
+        tokenizer (callable): the model's processor, called as ``processor(text=texts,
+            padding=True, return_tensors="pt")`` (so that a fixed text context, as open_clip's, is
+            kept), or a tokenizer, called as ``tokenizer(texts, padding=True, return_tensors="pt")``.
         lr (float, optional): AdamW learning rate. Default: 1e-5.
         region_weight (float, optional): weight of the region-phrase loss. Default: 1.0.
         ema (float or None, optional): decay of the EMA teacher that draws the maps, e.g. 0.99;
@@ -167,7 +168,8 @@ class RegionPhraseFinetuner:
                 f"`map_layers` must be an int in [1, {depth}] (the blocks up to `map_block`); got {map_layers!r}"
             )
         self.model = copy.deepcopy(model).train()
-        self.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor's own tokenizer
+        # a processor is called as one (text=...): its call knows the model's text length (open_clip's fixed context)
+        self.tokenizer = tokenizer
         self.region_weight = float(region_weight)
         self.region_scale = float(region_scale)
         self.ema = ema
@@ -192,7 +194,10 @@ class RegionPhraseFinetuner:
         self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
     def _embed_texts(self, model: nn.Module, texts: list[str]) -> Tensor:
-        batch = self.tokenizer(texts, padding=True, return_tensors="pt")  # type: ignore[operator]
+        if hasattr(self.tokenizer, "tokenizer"):  # a processor
+            batch = self.tokenizer(text=texts, padding=True, return_tensors="pt")  # type: ignore[operator]
+        else:
+            batch = self.tokenizer(texts, padding=True, return_tensors="pt")  # type: ignore[operator]
         device = next(model.parameters()).device
         return get_adapter(model).embed_texts(batch["input_ids"].to(device), batch["attention_mask"].to(device))
 

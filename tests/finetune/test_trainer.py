@@ -216,3 +216,21 @@ def test_a_few_steps_improve_region_level_alignment_on_shapes_clip(shapes_clip):
     assert loss_after < 0.95 * loss_before
     assert acc_after > acc_before
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), snapshot, strict=True)), "the model is untouched"
+
+
+def test_a_processor_or_its_tokenizer_give_the_same_step_and_open_clip_gets_its_fixed_context(tiny):
+    model, processor = tiny
+    batch = scene_batch(5, 3)
+    results = []
+    for text_side in (processor, processor.tokenizer):
+        torch.manual_seed(0)
+        results.append(RegionPhraseFinetuner(model, text_side).step(*batch))
+    assert results[0] == results[1]
+
+    resnet, shapes_processor = cg.zoo.load_shapes_clip("resnet")  # open_clip: texts padded to its 16-token context
+    scenes = shapes.make_scenes(range(2), n_objects=2)
+    tuner = RegionPhraseFinetuner(resnet, shapes_processor, lr=1e-3)
+    result = tuner.step(shapes_processor(images=[s.image for s in scenes])["pixel_values"], [s.caption for s in scenes])
+    assert result.phrases == 4 and np.isfinite(result.loss) and result.region > 0
+    changed = [n for n, p in tuner.model.named_parameters() if not torch.equal(p, dict(resnet.named_parameters())[n])]
+    assert any(n.startswith("visual.attnpool") for n in changed)

@@ -404,8 +404,8 @@ def main(argv: list[str] | None = None) -> dict:
         {**identity, "measure": "before"},
         lambda: measure(model, processor, data, args.eval_pairs, args.eval_singles),
     )
-    keys = ("steps", "batch_size", "lr", "region_weight", "ema", "anchor_weight", "distill_weight", "hard_negatives")
-    keys += ("object_weights", "train", "map_layers", "map_block")
+    keys: tuple[str, ...] = ("steps", "batch_size", "lr", "region_weight", "ema", "anchor_weight", "distill_weight")
+    keys += ("hard_negatives", "object_weights", "train", "map_layers", "map_block")
     settings = {k: getattr(args, k) for k in keys}
     try:  # the settings' own errors (a block the model does not have, ...) before any run
         trainable_names(model, settings["train"], settings["map_layers"], settings["map_block"])
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> dict:
     for label, run_settings, seed in plan:
         changes = {k: v for k, v in run_settings.items() if v != settings[k]}
         what = {**identity, "settings": run_settings, "seed": seed}
-        result = cached(args.cache, what, lambda s=run_settings, seed=seed: run(s, seed))
+        result = cached(args.cache, what, partial(run, run_settings, seed))
         report["runs"].append({"label": label, "changes": changes, "seed": seed, **result})
         after = result["after"]
         print(f"{label}, seed {seed}: " + ", ".join(f"{k} {100 * (after[k] - before[k]):+.1f}" for k in before))

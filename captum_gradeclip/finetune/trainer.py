@@ -281,7 +281,8 @@ class RegionPhraseFinetuner:
     @torch.no_grad()
     def _update_teacher(self) -> None:
         assert self.teacher is not None and self.ema is not None
-        teacher, student = list(self.teacher.parameters()), [p.detach() for p in self.model.parameters()]
+        teacher: list[Tensor] = list(self.teacher.parameters())
+        student = [p.detach() for p in self.model.parameters()]
         if len(teacher) != len(student):
             raise RuntimeError("the teacher and the student no longer have the same parameters")
         torch._foreach_lerp_(teacher, student, 1.0 - self.ema)

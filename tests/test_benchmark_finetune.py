@@ -205,3 +205,32 @@ def test_the_global_target_holds_on_every_seed_not_on_the_mean():
     held = bench.verdict(change)
     assert held == {"region_acc_mask": True, "recall_at_5": True, "recall_at_1": False, "zero_shot_top1": True}
     assert not bench.verdict(bench.summarise(before, [after(0.59, 0.8, 0.9), after(0.6, 0.8, 0.9)]))["region_acc_mask"]
+
+
+def _per_seed(section: str, row: str) -> list[float]:
+    """The per-seed changes of a row of a seeds table of docs/finetune.md."""
+    line = next(line for line in section.splitlines() if line.startswith(f"| {row} |"))
+    cell = next(c for c in line.split("|") if " / " in c)
+    return [float(x) for x in cell.split(" / ")]
+
+
+def test_the_readmes_finetuning_claim_matches_the_page_per_seed():
+    import re
+
+    root = Path(__file__).parents[1]
+    page, readme = (root / "docs" / "finetune.md").read_text(), " ".join((root / "README.md").read_text().split())
+    sections = dict(re.findall(r"<!-- finetune: (.+?) -->\n(.*?)<!-- /finetune: \1 -->", page, re.DOTALL))
+    claims = {"shapes": "on the 2-layer ViT", "shapes:deep": "on ShapesCLIP-Deep"}
+    for model, where in claims.items():
+        section = sections.get(f"{model}: seeds")
+        if section is None:
+            assert f"{where.removeprefix('on ')} it is being measured" in readme, f"{model}: no result, no claim"
+            continue
+        worst = min(min(_per_seed(section, name)) for name in ("image-to-text recall@1 among 100 captions",
+                                                               "single-object zero-shot top-1"))  # fmt: skip
+        region = float(
+            re.search(r"\| region zero-shot accuracy, object masks \|[^|]*\|[^|]*\| ([+-][\d.]+)", section)[1]
+        )
+        holds = worst >= -1 and region >= 10
+        claim = f'"without sacrificing global performance" {"holds" if holds else "does **not** hold"} on every seed'
+        assert f"{claim} {where}" in readme, f"README must say: {claim} {where}"

@@ -459,6 +459,8 @@ def main(argv: list[str] | None = None) -> dict:
         shown = without_options(argv if argv is not None else sys.argv[1:], "--json", "--cache")
         shown = [a for a in shown if a != "--no-cache"]
         key = "curve" if args.curve else "seeds" if args.variants is None else "variants"
+        own = {k: v for k, v in settings.items() if v != parser.get_default(k)}  # a section per model and setting
+        key += "".join(f", {k}={v}" for k, v in own.items())
         write_section(args.write, "finetune", INTRO, f"{name}: {key}", markdown(report, shown))
     return report
 

@@ -55,7 +55,7 @@ def test_finetune_benchmark_reports_mean_and_spread_over_seeds(model_dir, tmp_pa
     assert "target met" in capsys.readouterr().out
     text = page.read_text()
     assert text.startswith("# Region-phrase fine-tuning") and "--json" not in text and "--no-cache" not in text
-    section = "<!-- finetune: --model-dir model: seeds -->"
+    section = "<!-- finetune: --model-dir model: seeds, steps=2, batch_size=4 -->"  # a section per setting
     assert section in text and "anchor_weight=10.0, distill_weight=3.0, hard_negatives=True" in text
     r1 = report["change"]["recall_at_1"]
     per_seed = " / ".join(f"{c:+.1f}" for c in r1["changes"])
@@ -78,7 +78,9 @@ def test_finetune_benchmark_reports_mean_and_spread_over_seeds(model_dir, tmp_pa
     ]
     assert len({json.dumps(r["after"], sort_keys=True) for r in variants["runs"]}) > 1
     text = page.read_text()
-    assert section in text and "<!-- finetune: --model-dir model: variants -->" in text, "both sections kept"
+    assert section in text and "<!-- finetune: --model-dir model: variants, steps=2, batch_size=4 -->" in text, (
+        "both sections kept"
+    )
     assert f"| {variants['runs'][0]['label']} |" in text
 
 
@@ -126,7 +128,16 @@ def test_runs_are_cached_per_settings_and_seed_and_the_curve_reuses_them(model_d
     changes = [100 * (r["after"]["recall_at_1"] - curve["before"]["recall_at_1"]) for r in curve["runs"][2:]]
     assert zero["changes"] == pytest.approx(changes, abs=0.01) and zero["min"] == pytest.approx(min(changes), abs=0.01)
     text = page.read_text()
-    assert "<!-- finetune: --model-dir model: curve -->" in text and "| 0 | 0 | " in text and "| 10 | 3 | " in text
+    bench.main([*small(model_dir, cache), "--seeds", "0", "1", "--write", str(page)])  # cached: no training
+    bench.main([*small(model_dir, cache), "--seeds", "0", "--anchor-weight", "30", "--write", str(page)])
+    text = page.read_text()
+    assert "<!-- finetune: --model-dir model: seeds, steps=2, batch_size=4 -->" in text
+    assert "<!-- finetune: --model-dir model: seeds, steps=2, batch_size=4, anchor_weight=30.0 -->" in text
+    assert (
+        "<!-- finetune: --model-dir model: curve, steps=2, batch_size=4 -->" in text
+        and "| 0 | 0 | " in text
+        and "| 10 | 3 | " in text
+    )
 
 
 def test_bad_settings_are_named_before_any_run(model_dir, capsys):

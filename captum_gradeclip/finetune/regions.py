@@ -13,7 +13,14 @@ from captum_gradeclip.attr import GradECLIP
 from captum_gradeclip.wrappers import ImageTextSimilarity
 
 
-def phrase_maps(similarity: ImageTextSimilarity, pixel_values: Tensor, targets: Tensor) -> Tensor:
+def phrase_maps(
+    similarity: ImageTextSimilarity,
+    pixel_values: Tensor,
+    targets: Tensor,
+    *,
+    layers: int = 1,
+    block: int = -1,
+) -> Tensor:
     r"""Signed Grad-ECLIP maps (no final ReLU) for (image, phrase) pairs.
 
     Args:
@@ -21,6 +28,11 @@ def phrase_maps(similarity: ImageTextSimilarity, pixel_values: Tensor, targets: 
         pixel_values (Tensor): ``(N, C, H, W)`` images.
         targets (Tensor): ``(N, K)`` long, the phrase (wrapper column) of each of the K
             slots of each image; ``-1`` marks an empty slot.
+        layers (int, optional): how many consecutive attention blocks, ending at ``block``,
+            draw the map (Grad-ECLIP's ``layers``: their signed maps are summed). Default: 1.
+        block (int, optional): the last explained attention block of the image tower, as an
+            index into :meth:`~captum_gradeclip.ImageTextSimilarity.explained_blocks`
+            (negative counts from the end). Default: -1, the last block.
 
     Returns:
         *Tensor* ``(N, K, h, w)``: :math:`\sum_h \lambda^h_i (w^h \cdot v^h_i)` per pair, 0 in
@@ -35,9 +47,15 @@ def phrase_maps(similarity: ImageTextSimilarity, pixel_values: Tensor, targets: 
     """
     if targets.ndim != 2 or targets.shape[0] != pixel_values.shape[0]:
         raise ValueError(f"`targets` must be (N, K) with N = {pixel_values.shape[0]}; got {tuple(targets.shape)}")
+    blocks = similarity.explained_blocks()
+    if isinstance(block, bool) or not isinstance(block, int) or not -len(blocks) <= block < len(blocks):
+        raise ValueError(
+            f"`block` must be an int in [{-len(blocks)}, {len(blocks) - 1}] (an image block); got {block!r}"
+        )
+    explainer = GradECLIP(similarity, blocks[block], relu_attributions=False, layers=layers)
     with warnings.catch_warnings():  # fine-tuning explains the model in train mode on purpose
         warnings.filterwarnings("ignore", message="the model is in train mode")
-        every = GradECLIP(similarity, relu_attributions=False).attribute(pixel_values)  # (N, M, h, w): all columns
+        every = explainer.attribute(pixel_values)  # (N, M, h, w): all columns
     index = targets.clamp(min=0)[:, :, None, None].expand(-1, -1, *every.shape[-2:])
     return (every.gather(1, index) * (targets >= 0)[:, :, None, None]).detach()
 

@@ -81,8 +81,9 @@ class RegionPhraseFinetuner:
     Args:
         model (nn.Module): a CLIP whose adapter provides dense value-path features (transformers
             ``CLIPModel``).
-        tokenizer (callable): ``tokenizer(texts, padding=True, return_tensors="pt")`` (a processor
-            or its tokenizer).
+        tokenizer (callable): the model's processor, called as ``processor(text=texts,
+            padding=True, return_tensors="pt")`` (so that a fixed text context, as open_clip's, is
+            kept), or a tokenizer, called as ``tokenizer(texts, padding=True, return_tensors="pt")``.
         lr (float, optional): AdamW learning rate. Default: 1e-5.
         region_weight (float, optional): weight of the region-phrase loss. Default: 1.0.
         ema (float or None, optional): decay of the EMA teacher that draws the maps, e.g. 0.99;
@@ -104,6 +105,13 @@ class RegionPhraseFinetuner:
         trainable (callable, optional): ``trainable(name) -> bool`` on the names of
             ``model.named_parameters()``; the others are frozen (kept bit-identical and left out
             of the optimiser). Default: every parameter trains.
+        map_layers (int, optional): how many consecutive image blocks, ending at ``map_block``,
+            draw the teacher's Grad-ECLIP maps (their signed maps summed, Grad-ECLIP's
+            ``layers``). The region features are the last block's value path whatever the
+            maps. Default: 1.
+        map_block (int, optional): the last block the maps are drawn from, an index into the
+            image tower's attention blocks (negative counts from the end). Default: -1, the
+            last block.
 
     Examples::
 
@@ -130,6 +138,8 @@ class RegionPhraseFinetuner:
         anchor_weight: float = 10.0,
         distill_weight: float = 3.0,
         trainable: Callable[[str], bool] | None = None,
+        map_layers: int = 1,
+        map_block: int = -1,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be an nn.Module; got {type(model).__name__}")
@@ -147,13 +157,24 @@ class RegionPhraseFinetuner:
             raise ValueError(f"`distill_weight` must be non-negative; got {distill_weight}")
         if trainable is not None and not callable(trainable):
             raise TypeError(f"`trainable` must be callable (parameter name -> bool); got {type(trainable).__name__}")
-        get_adapter(model)  # a clear error for an unsupported model, before copying it
+        blocks = get_adapter(model).attention_blocks("image")  # a clear error for an unsupported model, first
+        if isinstance(map_block, bool) or not isinstance(map_block, int) or not -len(blocks) <= map_block < len(blocks):
+            raise ValueError(
+                f"`map_block` must be an int in [{-len(blocks)}, {len(blocks) - 1}] (an image block); got {map_block!r}"
+            )
+        depth = map_block % len(blocks) + 1  # the blocks up to and including map_block
+        if isinstance(map_layers, bool) or not isinstance(map_layers, int) or not 1 <= map_layers <= depth:
+            raise ValueError(
+                f"`map_layers` must be an int in [1, {depth}] (the blocks up to `map_block`); got {map_layers!r}"
+            )
         self.model = copy.deepcopy(model).train()
-        self.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor's own tokenizer
+        # a processor is called as one (text=...): its call knows the model's text length (open_clip's fixed context)
+        self.tokenizer = tokenizer
         self.region_weight = float(region_weight)
         self.region_scale = float(region_scale)
         self.ema = ema
         self.parser = parser
+        self.map_layers, self.map_block = map_layers, map_block
         self.teacher: nn.Module | None = None
         if ema is not None:
             self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
@@ -169,10 +190,14 @@ class RegionPhraseFinetuner:
         if not params:
             raise ValueError("`trainable` leaves no parameter to train")
         self.adapter = get_adapter(self.model)
-        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        # foreach: one fused update over all tensors (on the CPU, PyTorch's default is a loop over each)
+        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
     def _embed_texts(self, model: nn.Module, texts: list[str]) -> Tensor:
-        batch = self.tokenizer(texts, padding=True, return_tensors="pt")  # type: ignore[operator]
+        if hasattr(self.tokenizer, "tokenizer"):  # a processor
+            batch = self.tokenizer(text=texts, padding=True, return_tensors="pt")  # type: ignore[operator]
+        else:
+            batch = self.tokenizer(texts, padding=True, return_tensors="pt")  # type: ignore[operator]
         device = next(model.parameters()).device
         return get_adapter(model).embed_texts(batch["input_ids"].to(device), batch["attention_mask"].to(device))
 
@@ -211,7 +236,8 @@ class RegionPhraseFinetuner:
             teacher_phrases = self._embed_texts(teacher, unique) if unique else None
         maps = None
         if teacher_phrases is not None:
-            maps = phrase_maps(ImageTextSimilarity(teacher, text_embeds=teacher_phrases), pixel_values, targets)
+            similarity = ImageTextSimilarity(teacher, text_embeds=teacher_phrases)
+            maps = phrase_maps(similarity, pixel_values, targets, layers=self.map_layers, block=self.map_block)
 
         image_embeds = self.adapter.embed_images(pixel_values, False)
         b, n = len(captions), len(negatives)
@@ -255,5 +281,8 @@ class RegionPhraseFinetuner:
     @torch.no_grad()
     def _update_teacher(self) -> None:
         assert self.teacher is not None and self.ema is not None
-        for t, s in zip(self.teacher.parameters(), self.model.parameters(), strict=True):
-            t.lerp_(s.detach(), 1.0 - self.ema)
+        teacher: list[Tensor] = list(self.teacher.parameters())
+        student = [p.detach() for p in self.model.parameters()]
+        if len(teacher) != len(student):
+            raise RuntimeError("the teacher and the student no longer have the same parameters")
+        torch._foreach_lerp_(teacher, student, 1.0 - self.ema)

@@ -39,6 +39,27 @@ def test_phrase_maps_are_the_signed_grad_eclip_maps_of_each_pair():
         phrase_maps(sim, x, torch.tensor([0, 1]))
 
 
+def test_phrase_maps_from_summed_or_lower_blocks_are_grad_eclips_of_those_blocks():
+    model = make_clip(vision_layers=3)
+    x = torch.randn(2, 3, 32, 32)
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(3, 16))
+    targets = torch.tensor([[2, 0], [1, -1]])
+    blocks = sim.explained_blocks()
+    summed = cg.GradECLIP(sim, relu_attributions=False, layers=2).attribute(x, target=[2, 1])
+    lower = cg.GradECLIP(sim, blocks[1], relu_attributions=False).attribute(x, target=[2, 1])
+    last = phrase_maps(sim, x, targets)
+    two, below = phrase_maps(sim, x, targets, layers=2), phrase_maps(sim, x, targets, block=-2)
+    assert torch.allclose(two[:, 0], summed[:, 0], atol=1e-5) and torch.allclose(below[:, 0], lower[:, 0], atol=1e-5)
+    assert not torch.allclose(two, last, atol=1e-4) and not torch.allclose(below, last, atol=1e-4)
+    assert torch.allclose(phrase_maps(sim, x, targets, block=1), below), "block 1 of 3 is block -2"
+    assert (two[1, 1] == 0).all() and (below[1, 1] == 0).all(), "empty slots stay empty"
+    for bad in (3, -4, 1.0, True):
+        with pytest.raises(ValueError, match="`block` must be an int in \\[-3, 2\\]"):
+            phrase_maps(sim, x, targets, block=bad)
+    with pytest.raises(ValueError, match="`layers` must be an int in \\[1, 2\\]"):
+        phrase_maps(sim, x, targets, layers=3, block=-2)
+
+
 def test_pooling_weights_minmax_and_sum_to_one():
     maps = torch.tensor([[[[-1.0, 0.0], [1.0, 3.0]], [[2.0, 2.0], [2.0, 2.0]]]])
     w = pooling_weights(maps)

@@ -138,6 +138,26 @@ def test_negatives_enter_the_clip_loss_and_nothing_else(tiny):
         tuner.step(x, captions, negatives="a red circle")
 
 
+def test_maps_come_from_the_chosen_blocks_and_the_region_loss_follows_them(tiny, monkeypatch):
+    model, processor = tiny
+    seen = []
+    original = cg.finetune.trainer.phrase_maps
+
+    def spy(similarity, pixel_values, targets, **options):
+        seen.append(options)
+        return original(similarity, pixel_values, targets, **options)
+
+    monkeypatch.setattr(cg.finetune.trainer, "phrase_maps", spy)
+    batch = scene_batch(4, 4)
+    losses = {}
+    for options in ({}, {"map_layers": 2}, {"map_block": 0}):
+        torch.manual_seed(0)
+        tuner = RegionPhraseFinetuner(model, processor, lr=1e-3, **options)
+        losses[tuple(options.items())] = tuner.step(*batch).region
+    assert seen == [{"layers": 1, "block": -1}, {"layers": 2, "block": -1}, {"layers": 1, "block": 0}]
+    assert len(set(losses.values())) == 3, "other maps pool other regions"
+
+
 def test_bad_arguments_are_named(tiny):
     model, processor = tiny
     with pytest.raises(TypeError, match="`model`"):
@@ -156,6 +176,14 @@ def test_bad_arguments_are_named(tiny):
         RegionPhraseFinetuner(model, processor, trainable="vision_model")
     with pytest.raises(ValueError, match="`trainable` leaves no parameter"):
         RegionPhraseFinetuner(model, processor, trainable=lambda name: False)
+    for bad in (2, -3, 1.5, None):
+        with pytest.raises(ValueError, match="`map_block` must be an int in \\[-2, 1\\]"):
+            RegionPhraseFinetuner(model, processor, map_block=bad)
+    for bad in (0, 3, 2.0):
+        with pytest.raises(ValueError, match="`map_layers` must be an int in \\[1, 2\\]"):
+            RegionPhraseFinetuner(model, processor, map_layers=bad)
+    with pytest.raises(ValueError, match="`map_layers` must be an int in \\[1, 1\\]"):
+        RegionPhraseFinetuner(model, processor, map_layers=2, map_block=0)
     tuner = RegionPhraseFinetuner(model, processor)
     x, captions = scene_batch(3, 3)
     with pytest.raises(ValueError, match="`captions`"):
@@ -188,3 +216,21 @@ def test_a_few_steps_improve_region_level_alignment_on_shapes_clip(shapes_clip):
     assert loss_after < 0.95 * loss_before
     assert acc_after > acc_before
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), snapshot, strict=True)), "the model is untouched"
+
+
+def test_a_processor_or_its_tokenizer_give_the_same_step_and_open_clip_gets_its_fixed_context(tiny):
+    model, processor = tiny
+    batch = scene_batch(5, 3)
+    results = []
+    for text_side in (processor, processor.tokenizer):
+        torch.manual_seed(0)
+        results.append(RegionPhraseFinetuner(model, text_side).step(*batch))
+    assert results[0] == results[1]
+
+    resnet, shapes_processor = cg.zoo.load_shapes_clip("resnet")  # open_clip: texts padded to its 16-token context
+    scenes = shapes.make_scenes(range(2), n_objects=2)
+    tuner = RegionPhraseFinetuner(resnet, shapes_processor, lr=1e-3)
+    result = tuner.step(shapes_processor(images=[s.image for s in scenes])["pixel_values"], [s.caption for s in scenes])
+    assert result.phrases == 4 and np.isfinite(result.loss) and result.region > 0
+    changed = [n for n, p in tuner.model.named_parameters() if not torch.equal(p, dict(resnet.named_parameters())[n])]
+    assert any(n.startswith("visual.attnpool") for n in changed)

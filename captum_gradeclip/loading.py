@@ -11,6 +11,7 @@ when it answers; every failure is a :class:`LoadError` whose message is one line
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,7 @@ from captum_gradeclip.adapters.processing import LoadError, Processing, Processi
 __all__ = ["SPECS", "LoadError", "Loaded", "hf_pretrained", "hub_reachable", "load", "quiet_loaders"]
 
 #: The spec forms, as the errors list them.
-SPECS = "shapes | hf:NAME_OR_PATH | open_clip:ARCH[:PRETRAINED] | openai:NAME"
+SPECS = "shapes | shapes:resnet | shapes:deep | hf:NAME_OR_PATH | open_clip:ARCH[:PRETRAINED] | openai:NAME"
 _ = HUB_HINT  # re-exported for the command line, which rewrites it
 
 
@@ -140,11 +141,36 @@ def _known_specs() -> str:
     return " | ".join([SPECS, *extra])
 
 
-def _load_shapes(spec: str, rest: str) -> tuple[nn.Module, object]:
-    from captum_gradeclip.zoo import MODEL_SPECS, load_shapes_clip
+def _shapes_specs() -> dict[str, str]:
+    """Every ShapesCLIP spec -> its backbone: the table's (``shapes:deep``) and ``shapes:BACKBONE``."""
+    from captum_gradeclip.zoo import MODEL_SPECS
+    from captum_gradeclip.zoo.shapes_clip import BACKBONES
 
-    try:  # a spec of the table, or shapes:BACKBONE (an unknown one: load_shapes_clip names the known ones)
-        return load_shapes_clip(MODEL_SPECS.get(spec, rest or "vit"))
+    return {**MODEL_SPECS, **{f"shapes:{backbone}": backbone for backbone in BACKBONES}}
+
+
+def _unknown_spec(spec: str) -> LoadError:
+    """The error for a spec no loader takes, with the closest valid spec as it would be typed (a suggestion,
+    never a guess that is loaded)."""
+    from captum_gradeclip.adapters import ADAPTERS
+
+    prefixes = [f"{p}:" for a in ADAPTERS if issubclass(a, ProcessingRole) for p in a.spec_prefixes]
+    close = difflib.get_close_matches(spec, list(_shapes_specs()), n=1, cutoff=0.75)
+    if not close and ":" in spec:  # a misspelt prefix: hf, open_clip, openai, ...
+        prefix, _, rest = spec.partition(":")
+        close = [c + rest for c in difflib.get_close_matches(prefix + ":", prefixes, n=1, cutoff=0.75)]
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return LoadError(f"unknown model spec {spec!r}{hint}; the specs are {_known_specs()}")
+
+
+def _load_shapes(spec: str) -> tuple[nn.Module, object]:
+    from captum_gradeclip.zoo import load_shapes_clip
+
+    backbone = _shapes_specs().get(spec)
+    if backbone is None:
+        raise _unknown_spec(spec)
+    try:
+        return load_shapes_clip(backbone)
     except (ValueError, FileNotFoundError, ImportError) as error:
         raise LoadError(f"{spec}: {first_line(error)}") from None
 
@@ -175,17 +201,17 @@ def load(spec: str, *, allow_missing_weights: bool = False) -> Loaded:
         >>> cg.load("clip:ViT-B/32")
         Traceback (most recent call last):
         ...
-        captum_gradeclip.adapters.processing.LoadError: unknown model spec 'clip:ViT-B/32'; expected shapes | ...
+        captum_gradeclip.adapters.processing.LoadError: unknown model spec 'clip:ViT-B/32'; the specs are shapes | ...
     """
     if not isinstance(spec, str):
         raise TypeError(f"`spec` must be a str such as 'shapes' or 'hf:DIR'; got {type(spec).__name__}")
     prefix, _, rest = spec.partition(":")
     loader = None if prefix == "shapes" else _spec_loader(prefix)
     if (prefix != "shapes" and loader is None) or (prefix != "shapes" and not rest):
-        raise LoadError(f"unknown model spec {spec!r}; expected {_known_specs()}")
+        raise _unknown_spec(spec)
     with quiet_loaders():
         if loader is None:
-            model, processor = _load_shapes(spec, rest)
+            model, processor = _load_shapes(spec)
         else:
             model, processor = loader.load_spec(rest, spec, allow_missing_weights=allow_missing_weights)
     tokenizer = None

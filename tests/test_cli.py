@@ -37,13 +37,24 @@ def test_parser_errors_are_one_line_cli_errors():
 
 @pytest.mark.parametrize("spec", ["bogus", "hf", "hf:", "open_clip:", "openai:", "clip:ViT-B/32"])
 def test_unknown_model_spec(spec):
-    with pytest.raises(CLIError, match=r"unknown model spec .*expected shapes \| hf:NAME_OR_PATH"):
+    listed = r"shapes \| shapes:resnet \| shapes:deep \| hf:NAME_OR_PATH"
+    with pytest.raises(CLIError, match=r"unknown model spec .*; the specs are " + listed):
         load_model(spec)
 
 
 def test_unknown_shapes_backbone():
-    with pytest.raises(CLIError, match="`backbone` must be one of"):
+    with pytest.raises(CLIError, match=r"^unknown model spec 'shapes:bogus'; the specs are shapes \| shapes:resnet"):
         load_model("shapes:bogus")
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [("shapes:deeep", "shapes:deep"), ("shape:deep", "shapes:deep"), ("shapes:resnt", "shapes:resnet"),
+     ("opnai:ViT-B/32", "openai:ViT-B/32"), ("hf_:openai/clip", "hf:openai/clip")],
+)  # fmt: skip
+def test_a_near_miss_spec_is_refused_with_a_did_you_mean(typed, meant):
+    with pytest.raises(CLIError, match=rf"^unknown model spec '{typed}' \(did you mean '{meant}'\?\); the specs are"):
+        load_model(typed)
 
 
 def test_hf_missing_directory(tmp_path):

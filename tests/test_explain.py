@@ -129,7 +129,7 @@ def test_explain_warns_that_softmax_over_one_text_is_constant(runs):
         ("text_file", "corrupt image: notes.txt"),
         ("ansi", "missing image: miss\\x1b[31ming.png"),  # the escape is written out, not sent to the terminal
         ("out_file", "`--out` notes.txt exists and is not a directory"),
-        ("spec", "unknown model spec 'nonsense:x'; expected shapes | hf:NAME_OR_PATH"),
+        ("spec", "unknown model spec 'nonsense:x'; the specs are shapes | shapes:resnet | shapes:deep | hf:"),
         ("no_texts", "the following arguments are required: TEXT"),
         ("empty_text", "every TEXT must be non-empty"),
         (

@@ -47,15 +47,18 @@ def test_shapes_specs_load_with_their_processing(spec, adapter, grid):
 
 @pytest.mark.parametrize("spec", ["bogus", "hf", "hf:", "open_clip:", "openai:", "clip:ViT-B/32"])
 def test_unknown_specs_are_one_line_errors_that_list_the_specs(spec):
-    with pytest.raises(LoadError, match=r"^unknown model spec .*; expected shapes \| hf:NAME_OR_PATH \| open_clip"):
+    listed = r"shapes \| shapes:resnet \| shapes:deep \| hf:NAME_OR_PATH \| open_clip"
+    with pytest.raises(LoadError, match=r"^unknown model spec .*; the specs are " + listed):
         cg.load(spec)
     with pytest.raises(TypeError, match="`spec` must be a str"):
         cg.load(None)
 
 
-def test_unknown_shapes_backbone_names_the_known_ones():
-    with pytest.raises(LoadError, match=r"^shapes:bogus: `backbone` must be one of"):
+def test_unknown_shapes_backbone_lists_the_specs_as_typed():
+    with pytest.raises(LoadError, match=r"^unknown model spec 'shapes:bogus'; the specs are shapes \| shapes:resnet"):
         cg.load("shapes:bogus")
+    with pytest.raises(LoadError, match=r"^unknown model spec 'shapes:deeep' \(did you mean 'shapes:deep'\?\)"):
+        cg.load("shapes:deeep")
 
 
 def test_unreachable_hub_is_refused_without_waiting(monkeypatch):

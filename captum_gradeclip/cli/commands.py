@@ -16,7 +16,7 @@ from typing import NoReturn
 from captum_gradeclip.images import DEFAULT_MAX_PIXELS  # light: images imports PIL and numpy only when it reads
 
 PROG = "captum-gradeclip"
-MODEL_SPECS = "shapes | hf:NAME_OR_PATH | open_clip:ARCH[:PRETRAINED] | openai:NAME"
+MODEL_SPECS = "shapes | shapes:resnet | shapes:deep | hf:NAME_OR_PATH | open_clip:ARCH[:PRETRAINED] | openai:NAME"
 #: ``--dtype`` choices (torch dtypes of the same names).
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 ALLOW_MISSING_HELP = (

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import captum_gradeclip as cg
-from captum_gradeclip.zoo import MODEL_SPECS, quality, shapes
+from captum_gradeclip.zoo import MODEL_SPECS, shapes
 from captum_gradeclip.zoo.shapes_clip import load_shapes_clip, shapes_clip_path, training_info
+from tools import shapes_quality as quality
 
 
 @pytest.fixture(scope="module")

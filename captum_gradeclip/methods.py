@@ -23,6 +23,7 @@ Examples::
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import pkgutil
 from collections.abc import Callable, Mapping
@@ -232,9 +233,30 @@ def get(name: str) -> Method:
     return found
 
 
+#: What matching ignores besides case: spaces and the punctuation that names are written with. Anything else
+#: (``"gradcam++"``'s pluses) must match, so a near-miss never silently names another method.
+_IGNORED = frozenset(" -_():")
+
+
 def key(name: str) -> str:
-    """``name`` for matching: lower case, letters and digits only (``"Grad-ECLIP (paper)"`` -> ``"gradeclippaper"``)."""
-    return "".join(ch for ch in name.lower() if ch.isalnum())
+    """``name`` for matching: lower case, without spaces, ``-``, ``_``, ``(``, ``)`` and ``:``
+    (``"Grad-ECLIP (paper)"`` -> ``"gradeclippaper"``; ``"gradcam++"`` stays ``"gradcam++"``)."""
+    return "".join(ch for ch in name.lower() if ch not in _IGNORED and not ch.isspace())
+
+
+def closest(name: str, methods: list[Method] | None = None) -> str | None:
+    """The registered name closest to ``name`` (a did-you-mean for an unknown name), or ``None``.
+
+    Examples::
+
+        >>> from captum_gradeclip import methods
+        >>> methods.closest("gradcam++"), methods.closest("zzz")
+        ('Grad-CAM', None)
+    """
+    pool = available() if methods is None else methods
+    names = {key(m.name): m.name for m in pool}
+    found = difflib.get_close_matches(key(name), list(names), n=1, cutoff=0.6)
+    return names[found[0]] if found else None
 
 
 def match(name: str, methods: list[Method] | None = None) -> list[Method]:

@@ -72,12 +72,13 @@ def unknown_words_message(words: Sequence[str], shapes_clip: bool) -> str:
     listed = ", ".join(repr(w) for w in words)
     if shapes_clip:
         return (
-            f"ShapesCLIP does not know the words {listed}: it reads each as an unknown token, so texts made of "
-            f"them get the same score and the same map. {SHAPES_WORLD}; {HUB_HINT}"
+            f"ShapesCLIP does not know the words {listed}: it reads every one of them as the same unknown token, so "
+            "texts that differ only in such words get the same score and the same map, and otherwise differ only "
+            f"by how many unknown tokens they hold. {SHAPES_WORLD}; {HUB_HINT}"
         )
     return (
-        f"the tokenizer does not know the words {listed}: it reads each as an unknown token, so the model cannot "
-        "tell texts made of them apart"
+        f"the tokenizer does not know the words {listed}: it reads every one of them as the same unknown token, so "
+        "texts that differ only in such words get the same score and the same map"
     )
 
 

@@ -115,10 +115,11 @@ def test_explain_stars_no_text_when_the_scores_tie(runs):
     assert "(best)" not in (root / "out_tie" / "index.html").read_text()
 
 
-def test_explain_warns_that_softmax_over_one_text_is_constant(runs):
+def test_explain_refuses_softmax_over_one_text_in_one_line(runs):
     out, err, code = runs[3]["softmax_one"]
-    assert code == 0, err
-    assert "probability is always 1" in err and float(_printed(out)[0].lstrip("* ").split()[0]) == 1.0
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (out, err)
+    assert "--score softmax with one TEXT is always 1" in err and "use --score cosine" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(

@@ -132,7 +132,7 @@ def test_every_captum_name_runs_from_the_command_line(capsys, scene_file, tmp_pa
     assert ("(not explained)" in lines[0]) == (name != "captum:IntegratedGradients")
     if name != "captum:IntegratedGradients":
         assert err.strip() == f"captum-gradeclip: warning: no word importances: {name} explains image only"
-    assert f"explained by shapes, {name}</title>" in (tmp_path / "out" / "index.html").read_text()
+    assert f"explained by {name} on shapes</title>" in (tmp_path / "out" / "index.html").read_text()
 
 
 def test_layer_grad_cam_on_the_resnet_is_a_one_line_error_saying_why(capsys, scene_file):

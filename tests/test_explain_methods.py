@@ -7,6 +7,8 @@ that has no modes are one-line errors with exit code 2.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from PIL import Image
@@ -72,6 +74,12 @@ def test_unknown_and_ambiguous_names_are_errors_listing_the_names():
         pick_method("--")
 
 
+@pytest.mark.parametrize(("typed", "meant"), [("gradcam++", "Grad-CAM"), ("rolout", "Rollout"), ("gamee", "GAME")])
+def test_a_near_miss_is_an_error_with_a_did_you_mean_never_another_method(typed, meant):
+    with pytest.raises(CLIError, match=rf"no method is called '{re.escape(typed)}' \(did you mean '{meant}'\?\);"):
+        pick_method(typed)
+
+
 def test_the_static_help_names_every_registered_method():
     # --help cannot read the registry (it would import torch): tools/generate_method_tables.py writes it from the
     # registry (tests/test_docs_methods.py fails when it is stale); this reads the help as a user does
@@ -117,7 +125,9 @@ def test_explain_with_a_text_method_prints_scores_and_words_and_writes_the_repor
     assert f"{scene.objects[0].colour}=" in lines[0] and "(not explained)" not in out
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["explanation.png", "index.html"]
     name = pick_method(given).name
-    assert f"explained by shapes, {name}</title>" in (tmp_path / "out" / "index.html").read_text()
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert f"explained by {name} on shapes</title>" in page and f"Method: <b>{name}</b>. Model: <b>shapes</b>" in page
+    assert f"explained by {name} on shapes; wrote" in out, "the console names the method and the model that ran"
     assert "warning" not in err
 
 

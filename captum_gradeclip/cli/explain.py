@@ -46,7 +46,9 @@ def pick_method(name: str | None, mode: str = "native", prog: str = "captum-grad
     found = methods.match(name)
     names = ", ".join(repr(m.name) for m in methods.available())
     if not found:
-        raise CLIError(f"{prog}: --method: no method is called {name!r}; the methods are {names}")
+        near = methods.closest(name)
+        hint = f" (did you mean {near!r}?)" if near else ""
+        raise CLIError(f"{prog}: --method: no method is called {name!r}{hint}; the methods are {names}")
     if len({m.cls for m in found}) > 1:
         several = ", ".join(repr(m.name) for m in found)
         raise CLIError(f"{prog}: --method: {name!r} matches {several}; give more of the name")
@@ -158,6 +160,11 @@ def main(argv: list[str] | None = None) -> None:
     texts = [t.strip() for t in args.texts]
     if not all(texts):
         raise CLIError("captum-gradeclip explain: every TEXT must be non-empty")
+    if args.score == "softmax" and len(texts) == 1:
+        raise CLIError(
+            "captum-gradeclip explain: --score softmax with one TEXT is always 1 (a probability among one text), "
+            "so its map says nothing; give two or more TEXTs, or use --score cosine"
+        )
     method = pick_method(args.method, args.mode)
     image = read_image(args.image)
     check_output_directory(args.out)  # before the computing
@@ -186,12 +193,33 @@ def main(argv: list[str] | None = None) -> None:
         marker = "*" if j == best else " "
         importances = " ".join(f"{w}={s:.3f}" for w, s in words[j]) if words is not None else "(not explained)"
         print(f"{marker} {values[j]:.4f}  {text!r}  words: {importances}")
-    by = args.model if args.method is None else f"{args.model}, {method.name}"
+    summary = [f"The maps explain the {SCORES[args.score]}."]
+    if words is not None and args.score != "cosine":
+        summary.append(f"The word importances explain the image-text cosine similarity, not the {args.score}.")
+    for line in summary[1:]:
+        print(f"note: {line[0].lower()}{line[1:]}")
+    by = f"{method.name} on {args.model}"
+    unknown = [n for n in notes if "unknown token" in n]
+    placed = loaded.processing is not None  # the original image with the maps where the model looked
     fig = explanation_figure(
-        seen, texts, maps, words, scores=values, score_names=args.score, title=f"{args.image.name} ({by})"
-    )
+        image if placed else seen, texts, maps, words, scores=values, score_names=args.score,
+        processor=loaded.processing if placed else None,
+        title="\n".join([f"{args.image.name} ({by})", *(f"warning: {n.split(':')[0]}" for n in unknown)]),
+        explained=f"the {SCORES[args.score]}",
+    )  # fmt: skip
     png = figure_png(fig)
     (args.out / "explanation.png").write_bytes(png)
     entry = ReportEntry(f"{args.image.name}", png, texts, words or [], values, best=best)
-    report = save_html(args.out / "index.html", [entry], title=f"{args.image.name} explained by {by}", notes=notes)
-    print(f"wrote {args.out / 'explanation.png'} and {report}")
+    report = save_html(
+        args.out / "index.html", [entry], title=f"{args.image.name} explained by {by}", notes=notes,
+        method=method.name, model=args.model, summary=summary,
+    )  # fmt: skip
+    print(f"explained by {by}; wrote {args.out / 'explanation.png'} and {report}")
+
+
+#: What each ``--score`` is, as the figure and the report say.
+SCORES = {
+    "cosine": "cosine similarity of the image and each text",
+    "logit": "logit of each text (the scaled cosine similarity)",
+    "softmax": "softmax: each text's probability among the texts given",
+}

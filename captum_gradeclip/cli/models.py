@@ -50,6 +50,8 @@ class LoadedModel:
         mean, std: the pixel normalisation, to show the image as the model saw it.
         count_tokens: ``str -> int`` the text's length in tokens, without truncation.
         max_tokens: the text tower's context length (longer texts are cut), or ``None``.
+        processing: the loader's processing role (:func:`captum_gradeclip.load`'s ``processing``): its geometry
+            places the maps on the original image; ``None`` when the model was not loaded from a spec.
     """
 
     model: torch.nn.Module
@@ -61,6 +63,7 @@ class LoadedModel:
     std: tuple[float, ...]
     count_tokens: Callable[[str], int]
     max_tokens: int | None
+    processing: object = None
 
     def display_image(self, pixel_values: torch.Tensor) -> np.ndarray:
         """``(1, C, H, W)`` normalised pixels -> ``(H, W, 3)`` in [0, 1], what the model saw
@@ -114,6 +117,7 @@ def load_model(
         std=processing.std,
         count_tokens=processing.count_tokens,
         max_tokens=processing.max_tokens,
+        processing=processing,
     )
     loaded = with_dtype(loaded, dtype)
     loaded.model.to(where)

@@ -167,11 +167,6 @@ class CaptumAttribution(SimilarityAttribution):
     modalities: ClassVar[tuple[str, ...]] = ("image",)
     pixel_maps = True
     reads_explained_block = False  # Captum's methods read the inputs (or an embedding) and the scores only
-    #: The maps are differences of two scores (the input's and a perturbed copy's), summed over a patch's
-    #: channels and pixels: their rounding error is that of the scores (a few float eps of ``|score|``) times the
-    #: values each patch sums, however small the difference; a comparison of two computations of such maps
-    #: allows that (:func:`score_difference_tolerance`), not a fraction of the map.
-    score_differences: ClassVar[bool] = False
     #: The Captum class this method runs.
     captum_class: ClassVar[type[Attribution]]
     #: Whether Captum differentiates the inputs themselves (then they are handed over requiring grad).
@@ -203,11 +198,45 @@ class CaptumAttribution(SimilarityAttribution):
             method = self._captum(relay)
             for column in columns:  # (N,) targets, one Captum call each
                 attribution = method.attribute(x, target=column.tolist(), **kwargs)
-                maps.append(self._to_grid(attribution.detach(), ctx))
+                # the input's dtype: Captum's Occlusion divides by its window counts in float32 (`.float()`)
+                maps.append(self._to_grid(attribution.detach().to(x.dtype), ctx))
         return torch.stack(maps, dim=1)  # (N, K, h, w)
 
     def _to_grid(self, attribution: Tensor, ctx: ExplainContext) -> Tensor:
         return pool_to_patches(attribution, ctx.grid)  # type: ignore[arg-type]
+
+
+def score_difference_tolerance(scores: Tensor, inputs: Tensor, grid: tuple[int, int], ulps: float = 32.0) -> float:
+    """The rounding a map of :attr:`~captum_gradeclip.SimilarityAttribution.score_differences` can carry: ``ulps``
+    units of the scores' dtype in the largest ``|score|``, times the channels and pixels a patch sums.
+
+    Each patch's value is ``|f(x) - f(x')|`` summed over its ``C * ph * pw`` pixels; ``f(x)`` and ``f(x')`` are
+    each rounded to a few units in their last place of ``|score|``, however small their difference: two correct
+    computations of the map (another layout, another dtype) differ by up to this much in every patch, a bound that
+    a fraction of the patch's own value (tiny where the occlusion changes little) does not give.
+
+    Args:
+        scores (Tensor): the scores of ``inputs`` (any shape); their dtype sets the unit.
+        inputs (Tensor): ``(N, C, H, W)`` pixels.
+        grid (tuple[int, int]): the patch grid ``(h, w)``.
+        ulps (float, optional): units in the last place allowed for each score (a forward pass through a deep
+            model rounds many times). Default: 32.
+
+    Returns:
+        *float*: an absolute tolerance for the maps.
+
+    Examples::
+
+        >>> from captum_gradeclip.baselines.captum_methods import score_difference_tolerance
+        >>> t = score_difference_tolerance(torch.tensor([0.5, -1.0]), torch.zeros(1, 3, 32, 32), (4, 4))
+        >>> round(t / (32 * torch.finfo(torch.float32).eps * 1.0 * 3 * 8 * 8), 6)
+        1.0
+    """
+    if inputs.dim() != 4:
+        raise ValueError(f"`inputs` must be (N, C, H, W); got shape {tuple(inputs.shape)}")
+    _, channels, height, width = inputs.shape
+    values = channels * (height // grid[0]) * (width // grid[1])
+    return float(ulps * torch.finfo(scores.dtype).eps * scores.detach().abs().max() * values)
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -321,6 +350,7 @@ class CaptumOcclusion(CaptumAttribution):
     listing_order = 14
 
     captum_class = Occlusion
+    score_differences = True
 
     def __init__(self, forward_func: SimilarityWrapper, *, perturbations_per_eval: int = 1) -> None:
         super().__init__(forward_func)
@@ -356,6 +386,7 @@ class CaptumFeatureAblation(CaptumAttribution):
     listing_order = 15
 
     captum_class = FeatureAblation
+    score_differences = True
 
     def __init__(self, forward_func: SimilarityWrapper, *, perturbations_per_eval: int = 1) -> None:
         super().__init__(forward_func)

@@ -20,7 +20,7 @@ from torch import nn
 
 import captum_gradeclip as cg
 from captum_gradeclip import methods as registry
-from captum_gradeclip.baselines import GAME, M2IB, RISE, AttentionRollout, CLIPSurgery, TokenGradCAM
+from captum_gradeclip.baselines import GAME, M2IB, AttentionRollout, CLIPSurgery, TokenGradCAM
 from captum_gradeclip.metrics.robustness import word_swap
 from tests.adapters.conftest import LOADERS, make_vit_classifier
 from tests.conftest import assert_unchanged, count_hooks, make_clip, model_snapshot, random_texts
@@ -148,14 +148,30 @@ class ErrorModule(nn.Module):
         raise AssertionError("Raising error on execution")
 
 
-@pytest.mark.parametrize(("method", "kwargs", "modality"), [c for c in CASES if c.values[0] is not RISE])
+@pytest.mark.parametrize(("method", "kwargs", "modality"), [c for c in CASES if c.values[0].reads_explained_block])
 def test_invalid_module_in_place_of_the_explained_block(method, kwargs, modality):
+    """A method that reads the explained block (its declaration) checks it when built."""
     s = Setup(modality)  # its own model: the block is replaced
     name = s.explained_block_name()
     layer_name, attr = name.rsplit(".", 1)
     setattr(s.model.get_submodule(layer_name), attr, ErrorModule())
     with pytest.raises(TypeError, match=rf"`{name}` \(ErrorModule\)"):
         method(s.sim, **kwargs)
+    assert count_hooks(s.model) == 0
+
+
+@pytest.mark.parametrize(("method", "kwargs", "modality"), [c for c in CASES if not c.values[0].reads_explained_block])
+def test_a_method_that_declares_it_does_not_read_the_block_only_runs_it(method, kwargs, modality):
+    """The declaration is true: such a method builds without looking at the block, and the broken block shows
+    when the model runs (the error module's own error), leaving no hook behind."""
+    s = Setup(modality)
+    name = s.explained_block_name()
+    layer_name, attr = name.rsplit(".", 1)
+    setattr(s.model.get_submodule(layer_name), attr, ErrorModule())
+    s.model.eval()
+    explainer = method(s.sim, **kwargs)
+    with pytest.raises(AssertionError, match="Raising error on execution"):
+        explainer.attribute(s.inputs(), target=0, **s.kwargs())
     assert count_hooks(s.model) == 0
 
 

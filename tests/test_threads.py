@@ -1,7 +1,9 @@
 """Explanations from several threads on one shared model (issue 27).
 
 Four threads explain, at once, with every registered method on both sides of one shared ShapesCLIP, each its
-own inputs and targets, in its own order; a fifth thread only scores with the bare wrapper throughout. Every
+own inputs and targets, in its own order; a fifth thread only scores images and texts with the bare wrappers
+throughout (so that a hook on the image side, such as Captum's LayerGradCam on the patch embedding, or on the
+text side, such as Captum's LayerIntegratedGradients replacing the token embeddings, would show). Every
 explanation must equal the one computed alone (bit-identical, or within 1e-6), the scoring thread's scores
 must equal the unhooked model's, and the model is left as it was (no hooks, same flags, same modes).
 """
@@ -42,6 +44,11 @@ def _cases():
     return [(m, side) for m in registry.available() for side in m.modalities]
 
 
+def test_every_registered_method_and_side_is_run():
+    names = {f"{m.name} / {side}" for m, side in _cases()}
+    assert {"captum:LayerGradCam / image", "captum:IntegratedGradients / text", "captum:Occlusion / image"} <= names
+
+
 def _explain(method, side, shared, i, explainer=None):
     """Thread ``i``'s explanation with ``method`` on ``side``: its own input row and its own target, with
     ``explainer`` (one shared by all threads) or a new one."""
@@ -53,16 +60,16 @@ def _explain(method, side, shared, i, explainer=None):
 
 
 def test_threads_explaining_at_once_on_one_model_equal_one_at_a_time(shared):
-    model, sim, _, images, _, _ = shared
+    model, sim, tsim, images, ids, mask = shared
     snapshot, hooks = model_snapshot(model), count_hooks(model)
     cases = _cases()
     alone = {(m.name, side, i): _explain(m, side, shared, i) for m, side in cases for i in range(THREADS)}
     with torch.no_grad():
-        bare = sim(images)  # the unhooked model's scores
+        bare = sim(images), tsim(ids, mask)  # the unhooked model's scores
 
     results: dict[tuple[str, str, int], list[torch.Tensor]] = {}
     errors: list[BaseException] = []
-    scored: list[torch.Tensor] = []
+    scored: list[tuple[torch.Tensor, torch.Tensor]] = []
     done = threading.Event()
     start = threading.Barrier(THREADS + 1)
 
@@ -85,7 +92,7 @@ def test_threads_explaining_at_once_on_one_model_equal_one_at_a_time(shared):
         try:
             while not done.is_set():
                 with torch.no_grad():
-                    scored.append(sim(images))
+                    scored.append((sim(images), tsim(ids, mask)))
         except BaseException as error:
             errors.append(error)
 
@@ -110,12 +117,13 @@ def test_threads_explaining_at_once_on_one_model_equal_one_at_a_time(shared):
     assert len(results) == len(cases) * THREADS
     assert {k: v for k, v in worst.items() if v > TOLERANCE} == {}
     assert scored, "the scoring thread never ran"
-    assert all(torch.equal(s, bare) for s in scored), "a bare forward saw an explanation's hooks"
+    assert all(torch.equal(s, bare[0]) for s, _ in scored), "a bare image forward saw an explanation's hooks"
+    assert all(torch.equal(t, bare[1]) for _, t in scored), "a bare text forward saw an explanation's hooks"
     assert_unchanged(model, snapshot)
     assert count_hooks(model) == hooks
     calls = len(cases) * THREADS * ROUNDS
     print(f"\n{THREADS} threads x {len(cases)} cases x {ROUNDS} rounds = {calls} explanations in {elapsed:.1f} s")
-    print(f"scoring thread: {len(scored)} bare forwards, all equal to the unhooked model's")
+    print(f"scoring thread: {len(scored)} bare image and text forwards, all equal to the unhooked model's")
     for key, diff in worst.items():
         print(f"  {key:32s} max |threaded - alone| = {diff:.3g}")
 

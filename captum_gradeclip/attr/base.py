@@ -242,6 +242,14 @@ class SimilarityAttribution(Attribution, ABC):
     #: The method reads the residual stream through the adapter's ``probe_layer`` and ``project_tokens`` roles
     #: (:func:`~captum_gradeclip.adapters.dense.capability` names the loader that lacks them).
     needs_residual_access: ClassVar[bool] = False
+    #: The method reads the explained attention block (:meth:`~captum_gradeclip.SimilarityWrapper.explained_blocks`),
+    #: so its constructor checks that block. ``False``: it reads only the inputs and the scores (perturbation and
+    #: pixel-gradient methods), and a broken block shows when the model runs, not when the method is built.
+    reads_explained_block: ClassVar[bool] = True
+    #: The maps are differences of two scores (the input's and a perturbed copy's) summed over each patch: their
+    #: rounding is a few units of ``|score|`` per summed value, however small the difference, so comparisons
+    #: of two computations allow :func:`~captum_gradeclip.baselines.captum_methods.score_difference_tolerance`.
+    score_differences: ClassVar[bool] = False
     #: What the docs' tables say of the method where its requirements do not say it (keys: ``"vit"``, ``"resnet"``,
     #: ``"siglip"``, ``"text"``: a loader's row in docs/models.md; ``"pool"``: README's attention-pool column).
     loader_notes: ClassVar[Mapping[str, str]] = MappingProxyType({})

@@ -24,6 +24,8 @@ the start and end tokens, as in Captum's text tutorials.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -41,6 +43,7 @@ from captum.attr import (
 )
 from torch import Tensor, nn
 
+from captum_gradeclip.adapters import thread_owned
 from captum_gradeclip.attr.base import SimilarityAttribution
 from captum_gradeclip.wrappers import ExplainContext, SimilarityWrapper
 
@@ -105,8 +108,9 @@ def patch_embedding(sim: SimilarityWrapper) -> nn.Conv2d:
     if len(found) != 1:
         raise TypeError(
             f"captum:LayerGradCam explains the patch embedding (a Conv2d over {channels} channels with kernel and "
-            f"stride {tuple(patch)}), and this {adapter.loader_name} model has {len(found)}: its patch grid does "
-            "not come from one patch projection"
+            f"stride {tuple(patch)}), and this {adapter.loader_name} model has "
+            f"{'no patch embedding' if not found else f'{len(found)} of them'}: its patch grid does not come from one "
+            "patch projection"
         )
     return found[0]
 
@@ -125,6 +129,34 @@ def token_embedding(sim: SimilarityWrapper) -> nn.Embedding:
     return found[0]
 
 
+@contextlib.contextmanager
+def relayed(layer: nn.Module) -> Iterator[nn.Module]:
+    """A private ``nn.Identity`` that ``layer``'s output passes through, in this thread only, while the body runs.
+
+    Captum's layer methods hook the layer they are given: on a model shared between threads, hooks on ``layer``
+    itself would act in every thread's forward (LayerIntegratedGradients' hook even replaces the layer's output).
+    Given the relay instead, Captum hooks a module that no other thread runs; the one hook on ``layer`` routes its
+    output through the relay and is :func:`~captum_gradeclip.adapters.thread_owned`, a pass-through elsewhere. The
+    relay returns its input unchanged, so what Captum computes at it equals what it computes at ``layer``.
+
+    Examples::
+
+        >>> from captum_gradeclip.baselines.captum_methods import relayed
+        >>> layer, seen = nn.Linear(2, 2), []
+        >>> with relayed(layer) as relay:
+        ...     handle = relay.register_forward_hook(lambda _m, _a, out: seen.append(out.shape))
+        ...     _ = layer(torch.zeros(1, 2))
+        >>> seen, len(layer._forward_hooks)
+        ([torch.Size([1, 2])], 0)
+    """
+    relay = nn.Identity()
+    handle = layer.register_forward_hook(thread_owned(lambda _module, _args, output: relay(output)))
+    try:
+        yield relay
+    finally:
+        handle.remove()
+
+
 class CaptumAttribution(SimilarityAttribution):
     """Base of the Captum methods: one Captum call per target column, pixel attributions pooled to the grid.
 
@@ -134,6 +166,7 @@ class CaptumAttribution(SimilarityAttribution):
 
     modalities: ClassVar[tuple[str, ...]] = ("image",)
     pixel_maps = True
+    reads_explained_block = False  # Captum's methods read the inputs (or an embedding) and the scores only
     #: The Captum class this method runs.
     captum_class: ClassVar[type[Attribution]]
     #: Whether Captum differentiates the inputs themselves (then they are handed over requiring grad).
@@ -145,24 +178,65 @@ class CaptumAttribution(SimilarityAttribution):
     )
     loader_notes = MappingProxyType({"resnet": "yes, pooled to the attention pool's grid"})
 
-    def _captum(self) -> Attribution:
+    def _captum(self, relay: nn.Module | None = None) -> Attribution:
+        """The Captum object; ``relay``: the thread's relay of :attr:`layer` (:func:`relayed`) for a layer method."""
         return self.captum_class(self.similarity)
+
+    def _relay(self) -> contextlib.AbstractContextManager[nn.Module | None]:
+        """:func:`relayed` of the method's layer for a layer method, else nothing."""
+        layer = getattr(self, "layer", None)
+        return contextlib.nullcontext() if layer is None else relayed(layer)
 
     def _attribute_kwargs(self, inputs: Tensor, ctx: ExplainContext) -> dict[str, Any]:
         return {}
 
     def _maps(self, inputs: Tensor, extra: tuple, columns: Tensor, ctx: ExplainContext) -> Tensor:
-        method = self._captum()
         kwargs = self._attribute_kwargs(inputs, ctx)
         x = inputs.detach().requires_grad_(self.input_grad)  # never the caller's tensor: Captum switches its flag
         maps = []
-        for column in columns:  # (N,) targets, one Captum call each
-            attribution = method.attribute(x, target=column.tolist(), **kwargs)
-            maps.append(self._to_grid(attribution.detach(), ctx))
+        with self._relay() as relay:
+            method = self._captum(relay)
+            for column in columns:  # (N,) targets, one Captum call each
+                attribution = method.attribute(x, target=column.tolist(), **kwargs)
+                # the input's dtype: Captum's Occlusion divides by its window counts in float32 (`.float()`)
+                maps.append(self._to_grid(attribution.detach().to(x.dtype), ctx))
         return torch.stack(maps, dim=1)  # (N, K, h, w)
 
     def _to_grid(self, attribution: Tensor, ctx: ExplainContext) -> Tensor:
         return pool_to_patches(attribution, ctx.grid)  # type: ignore[arg-type]
+
+
+def score_difference_tolerance(scores: Tensor, inputs: Tensor, grid: tuple[int, int], ulps: float = 32.0) -> float:
+    """The rounding a map of :attr:`~captum_gradeclip.SimilarityAttribution.score_differences` can carry: ``ulps``
+    units of the scores' dtype in the largest ``|score|``, times the channels and pixels a patch sums.
+
+    Each patch's value is ``|f(x) - f(x')|`` summed over its ``C * ph * pw`` pixels; ``f(x)`` and ``f(x')`` are
+    each rounded to a few units in their last place of ``|score|``, however small their difference: two correct
+    computations of the map (another layout, another dtype) differ by up to this much in every patch, a bound that
+    a fraction of the patch's own value (tiny where the occlusion changes little) does not give.
+
+    Args:
+        scores (Tensor): the scores of ``inputs`` (any shape); their dtype sets the unit.
+        inputs (Tensor): ``(N, C, H, W)`` pixels.
+        grid (tuple[int, int]): the patch grid ``(h, w)``.
+        ulps (float, optional): units in the last place allowed for each score (a forward pass through a deep
+            model rounds many times). Default: 32.
+
+    Returns:
+        *float*: an absolute tolerance for the maps.
+
+    Examples::
+
+        >>> from captum_gradeclip.baselines.captum_methods import score_difference_tolerance
+        >>> t = score_difference_tolerance(torch.tensor([0.5, -1.0]), torch.zeros(1, 3, 32, 32), (4, 4))
+        >>> round(t / (32 * torch.finfo(torch.float32).eps * 1.0 * 3 * 8 * 8), 6)
+        1.0
+    """
+    if inputs.dim() != 4:
+        raise ValueError(f"`inputs` must be (N, C, H, W); got shape {tuple(inputs.shape)}")
+    _, channels, height, width = inputs.shape
+    values = channels * (height // grid[0]) * (width // grid[1])
+    return float(ulps * torch.finfo(scores.dtype).eps * scores.detach().abs().max() * values)
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -176,7 +250,8 @@ class CaptumIntegratedGradients(CaptumAttribution):
     Images: the pixel attributions from a zero baseline (the processor's mean colour), pooled to the patch grid
     (:func:`pool_to_patches`), ``(N, 1, h, w)``. Texts: the token embeddings' attributions from the words replaced
     by padding (start and end tokens kept), summed over the embedding dimension, ``(N, L)``; start, end and
-    padding score 0.
+    padding score 0. Captum's ``LayerIntegratedGradients`` replaces its layer's output by the scaled embeddings: it
+    runs at a private relay of the token embedding (:func:`relayed`), so no other thread's forward sees that.
 
     Args:
         forward_func (ImageTextSimilarity or TextImageSimilarity): the wrapper to explain.
@@ -190,8 +265,10 @@ class CaptumIntegratedGradients(CaptumAttribution):
         >>> from captum_gradeclip.baselines.captum_methods import CaptumIntegratedGradients
         >>> CaptumIntegratedGradients(sim, n_steps=8).attribute(pixel_values, target=0).shape
         torch.Size([1, 1, 8, 8])
+        >>> ids.shape  # three texts of five tokens: one score per token and text
+        torch.Size([3, 5])
         >>> CaptumIntegratedGradients(tsim, n_steps=8).attribute(ids, target=0, additional_forward_args=(mask,)).shape
-        torch.Size([2, 6])
+        torch.Size([3, 5])
     """
 
     method_name = "captum:IntegratedGradients"
@@ -219,9 +296,9 @@ class CaptumIntegratedGradients(CaptumAttribution):
         self.n_steps, self.method, self.internal_batch_size = n_steps, method, internal_batch_size
         self.layer = token_embedding(self.similarity) if self.similarity.modality == "text" else None
 
-    def _captum(self) -> Attribution:
-        if self.layer is not None:
-            return LayerIntegratedGradients(self.similarity, self.layer)
+    def _captum(self, relay: nn.Module | None = None) -> Attribution:
+        if relay is not None:
+            return LayerIntegratedGradients(self.similarity, relay)
         return IntegratedGradients(self.similarity)
 
     def _attribute_kwargs(self, inputs: Tensor, ctx: ExplainContext) -> dict[str, Any]:
@@ -230,22 +307,23 @@ class CaptumIntegratedGradients(CaptumAttribution):
     def _maps(self, inputs: Tensor, extra: tuple, columns: Tensor, ctx: ExplainContext) -> Tensor:
         if self.layer is None:
             return super()._maps(inputs, extra, columns, ctx)
-        lig = self._captum()
         pad = self.similarity.adapter.pad_token_id()
         words = ctx.output_mask.to(inputs.device)  # the tokens that get scores become padding in the baseline
         baseline = torch.where(words, torch.full_like(inputs, 0 if pad is None else pad), inputs)
-        scores = [
-            lig.attribute(
-                inputs,
-                baselines=baseline,
-                target=column.tolist(),
-                additional_forward_args=extra or None,
-                **self._attribute_kwargs(inputs, ctx),
-            )
-            .detach()
-            .sum(-1)
-            for column in columns
-        ]
+        with self._relay() as relay:
+            lig = self._captum(relay)
+            scores = [
+                lig.attribute(
+                    inputs,
+                    baselines=baseline,
+                    target=column.tolist(),
+                    additional_forward_args=extra or None,
+                    **self._attribute_kwargs(inputs, ctx),
+                )
+                .detach()
+                .sum(-1)
+                for column in columns
+            ]
         return torch.stack(scores, dim=1)  # (N, K, L); the pipeline zeroes start, end and padding
 
     @property
@@ -272,6 +350,7 @@ class CaptumOcclusion(CaptumAttribution):
     listing_order = 14
 
     captum_class = Occlusion
+    score_differences = True
 
     def __init__(self, forward_func: SimilarityWrapper, *, perturbations_per_eval: int = 1) -> None:
         super().__init__(forward_func)
@@ -307,6 +386,7 @@ class CaptumFeatureAblation(CaptumAttribution):
     listing_order = 15
 
     captum_class = FeatureAblation
+    score_differences = True
 
     def __init__(self, forward_func: SimilarityWrapper, *, perturbations_per_eval: int = 1) -> None:
         super().__init__(forward_func)
@@ -375,7 +455,8 @@ class CaptumLayerGradCam(CaptumAttribution):
     """Captum's ``LayerGradCam`` on the patch embedding (:func:`patch_embedding`), whose output is the patch grid:
     the channel-weighted sum of the embedding with the mean gradient of each channel as weight, ``(N, 1, h, w)``,
     signed (Captum's default ``relu_attributions=False``). Models without a patch embedding (ResNets) are a
-    TypeError saying so.
+    TypeError saying so. Captum hooks a private relay of the embedding (:func:`relayed`), never the shared model:
+    other threads' forwards through the same model are untouched.
 
     Args:
         forward_func (ImageTextSimilarity): the wrapper to explain.
@@ -404,8 +485,10 @@ class CaptumLayerGradCam(CaptumAttribution):
         super().__init__(forward_func)
         self.layer = patch_embedding(self.similarity)
 
-    def _captum(self) -> Attribution:
-        return LayerGradCam(self.similarity, self.layer)
+    def _captum(self, relay: nn.Module | None = None) -> Attribution:
+        if relay is None:  # pragma: no cover - _relay always gives one: the method has a layer
+            raise RuntimeError("captum:LayerGradCam runs at the relay of its layer")
+        return LayerGradCam(self.similarity, relay)
 
     def _to_grid(self, attribution: Tensor, ctx: ExplainContext) -> Tensor:
         if tuple(attribution.shape[-2:]) != tuple(ctx.grid):  # type: ignore[arg-type]

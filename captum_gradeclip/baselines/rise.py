@@ -65,6 +65,7 @@ class RISE(SimilarityAttribution):
 
     modalities = ("image",)
     pixel_maps = True
+    reads_explained_block = False  # masks the pixels, reads only the scores
 
     def __init__(
         self,

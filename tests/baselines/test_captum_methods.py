@@ -172,7 +172,7 @@ def test_layer_grad_cam_without_a_patch_embedding_is_a_type_error_saying_so():
 
     model, _ = load_shapes_clip("resnet")
     rsim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, model.text_projection.shape[1]))
-    with pytest.raises(TypeError, match=r"captum:LayerGradCam explains the patch embedding .* has 0"):
+    with pytest.raises(TypeError, match=r"captum:LayerGradCam explains the patch embedding .* has no patch embedding"):
         CaptumLayerGradCam(rsim)
     maps = CaptumSaliency(rsim).attribute(torch.randn(1, 3, 128, 128), target=0)  # pixel methods apply
     assert maps.shape == (1, 1, 4, 4)

@@ -75,6 +75,7 @@ class SimilarityWrapper(nn.Module, ABC):
     scores: tuple[str, ...] = SCORES
 
     def __init__(self, model: nn.Module, score: str) -> None:
+        """Finds ``model``'s adapter (a TypeError lists the supported loaders) and checks ``score``."""
         super().__init__()
         self.adapter: Adapter = get_adapter(model)
         if self.adapter.is_classifier and not isinstance(self, ImageClassification):
@@ -187,6 +188,8 @@ class ImageTextSimilarity(SimilarityWrapper):
         score: str = "cosine",
         interpolate_pos_encoding: bool = True,
     ) -> None:
+        """Wraps ``model`` as ``pixel_values -> (N, M)`` scores of the images against the M texts (or text
+        embeddings); the arguments are those of the class (see above)."""
         super().__init__(model, score)
         self.adapter.require(ImageTower, "ImageTextSimilarity")
         self.adapter.require(Scorer, "ImageTextSimilarity")
@@ -245,6 +248,8 @@ class TextImageSimilarity(SimilarityWrapper):
         score: str = "cosine",
         interpolate_pos_encoding: bool = True,
     ) -> None:
+        """Wraps ``model`` as ``input_ids -> (N_txt, M)`` scores of the texts against the M images (or image
+        embeddings); the arguments are those of the class (see above)."""
         super().__init__(model, score)
         self.adapter.require(TextTower, "TextImageSimilarity")
         self.adapter.require(Scorer, "TextImageSimilarity")
@@ -303,6 +308,8 @@ class ImageClassification(SimilarityWrapper):
     scores = ("logit", "softmax")
 
     def __init__(self, model: nn.Module, *, score: str = "logit", interpolate_pos_encoding: bool = True) -> None:
+        """Wraps the classifier ``model`` as ``pixel_values -> (N, classes)`` scores; the arguments are those of
+        the class (see above)."""
         super().__init__(model, score)
         if not isinstance(self.adapter, Classifier):
             raise TypeError(f"`model` {type(model).__name__} is not an image classifier ({self.adapter.loader_name})")

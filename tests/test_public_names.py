@@ -15,3 +15,11 @@ def test_dir_lists_exactly_the_public_names():
 def test_every_public_name_resolves():
     for name in cg.__all__:
         assert getattr(cg, name) is not None, name
+
+
+def test_the_wrappers_constructors_have_their_own_docstrings_not_torchs():
+    import inspect
+
+    for wrapper in (cg.ImageTextSimilarity, cg.TextImageSimilarity, cg.ImageClassification, cg.SimilarityWrapper):
+        doc = inspect.getdoc(wrapper.__init__) or ""
+        assert "Initialize internal Module state" not in doc and "model" in doc, wrapper.__name__

@@ -725,13 +725,18 @@ class ResultStore:
             reasons.update(e.split(":")[0] for e in table.column(0).drop_null().to_pylist())
         return {"items": len(self), "errors": sum(reasons.values()), "error_reasons": dict(sorted(reasons.items()))}
 
-    def differences(self, other: ResultStore) -> list[str]:
-        """Where this store's results differ from ``other``'s; empty when they are bit-identical.
+    def differences(self, other: ResultStore, rtol: float = 0.0) -> list[str]:
+        """Where this store's results differ from ``other``'s; empty when they are bit-identical (or, with
+        ``rtol``, when their numbers agree within it).
 
         Compares part by part (one pair in memory at a time), every column but the image files' size and time.
 
         Args:
             other (ResultStore): the store to compare with.
+            rtol (float, optional): the relative tolerance of the floating-point columns (scores, maps, token and
+                word scores), relative to each value and to the column's largest magnitude, e.g. ``1e-5`` for runs
+                with other thread counts, whose sums round differently; the other columns must be equal. Default: 0
+                (bit-identical).
 
         Returns:
             *list[str]*: one line per difference, naming the part and the column.
@@ -757,17 +762,28 @@ class ResultStore:
                 found.append(f"part {number}: intact in only one store")
                 continue
             a, b = mine.table(columns), theirs.table(columns)
-            found += [f"part {number}: {c} differs" for c in columns if not _same(a.column(c), b.column(c))]
+            found += [f"part {number}: {c} differs" for c in columns if not _same(a.column(c), b.column(c), rtol)]
         return found
 
 
-def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> bool:
-    """Whether two columns are equal, NaN equal to NaN (an error row's map)."""
+def _same(a: pa.ChunkedArray, b: pa.ChunkedArray, rtol: float = 0.0) -> bool:
+    """Whether two columns are equal, NaN equal to NaN (an error row's map); floats within ``rtol``."""
     if a.type != b.type or len(a) != len(b):
         return False
-    if pa.types.is_fixed_size_list(a.type):
-        values = [c.combine_chunks().values.to_numpy(zero_copy_only=False) for c in (a, b)]
-        return bool(np.array_equal(*values, equal_nan=True))
+    x, y = a.combine_chunks(), b.combine_chunks()
+    while pa.types.is_list(x.type) or pa.types.is_fixed_size_list(x.type):  # the same lengths, then the values
+        if not pa.types.is_fixed_size_list(x.type) and x.offsets != y.offsets:
+            return False
+        x, y = x.flatten(), y.flatten()
+    if pa.types.is_floating(x.type):
+        values = [v.to_numpy(zero_copy_only=False) for v in (x, y)]
+        if len(values[0]) != len(values[1]):
+            return False
+        if not rtol:
+            return bool(np.array_equal(*values, equal_nan=True))
+        finite = np.abs(values[0][np.isfinite(values[0])])
+        scale = float(finite.max()) if finite.size else 0.0  # near-zero values: within rtol of the column's largest
+        return bool(np.allclose(*values, rtol=rtol, atol=rtol * scale, equal_nan=True))
     return a.equals(b)
 
 

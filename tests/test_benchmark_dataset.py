@@ -33,7 +33,8 @@ def test_dataset_benchmark_smoke(tmp_path, capsys):
                                             "open + maps() as one tensor / numpy.load of the same .npy"]  # fmt: skip
     for cells in costs:
         ours, against = float(cells[2]), float(cells[3])
-        assert 0 < ours and 0 < against and cells[6].strip() in ("yes", "NO")
+        # a 700-item numpy.load can print as 0.000 s: only our side must take measurable time
+        assert 0 < ours and 0 <= against and cells[6].strip() in ("yes", "NO")
     share, ratio = float(costs[0][4].strip().rstrip("%")) / 100, float(costs[1][4].strip().rstrip("x"))
     assert abs(share - float(costs[0][2]) / float(costs[0][3])) < 0.01 and ratio > 0
     assert "differ from the .npy" not in printed  # the maps read back are the maps written

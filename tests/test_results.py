@@ -272,3 +272,20 @@ def test_a_store_on_an_in_memory_filesystem(tmp_path):
     memory.rm(f"/stores/copy/{part_name(1)}")
     with pytest.raises(StoreError, match="items 3-5 are in no intact part"):
         cg.results.open("memory://stores/copy")
+
+
+def test_differences_compare_numbers_bit_for_bit_or_within_rtol():
+    import pyarrow as pa
+
+    from captum_gradeclip.results import _same
+
+    maps = pa.chunked_array([pa.array([[1.0, float("nan")], [2.0, 3.0]], type=pa.list_(pa.float32(), 2))])
+    nudged = pa.chunked_array([pa.array([[1.0000001, float("nan")], [2.0, 3.0]], type=pa.list_(pa.float32(), 2))])
+    far = pa.chunked_array([pa.array([[1.001, float("nan")], [2.0, 3.0]], type=pa.list_(pa.float32(), 2))])
+    assert _same(maps, maps) and not _same(maps, nudged), "bit for bit by default, NaN equal to NaN"
+    assert _same(maps, nudged, rtol=1e-5) and not _same(maps, far, rtol=1e-5)
+    words = pa.chunked_array([pa.array([[0.5, 0.25], [1.0]], type=pa.list_(pa.float32()))])
+    split = pa.chunked_array([pa.array([[0.5], [0.25, 1.0]], type=pa.list_(pa.float32()))])
+    assert not _same(words, split, rtol=1e-5), "the same values in other lists differ"
+    texts = pa.chunked_array([pa.array(["a", "b"])])
+    assert _same(texts, texts, rtol=1e-5) and not _same(texts, pa.chunked_array([pa.array(["a", "c"])]), rtol=1e-5)

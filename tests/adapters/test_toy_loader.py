@@ -112,7 +112,7 @@ def test_the_toy_loader_is_found_loaded_and_processes_its_inputs():
 def test_a_new_adapter_file_is_a_new_loader_with_nothing_else_edited(tmp_path):
     scratch = tmp_path / "tree"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
-    for name in ("captum_gradeclip", "tests", "benchmarks"):
+    for name in ("captum_gradeclip", "tests", "benchmarks", "tools"):
         shutil.copytree(ROOT / name, scratch / name, ignore=ignore)
     for name in ("conftest.py", "pyproject.toml", "setup.cfg", "ruff.toml"):
         if (ROOT / name).exists():

@@ -331,7 +331,18 @@ class CaptumIntegratedGradients(CaptumAttribution):
         return self.similarity.modality == "image"
 
 
-class CaptumOcclusion(CaptumAttribution):
+class _Perturbation(CaptumAttribution):
+    """Base of the methods that perturb patches and read the score's change (Occlusion, FeatureAblation)."""
+
+    score_differences = True
+
+    def __init__(self, forward_func: SimilarityWrapper, *, perturbations_per_eval: int = 1) -> None:
+        super().__init__(forward_func)
+        _positive_int("perturbations_per_eval", perturbations_per_eval)
+        self.perturbations_per_eval = perturbations_per_eval
+
+
+class CaptumOcclusion(_Perturbation):
     """Captum's ``Occlusion`` with one patch as sliding window and stride, zero baseline (the mean colour),
     pooled to the patch grid: ``(N, 1, h, w)``, each patch's ``|score drop|`` times its pixel count and channels.
 
@@ -350,12 +361,6 @@ class CaptumOcclusion(CaptumAttribution):
     listing_order = 14
 
     captum_class = Occlusion
-    score_differences = True
-
-    def __init__(self, forward_func: SimilarityWrapper, *, perturbations_per_eval: int = 1) -> None:
-        super().__init__(forward_func)
-        _positive_int("perturbations_per_eval", perturbations_per_eval)
-        self.perturbations_per_eval = perturbations_per_eval
 
     def _attribute_kwargs(self, inputs: Tensor, ctx: ExplainContext) -> dict[str, Any]:
         h, w = ctx.grid  # type: ignore[misc]
@@ -367,7 +372,7 @@ class CaptumOcclusion(CaptumAttribution):
         }
 
 
-class CaptumFeatureAblation(CaptumAttribution):
+class CaptumFeatureAblation(_Perturbation):
     """Captum's ``FeatureAblation`` with one feature group per patch (all its pixels and channels), zero baseline,
     pooled to the patch grid: ``(N, 1, h, w)``.
 
@@ -386,12 +391,6 @@ class CaptumFeatureAblation(CaptumAttribution):
     listing_order = 15
 
     captum_class = FeatureAblation
-    score_differences = True
-
-    def __init__(self, forward_func: SimilarityWrapper, *, perturbations_per_eval: int = 1) -> None:
-        super().__init__(forward_func)
-        _positive_int("perturbations_per_eval", perturbations_per_eval)
-        self.perturbations_per_eval = perturbations_per_eval
 
     def _attribute_kwargs(self, inputs: Tensor, ctx: ExplainContext) -> dict[str, Any]:
         return {

@@ -20,6 +20,7 @@ from captum_gradeclip.adapters import Adapter
 from captum_gradeclip.cli.commands import CLIError, explain_parser
 from captum_gradeclip.cli.files import check_output_directory, read_image
 from captum_gradeclip.cli.models import LoadedModel, load_model
+from captum_gradeclip.runs.explainer import unsupported
 from captum_gradeclip.viz import ReportEntry, explanation_figure, figure_png, save_html
 from captum_gradeclip.vocabulary import UNKNOWN_TOKENS, unknown_words_message
 
@@ -58,21 +59,9 @@ def pick_method(name: str | None, mode: str = "native", prog: str = "captum-grad
     return method
 
 
-def why_not(method: methods.Method, adapter: Adapter, side: str) -> str | None:
-    """Why ``method`` cannot explain ``side`` (``"image"``, ``"text"``) of the adapter's model; ``None`` if it can."""
-    if side not in method.modalities:
-        return f"{method.name} explains {' and '.join(method.modalities)} only"
-    if method.needs_self_attention and adapter.attention_pool(side):
-        return (
-            f"{method.name} needs token-to-token attention in the {side} tower's last block, and this model's "
-            f"ends in an attention pool (one pooled query)"
-        )
-    return None
-
-
 def check_image_side(method: methods.Method, adapter: Adapter) -> None:
     """A ValueError saying why, and which methods would do, when ``method`` cannot explain the model's images."""
-    why = why_not(method, adapter, "image")
+    why = unsupported(method, adapter, "image")
     if why is not None:
         usable = [m.name for m in methods.available("image", attention_pool=adapter.attention_pool("image"))]
         raise ValueError(f"{why}; the methods for this model's images are {', '.join(usable)}")
@@ -122,7 +111,7 @@ def explain(
     options = {"mode": mode} if "mode" in inspect.signature(method.cls.__init__).parameters else {}
     maps = method.build(sim, **options).attribute(pixels)[0]  # one batched call: (M, h, w)
     tsim = cg.TextImageSimilarity(loaded.model, images=pixels)
-    why = why_not(method, tsim.adapter, "text")
+    why = unsupported(method, tsim.adapter, "text")
     if why is not None:
         warnings.warn(f"no word importances: {why}", UserWarning, stacklevel=2)
         return loaded.display_image(pixels.cpu()), scores.float().cpu(), maps.float().cpu(), None

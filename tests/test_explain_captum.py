@@ -23,8 +23,8 @@ from PIL import Image
 import captum_gradeclip as cg
 from captum_gradeclip.cli import load_model
 from captum_gradeclip.cli.explain import explain, pick_method
-from captum_gradeclip.cli.main import main
 from captum_gradeclip.zoo import shapes
+from tests.test_explain_methods import _run
 
 NAMES = [
     "captum:IntegratedGradients",
@@ -107,16 +107,6 @@ def test_integrated_gradients_word_scores_are_layer_integrated_gradients(scene_f
         expected = cg.words(loaded.tokens(ids[j][keep]), rows[j][keep], text=text)
         assert [w for w, _ in words[j]] == [w for w, _ in expected] == text.split()
         torch.testing.assert_close(torch.tensor([s for _, s in words[j]]), torch.tensor([s for _, s in expected]))
-
-
-def _run(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(["explain", *args])
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("given", [*NAMES, "occlusion", "Saliency"])

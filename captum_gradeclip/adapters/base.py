@@ -298,8 +298,8 @@ def layer_probe(site: ResidualSite, substitute: Callable[[Tensor], Tensor] | Non
         key = "hidden_states" if "hidden_states" in kwargs else next(iter(kwargs))
         return args, {**kwargs, key: swap(kwargs[key])}
 
-    def on_output(_module: nn.Module, _args: tuple, output: object) -> None:
-        y = output if isinstance(output, Tensor) else output[0]  # type: ignore[index]
+    def on_output(_module: nn.Module, _args: tuple, output: Any) -> None:  # a tensor, or a tuple that starts with one
+        y = output if isinstance(output, Tensor) else output[0]
         record.y = _to_tokens(y, site.layout)
 
     handles = [

@@ -35,7 +35,7 @@ from captum_gradeclip.adapters.hf_loader import HFLoader
 from captum_gradeclip.ops import projection
 
 
-def _parts(block: Any) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, int]:
+def _parts(block: Any) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear, int]:
     """``(q, k, v, out)`` linears and the number of heads of a ViT attention module, either layout."""
     if hasattr(block, "q_proj"):
         return block.q_proj, block.k_proj, block.v_proj, block.o_proj, int(block.num_attention_heads)

@@ -143,7 +143,7 @@ class OpenCLIPAdapter(OpenAICLIPAdapter):
         return self._text_tower().attn_mask is not None
 
     @property
-    def causal_text(self) -> bool:  # type: ignore[override]
+    def causal_text(self) -> bool:  # type: ignore[override]  # per model, where the role has a class constant
         return self._causal()
 
     def pad_token_id(self) -> int | None:
@@ -169,7 +169,10 @@ class OpenCLIPAdapter(OpenAICLIPAdapter):
         if pool == "argmax":
             return input_ids.argmax(dim=-1)
         if pool == "eos":
-            return (input_ids == self._eos_id()).int().argmax(dim=-1)
+            eos = self._eos_id()
+            if eos is None:
+                raise ValueError("open_clip text pool_type 'eos' needs the model's end-of-text id, and it names none")
+            return (input_ids == eos).int().argmax(dim=-1)
         if pool == "last":
             return torch.full((n,), length - 1, dtype=torch.long, device=input_ids.device)
         if pool == "first":

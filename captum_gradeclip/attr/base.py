@@ -302,7 +302,8 @@ class SimilarityAttribution(Attribution, ABC):
                 raise TypeError(
                     f"{self.get_name()} needs token-to-token self-attention blocks; {type(record.block).__name__} "
                     f"is an attention pool ({record.tensor('q').shape[1]} query over "
-                    f"{record.tensor('k').shape[1]} tokens). Use a method without that need (captum_gradeclip.methods.available(attention_pool=True))"
+                    f"{record.tensor('k').shape[1]} tokens). Use a method without that need "
+                    "(captum_gradeclip.methods.available(attention_pool=True))"
                 )
             return substitute(record, o)
 

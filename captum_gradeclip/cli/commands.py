@@ -95,7 +95,7 @@ def fail(error: BaseException | str, prog: str = PROG) -> NoReturn:
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse`` that raises :class:`CLIError` (one line) instead of printing the usage and exiting."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise CLIError(f"{self.prog}: {message} (see --help)")
 
 

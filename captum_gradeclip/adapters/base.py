@@ -68,7 +68,15 @@ class AttentionRecord:
         return value
 
     def module(self) -> nn.Module:
-        """The probed attention module; a RuntimeError where the record names none."""
+        """The probed attention module; a RuntimeError where the record names none.
+
+        Examples::
+
+            >>> AttentionRecord(num_heads=1).module()
+            Traceback (most recent call last):
+                ...
+            RuntimeError: the attention probe has recorded no block: no forward pass reached the probed block ...
+        """
         if self.block is None:
             raise RuntimeError(_NOT_RECORDED.format("block"))
         return self.block

@@ -414,3 +414,33 @@ def test_the_fast_path_ignores_the_package_own_probe_hooks():
     finally:
         for handle in handles:
             handle.remove()
+
+
+def test_fast_path_steps_aside_for_a_global_forward_hook_that_changes_the_block():
+    """A global forward hook (``register_module_forward_hook``) that changes the explained block's output must be
+    honoured as a module hook is: the same result as ``fast_path=False``."""
+    model = make_clip(17)
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(3, 16))
+    x = torch.randn(2, 3, 32, 32)
+    block = sim.explained_blocks()[-1]
+    plain = cg.GradECLIP(sim).attribute(x, target=[2, 0])
+    calls = []
+
+    def rescale(module, args, output):
+        if module is not block:
+            return None
+        calls.append(module)
+        return (output[0] * -3.0 + 0.5, *output[1:]) if isinstance(output, tuple) else output * -3.0 + 0.5
+
+    handle = torch.nn.modules.module.register_module_forward_hook(rescale)
+    try:
+        fast = cg.GradECLIP(sim).attribute(x, target=[2, 0])
+        fired = len(calls)
+        slow = cg.GradECLIP(sim)
+        slow.fast_path = False
+        general = slow.attribute(x, target=[2, 0])
+    finally:
+        handle.remove()
+    assert fired > 0 and len(calls) == 2 * fired, "the hook ran, as on the general path"
+    torch.testing.assert_close(fast, general)
+    assert not torch.allclose(fast, plain), "the hook does change the explanation"

@@ -93,7 +93,6 @@ def test_with_an_ema_teacher_the_teacher_draws_the_phrase_maps(tiny, monkeypatch
     x, captions = scene_batch(5, 4)
     tuner.step(x, captions)
     ((similarity, pixels, targets, options, maps),) = drawn
-    assert similarity.model is tuner.teacher
     unique = sorted({p for c in captions for p in noun_phrases(c)})
 
     def maps_of(m: torch.nn.Module) -> torch.Tensor:
@@ -103,6 +102,7 @@ def test_with_an_ema_teacher_the_teacher_draws_the_phrase_maps(tiny, monkeypatch
 
     torch.testing.assert_close(maps, maps_of(teacher))
     assert not torch.allclose(maps, maps_of(student), atol=1e-3), "the student would draw other maps"
+    assert similarity.model is tuner.teacher
 
 
 def test_region_weight_zero_is_the_plain_clip_loss(tiny):
@@ -169,8 +169,8 @@ def test_the_anchor_term_covers_the_phrase_embeddings(tiny, monkeypatch):
 
     monkeypatch.setattr(cg.finetune.trainer, "anchor_distance", spy)
     result = tuner.step(x, captions, negatives)
-    assert rows == [len(x), len(texts)]
     assert result.anchor == pytest.approx((image_term + every_text) / 2, rel=1e-4)
+    assert rows == [len(x), len(texts)]
 
 
 def test_distillation_is_zero_at_first_and_enters_the_loss_by_its_weight(tiny):

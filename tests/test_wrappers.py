@@ -203,7 +203,7 @@ class _OnAccelerator(torch.Tensor):
     def device(self) -> torch.device:  # type: ignore[override]
         return torch.device("cuda")
 
-    def to(self, *args, **kwargs) -> torch.Tensor:  # type: ignore[override]  # the one copy the block makes
+    def to(self, *args, **kwargs) -> torch.Tensor:  # the one copy the block makes
         return self.as_subclass(torch.Tensor)
 
 

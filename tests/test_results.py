@@ -340,3 +340,19 @@ def test_differences_reports_stores_that_differ_only_in_their_error_rows(tmp_pat
     assert a.differences(b) == ["part 1: error differs"]
     assert b.differences(a) == ["part 1: error differs"]
     assert a.differences(b, rtol=1e-3) == ["part 1: error differs"], "a tolerance is for numbers, not reasons"
+
+
+def test_a_part_edited_without_checksums_into_text_that_is_not_utf8_is_named_not_a_traceback(tmp_path):
+    """A part rewritten by hand with page checksums off has no checksum to fail; its string columns are still
+    validated on reading, so bytes that are not UTF-8 make a StoreError naming the part, not a UnicodeDecodeError."""
+    make_store(tmp_path)
+    path = tmp_path / part_name(1)
+    pq.write_table(pq.read_table(path), path, compression="none", use_dictionary=False, write_statistics=False,
+                   write_page_checksum=False)  # fmt: skip
+    data = path.read_bytes()
+    assert data.count(b"a red circle") == 3  # the three texts, stored plain
+    path.write_bytes(data.replace(b"a red circle", b"\xff red circle"))
+    store = cg.results.open(tmp_path)  # the footer, the metadata and the item column are intact
+    with pytest.raises(StoreError, match=r"part-000001\.parquet of .* is damaged: .*Invalid UTF-?8"):
+        list(store)
+    assert store.maps().shape == (10, 2, 2), "the readers of other columns are not concerned"

@@ -639,7 +639,9 @@ class ResultStore:
 
         def read(part: Part) -> pa.Table:
             try:
-                return part.table(columns)
+                table = part.table(columns)
+                table.validate(full=True)  # no page checksum guards a part rewritten without: UTF-8, offsets
+                return table
             except (pa.ArrowException, OSError) as error:
                 raise StoreError(f"{part_name(part.number)} of {self.folder.label} is damaged: {error}") from None
 

@@ -344,6 +344,19 @@ def test_device_ids_are_refused_unless_the_data_parallel_own():
         cg.GradECLIP(parallel, device_ids=[*parallel.device_ids, 7])
 
 
+def test_device_ids_that_are_a_strict_subset_or_another_order_of_the_data_parallel_own_are_refused():
+    """A DataParallel over devices 0 and 1 (its ids set by hand: this machine may have no GPU): only ``[0, 1]``
+    itself is its own; ``[0]``, ``[1]``, ``[]`` and ``[1, 0]`` ask for a split the explanation never makes."""
+    s = setup_for("image")
+    parallel = nn.DataParallel(s.sim)
+    parallel.device_ids = [0, 1]
+    assert cg.GradECLIP(parallel, device_ids=[0, 1]).similarity is s.sim
+    for ids in ([0], [1], [], [1, 0]):
+        pattern = rf"`device_ids` {re.escape(repr(ids))} cannot be honoured: .* own \[0, 1\]"
+        with pytest.raises(ValueError, match=pattern):
+            cg.GradECLIP(parallel, device_ids=ids)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU for a real DataParallel")
 def test_real_data_parallel_runs_on_the_module_device():
     model = make_clip(0).cuda()

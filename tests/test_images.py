@@ -147,3 +147,29 @@ def test_corrupt_and_truncated_files(tmp_path):
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageError, match=r"^corrupt image: .*cut.png"):
         load_image(tmp_path / "cut.png")
+
+
+def test_a_sibling_folder_whose_name_starts_with_the_folder_name_is_outside(tmp_path):
+    """``images_private/`` beside ``images/``: its path string starts with the folder's, but it is not inside."""
+    images, private = tmp_path / "images", tmp_path / "images_private"
+    images.mkdir()
+    private.mkdir()
+    Image.new("RGB", (8, 8)).save(private / "x.png")
+    Image.new("RGB", (8, 8)).save(images / "in.png")
+    for name in ("../images_private/x.png", str(private / "x.png"), "../images_private/none.png"):
+        with pytest.raises(ImageError) as info:
+            load_image(name, root=images)
+        assert info.value.reason == OUTSIDE and str(info.value) == f"{OUTSIDE}: {name}"
+        with pytest.raises(ImageError, match=f"^{OUTSIDE}: "):
+            resolve_inside(images, name)
+    assert load_image("in.png", root=images).size == (8, 8)
+
+
+def test_float_images_with_negative_values_up_to_one_are_scaled_to_their_range(tmp_path):
+    """A float image in [-1, 1] is not in [0, 1]: its own range maps to [0, 255] (not clipped at 0)."""
+    signed = np.array([[-1.0, 0.0, 1.0]], dtype=np.float32)
+    Image.fromarray(signed, mode="F").save(tmp_path / "signed.tiff")
+    assert np.asarray(load_image(tmp_path / "signed.tiff"))[0, :, 0].tolist() == [0, 128, 255]
+    below = np.array([[-0.5, 0.25, 0.5]], dtype=np.float32)  # the maximum below 1 too
+    Image.fromarray(below, mode="F").save(tmp_path / "below.tiff")
+    assert np.asarray(load_image(tmp_path / "below.tiff"))[0, :, 0].tolist() == [0, 191, 255]

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import captum_gradeclip as cg
 from captum_gradeclip.results import (
     FORMAT_VERSION,
+    META_KEYS,
     METADATA_KEY,
     StoreError,
     folder,
@@ -290,3 +291,69 @@ def test_differences_compare_numbers_bit_for_bit_or_within_rtol():
     assert not _same(words, split, rtol=1e-5), "the same values in other lists differ"
     texts = pa.chunked_array([pa.array(["a", "b"])])
     assert _same(texts, texts, rtol=1e-5) and not _same(texts, pa.chunked_array([pa.array(["a", "c"])]), rtol=1e-5)
+
+
+def test_metadata_with_a_key_removed_is_refused_naming_the_key(tmp_path):
+    """Removing a key (the run's configuration, its counts, the part number, the map's shape) never skips the check
+    that key feeds: the part is refused, naming the absent key."""
+    for key in sorted(META_KEYS):
+        root = tmp_path / key
+        make_store(root)
+        path = root / part_name(1)
+        table = pq.read_table(path)
+        meta = json.loads(table.schema.metadata[METADATA_KEY.encode()])
+        del meta[key]
+        pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), path)
+        pattern = rf"part-000001.parquet: metadata keys differ \(unexpected \[\], absent \['{key}'\]\)"
+        with pytest.raises(StoreError, match=pattern):
+            cg.results.open(root)
+        with pytest.warns(UserWarning, match=r"missing 3 of 11 items; items 3-5 are in no intact part"):
+            partial = cg.results.open(root, partial=True)
+        assert [row["item"] for row in partial] == [0, 1, 2, *range(6, ITEMS)]
+
+
+def test_a_byte_edited_in_a_written_part_is_refused_where_its_page_checksum_fails(tmp_path):
+    """Parts are written with page checksums, and read verifying them: a value edited in place (the file's
+    size, footer and item column untouched) is never returned as data."""
+    make_store(tmp_path)
+    path = tmp_path / part_name(2)
+    parquet = pq.ParquetFile(path)
+    column = parquet.metadata.row_group(0).column(parquet.schema_arrow.get_field_index("map"))
+    data = bytearray(path.read_bytes())
+    data[column.data_page_offset + column.total_compressed_size - 1] ^= 0x40  # a bit of the last map value
+    path.write_bytes(bytes(data))
+    store = cg.results.open(tmp_path)  # the footer and the item column are intact
+    with pytest.raises(StoreError, match=r"part-000002\.parquet of .* is damaged"):
+        store.maps()
+    with pytest.raises(StoreError, match=r"part-000002\.parquet of .* is damaged"):
+        list(store)
+
+
+def test_differences_reports_stores_that_differ_only_in_their_error_rows(tmp_path):
+    make_store(tmp_path / "a")
+    make_store(tmp_path / "b")
+    path = tmp_path / "b" / part_name(1)  # items 3-5: item 4 is the error row
+    table = pq.read_table(path)
+    errors = pa.array([None, "corrupt image: 4.png", None], pa.string())
+    rewrite(path, table=table.set_column(table.schema.get_field_index("error"), "error", errors))
+    a, b = cg.results.open(tmp_path / "a"), cg.results.open(tmp_path / "b")
+    assert a.maps().equal(b.maps()) and [r["item"] for r in a] == [r["item"] for r in b]
+    assert a.differences(b) == ["part 1: error differs"]
+    assert b.differences(a) == ["part 1: error differs"]
+    assert a.differences(b, rtol=1e-3) == ["part 1: error differs"], "a tolerance is for numbers, not reasons"
+
+
+def test_a_part_edited_without_checksums_into_text_that_is_not_utf8_is_named_not_a_traceback(tmp_path):
+    """A part rewritten by hand with page checksums off has no checksum to fail; its string columns are still
+    validated on reading, so bytes that are not UTF-8 make a StoreError naming the part, not a UnicodeDecodeError."""
+    make_store(tmp_path)
+    path = tmp_path / part_name(1)
+    pq.write_table(pq.read_table(path), path, compression="none", use_dictionary=False, write_statistics=False,
+                   write_page_checksum=False)  # fmt: skip
+    data = path.read_bytes()
+    assert data.count(b"a red circle") == 3  # the three texts, stored plain
+    path.write_bytes(data.replace(b"a red circle", b"\xff red circle"))
+    store = cg.results.open(tmp_path)  # the footer, the metadata and the item column are intact
+    with pytest.raises(StoreError, match=r"part-000001\.parquet of .* is damaged: .*Invalid UTF-?8"):
+        list(store)
+    assert store.maps().shape == (10, 2, 2), "the readers of other columns are not concerned"

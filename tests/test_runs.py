@@ -325,3 +325,31 @@ def test_cli_error_types_are_one_line(dataset, tmp_path):  # noqa: F811
     os.mkfifo(tmp_path / "fifo.csv")
     code, line = _run_dataset(dataset, tmp_path / "o", "--pairs", str(tmp_path / "fifo.csv"), "--model", "x:y")
     assert code == 2 and "`pairs` file not found" in line  # a FIFO is not a file: never opened
+
+
+# -------------------------------------------------------------------------- resume: images identified by size and time
+
+
+def test_a_resume_refuses_an_image_replaced_by_another_file_of_the_same_size(loaded, tmp_path):
+    """A resume identifies each stored row's image file by its size and modification time (``image_bytes``,
+    ``image_mtime_ns``): another picture of exactly the same size (an uncompressed BMP) written in its place is a
+    change, so old and new results are not mixed."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, colour in (("a.bmp", "red"), ("b.bmp", "green")):
+        Image.new("RGB", (36, 40), colour).save(images / name)
+    pairs = _pairs(tmp_path / "pairs.csv", ["image", "text"], [["a.bmp", "a red circle"], ["b.bmp", "a circle"]])
+    options = {"images": images, "out": tmp_path / "store", "chunk_size": 1, "batch_size": 2, "progress": False}
+    first = cg.explain_dataset(loaded, pairs, **options)
+    assert first.complete and cg.explain_dataset(loaded, pairs, **options).run["items_done_here"] == 0
+    before = (images / "a.bmp").stat()
+    Image.new("RGB", (36, 40), "blue").save(images / "a.bmp")  # another picture, the same number of bytes
+    os.utime(images / "a.bmp", ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # written a second later
+    assert (images / "a.bmp").stat().st_size == before.st_size
+    with pytest.raises(StoreError, match=r"1 image file\(s\) changed, appeared or vanished .*\(e\.g\. a\.bmp\)"):
+        cg.explain_dataset(loaded, pairs, **options)
+    assert cg.results.open(tmp_path / "store").differences(first) == [], "the store is left as it was"
+    redone = cg.explain_dataset(loaded, pairs, **options, fresh=True)
+    assert redone.run["items_done_here"] == 2
+    changed = redone.differences(first)  # the new picture's item only
+    assert "part 0: map differs" in changed and all(line.startswith("part 0: ") for line in changed)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import warnings
 
 import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
 
 import captum_gradeclip as cg
-from captum_gradeclip.vocabulary import is_shapes_clip, unknown_words
+from captum_gradeclip.vocabulary import UNKNOWN_TOKENS, is_shapes_clip, unknown_words
 from captum_gradeclip.zoo import shapes
+from tests.conftest import make_clip
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +61,25 @@ def test_softmax_over_one_text_warns_that_it_is_constant(shapes_clip):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cg.ImageTextSimilarity(model, ["a red circle", "a blue cross"], processor=processor, score="softmax")
+
+
+def _oov_tokenizer():
+    """A word-level tokenizer whose unknown token is spelt ``<oov>``: none of the usual spellings."""
+    vocab = {"<s>": 0, "<pad>": 1, "<oov>": 2, "</s>": 3, "a": 4, "red": 5, "circle": 6}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<oov>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 3)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<oov>", pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
+
+
+def test_an_unknown_token_of_another_spelling_is_found_through_unk_token_id():
+    tokenizer = _oov_tokenizer()
+    assert tokenizer.unk_token_id == 2 and not set(UNKNOWN_TOKENS) & set(tokenizer.get_vocab())
+    assert unknown_words(["a red dog", "a Cat circle"], tokenizer) == ["dog", "Cat"]
+    with pytest.warns(UserWarning, match=r"the tokenizer does not know the words 'dog': it reads"):
+        cg.ImageTextSimilarity(make_clip(0), ["a red dog", "a circle"], tokenizer=tokenizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cg.ImageTextSimilarity(make_clip(0), ["a red circle"], tokenizer=tokenizer)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -158,3 +160,101 @@ def test_embedding_dimension_mismatch_is_named():
     sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, 8))
     with pytest.raises(ValueError, match="reference embeddings have dimension 8, but the model embeds to 16"):
         sim(torch.randn(1, 3, 32, 32))
+
+
+def test_a_text_cut_before_its_end_token_warns_though_its_padding_is_the_end_token(clip):
+    """CLIP tokenizers pad with the end-token id: padding (attention mask 0) is no end token."""
+    ids = torch.tensor([[BOS, 4, 5, 6, 7], [BOS, 4, EOS, EOS, EOS]])  # row 0 cut before its end, padded with EOS
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 0, 0]])
+    with pytest.warns(UserWarning, match=r"`input_ids` row\(s\) \[0\] hold no end-of-text token \(id 3\)"):
+        cg.ImageTextSimilarity(clip, {"input_ids": ids, "attention_mask": mask})
+    ids[0, 3:] = EOS
+    with pytest.warns(UserWarning, match=r"`input_ids` row\(s\) \[0\] hold no end-of-text token \(id 3\)"):
+        cg.ImageTextSimilarity(clip, {"input_ids": ids, "attention_mask": mask})
+    mask[0, 3] = 1  # now the first EOS is attended: the text ends there
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cg.ImageTextSimilarity(clip, {"input_ids": ids, "attention_mask": mask})
+
+
+def test_a_text_of_exactly_the_context_length_is_not_overlong(clip):
+    """The context (16 here) counts start and end tokens: 14 words fill it exactly, 15 are one token too many."""
+    exact = " ".join(["a", "red", "circle"] * 4 + ["a", "circle"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sim = cg.ImageTextSimilarity(clip, [exact, "a circle"], tokenizer=_word_tokenizer())
+        ids, mask = random_texts(2, 16)
+        ids[0], mask[0] = torch.tensor([BOS, *[4] * 14, EOS]), 1  # exactly 16 tokens, all attended
+        tsim = cg.TextImageSimilarity(clip, image_embeds=torch.randn(1, 16))
+        maps = cg.GradECLIP(tsim).attribute(ids, target=0, additional_forward_args=(mask,))
+    assert sim.num_references == 2 and maps.shape == (2, 16) and bool(torch.isfinite(maps).all())
+    with pytest.warns(UserWarning, match=r"text 0 has 17 tokens; the model reads the first 16"):
+        cg.ImageTextSimilarity(clip, [exact + " red", "a circle"], tokenizer=_word_tokenizer())
+    with pytest.raises(ValueError, match=r"`input_ids` has 17 tokens; the model's text context is 16"):
+        tsim(torch.cat([ids, ids[:, -1:]], 1), torch.cat([mask, mask[:, -1:]], 1))
+
+
+class _OnAccelerator(torch.Tensor):
+    """A CPU tensor that says it lives on a GPU, so that ``require`` defers its checks (as it does for CUDA
+    tensors) and the deferred read at the end of the block runs on real values; the meta-device stand-in
+    answers every read with True and so cannot fail a check."""
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        return torch.device("cuda")
+
+    def to(self, *args, **kwargs) -> torch.Tensor:  # the one copy the block makes
+        return self.as_subclass(torch.Tensor)
+
+
+def test_deferred_checks_raise_when_one_of_several_fails():
+    from captum_gradeclip.wrappers import deferred_checks, require
+
+    def on_gpu(value: bool) -> torch.Tensor:
+        return torch.tensor(value).as_subclass(_OnAccelerator)
+
+    reached = []
+    with pytest.raises(ValueError, match=r"^the second check$"):
+        with deferred_checks():
+            require(on_gpu(True), "the first check")
+            require(on_gpu(False), "the second check")
+            require(on_gpu(True), "the third check")
+            require(on_gpu(True), "a warning", warn=True)
+            reached.append("the end of the block")
+    assert reached == ["the end of the block"], "the checks waited for the end of the block"
+    with pytest.raises(ValueError, match=r"^the third check$"):  # errors first, whatever the order
+        with deferred_checks():
+            require(on_gpu(False), "a warning", warn=True)
+            require(on_gpu(True), "the second check")
+            require(on_gpu(False), "the third check")
+    with pytest.warns(UserWarning, match=r"^the second warning$") as caught:
+        with deferred_checks():
+            require(on_gpu(True), "the first warning", warn=True)
+            require(on_gpu(False), "the second warning", warn=True)
+            require(on_gpu(True), "a check")
+    assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with deferred_checks():
+            for _ in range(3):
+                require(on_gpu(True), "never")
+
+
+def test_deferred_text_checks_raise_when_one_row_fails_one_check(clip):
+    """The wrapper's own text checks on 'GPU' ids: the vocabulary check fails, the mask and end checks pass."""
+    from captum_gradeclip.wrappers import _check_text, deferred_checks
+
+    adapter = cg.TextImageSimilarity(clip, image_embeds=torch.randn(1, 16)).adapter
+    ids, mask = random_texts(3, 6)
+    ids[1, 1] = 70  # outside the vocabulary of 50
+    reached = []
+    with pytest.raises(ValueError, match=r"`input_ids` holds ids outside the vocabulary \[0, 50\): 70"):
+        with deferred_checks():
+            _check_text(adapter, ids.as_subclass(_OnAccelerator), mask.as_subclass(_OnAccelerator))
+            reached.append("deferred")
+    assert reached == ["deferred"]
+    ids[1, 1] = 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with deferred_checks():
+            _check_text(adapter, ids.as_subclass(_OnAccelerator), mask.as_subclass(_OnAccelerator))

@@ -414,3 +414,69 @@ def test_the_fast_path_ignores_the_package_own_probe_hooks():
     finally:
         for handle in handles:
             handle.remove()
+
+
+def test_fast_path_steps_aside_for_a_global_forward_hook_that_changes_the_block():
+    """A global forward hook (``register_module_forward_hook``) that changes the explained block's output must be
+    honoured as a module hook is: the same result as ``fast_path=False``."""
+    model = make_clip(17)
+    sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(3, 16))
+    x = torch.randn(2, 3, 32, 32)
+    block = sim.explained_blocks()[-1]
+    plain = cg.GradECLIP(sim).attribute(x, target=[2, 0])
+    calls = []
+
+    def rescale(module, args, output):
+        if module is not block:
+            return None
+        calls.append(module)
+        return (output[0] * -3.0 + 0.5, *output[1:]) if isinstance(output, tuple) else output * -3.0 + 0.5
+
+    handle = torch.nn.modules.module.register_module_forward_hook(rescale)
+    try:
+        fast = cg.GradECLIP(sim).attribute(x, target=[2, 0])
+        fired = len(calls)
+        slow = cg.GradECLIP(sim)
+        slow.fast_path = False
+        general = slow.attribute(x, target=[2, 0])
+    finally:
+        handle.remove()
+    torch.testing.assert_close(fast, general)
+    assert not torch.allclose(fast, plain), "the hook does change the explanation"
+    assert fired > 0 and len(calls) == 2 * fired, "the hook ran, as on the general path"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("case", ["image-native", "image-paper", "text"])
+def test_low_precision_map_arithmetic_runs_in_float32(case, dtype, monkeypatch):
+    """The map's own arithmetic (the loosened attention's cosines and min-max, the weighted sum over channels) is
+    upcast to float32 for a bf16 or fp16 model; only the result is cast back to the model's dtype. Observed
+    directly: the dtypes that reach ``loosened_attention`` and that each block's map is computed in."""
+    from captum_gradeclip.attr import grad_eclip
+
+    seen: list[tuple[str, torch.dtype]] = []
+    loosened, layer_map = grad_eclip.loosened_attention, grad_eclip.GradECLIP._layer_map
+
+    def spy_loosened(q_query, k, heads, key_mask):
+        seen.extend([("q", q_query.dtype), ("k", k.dtype)])
+        return loosened(q_query, k, heads, key_mask)
+
+    def spy_layer_map(self, record, w, ctx):
+        out = layer_map(self, record, w, ctx)
+        seen.extend([("v", record.v.dtype), ("map", out.dtype)])
+        return out
+
+    monkeypatch.setattr(grad_eclip, "loosened_attention", spy_loosened)
+    monkeypatch.setattr(grad_eclip.GradECLIP, "_layer_map", spy_layer_map)
+    model = make_clip(3).to(dtype)
+    if case == "text":
+        ids, mask = random_texts(2, 6)
+        sim = cg.TextImageSimilarity(model, image_embeds=torch.randn(2, 16, dtype=dtype))
+        got = cg.GradECLIP(sim, layers=2).attribute(ids, target=1, additional_forward_args=(mask,))
+    else:
+        sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(3, 16, dtype=dtype))
+        got = cg.GradECLIP(sim, mode=case.split("-")[1]).attribute(torch.randn(2, 3, 32, 32, dtype=dtype), target=1)
+    assert got.dtype == dtype and bool(torch.isfinite(got).all())
+    names = [name for name, _ in seen]
+    assert names.count("q") >= 1 and names.count("map") == (2 if case == "text" else 1)
+    assert seen == [(name, dtype if name == "v" else torch.float32) for name in names], seen

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,15 @@ import torch.nn.functional as F
 
 import captum_gradeclip as cg
 from captum_gradeclip.adapters.dense import value_path_tokens
-from captum_gradeclip.finetune import RegionPhraseFinetuner, mask_weights, region_embeddings, region_zero_shot
+from captum_gradeclip.finetune import (
+    RegionPhraseFinetuner,
+    anchor_distance,
+    mask_weights,
+    noun_phrases,
+    region_embeddings,
+    region_zero_shot,
+)
+from captum_gradeclip.wrappers import ImageTextSimilarity
 from captum_gradeclip.zoo import shapes
 from tests.finetune.conftest import object_regions
 from tools import train_shapes as ts
@@ -57,6 +67,44 @@ def test_ema_teacher_follows_the_student_by_the_decay(tiny):
     assert not any(p.requires_grad for p in tuner.teacher.parameters())
 
 
+def _nudge(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
+    """Moves every parameter of ``module`` by seeded noise (a teacher or student some steps away)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=generator))
+
+
+def test_with_an_ema_teacher_the_teacher_draws_the_phrase_maps(tiny, monkeypatch):
+    """The maps come from the teacher (its phrase embeddings, its Grad-ECLIP maps), not from the student."""
+    model, processor = tiny
+    tuner = RegionPhraseFinetuner(model, processor, lr=1e-3, ema=0.9)
+    _nudge(tuner.teacher, 0)  # a teacher that no longer equals the student, as after some steps
+    teacher, student = copy.deepcopy(tuner.teacher), copy.deepcopy(tuner.model)  # as they are before the step
+    drawn = []
+    original = cg.finetune.trainer.phrase_maps
+
+    def spy(similarity, pixel_values, targets, **options):
+        maps = original(similarity, pixel_values, targets, **options)
+        drawn.append((similarity, pixel_values, targets, options, maps))
+        return maps
+
+    monkeypatch.setattr(cg.finetune.trainer, "phrase_maps", spy)
+    x, captions = scene_batch(5, 4)
+    tuner.step(x, captions)
+    ((similarity, pixels, targets, options, maps),) = drawn
+    unique = sorted({p for c in captions for p in noun_phrases(c)})
+
+    def maps_of(m: torch.nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            phrases = tuner._embed_texts(m, unique)
+        return original(ImageTextSimilarity(m, text_embeds=phrases), pixels, targets, **options)
+
+    torch.testing.assert_close(maps, maps_of(teacher))
+    assert not torch.allclose(maps, maps_of(student), atol=1e-3), "the student would draw other maps"
+    assert similarity.model is tuner.teacher
+
+
 def test_region_weight_zero_is_the_plain_clip_loss(tiny):
     model, processor = tiny
     result = RegionPhraseFinetuner(model, processor, region_weight=0.0).step(*scene_batch(2, 4))
@@ -93,6 +141,36 @@ def test_anchor_term_is_zero_at_first_and_pulls_the_global_embeddings_back(tiny)
     assert all(abs(r.loss - r.clip - r.region - weight * r.anchor) < 1e-4 for r in results)
     # measured: drift 0.036 with the anchor, 0.139 without
     assert drift(anchored) < 0.5 * drift(free), "the anchor keeps the global embeddings nearer the frozen model's"
+
+
+def test_the_anchor_term_covers_the_phrase_embeddings(tiny, monkeypatch):
+    """The anchor is the mean of the image term and the text term, and the text term is taken over every text the
+    step embeds: captions, negatives AND phrases (as its docstring says)."""
+    model, processor = tiny
+    tuner = RegionPhraseFinetuner(model, processor, lr=1e-3, anchor_weight=10.0, distill_weight=0.0)
+    _nudge(tuner.model, 1)  # a student that has drifted from the frozen model
+    x, captions = scene_batch(6, 4)
+    negatives = ["a purple cross"]
+    unique = sorted({p for c in captions for p in noun_phrases(c)})
+    texts = [*captions, *negatives, *unique]
+    with torch.no_grad():
+        images = [cg.adapters.get_adapter(m).embed_images(x, False) for m in (tuner.model, tuner.frozen)]
+        embedded = [tuner._embed_texts(m, texts) for m in (tuner.model, tuner.frozen)]
+    image_term = float(anchor_distance(*images))
+    every_text = float(anchor_distance(*embedded))
+    without_phrases = float(anchor_distance(*(e[: len(captions) + 1] for e in embedded)))
+    assert abs(every_text - without_phrases) > 1e-3, "the phrases' distance differs from the captions'"
+    rows = []
+    original = cg.finetune.trainer.anchor_distance
+
+    def spy(embeds, frozen):
+        rows.append(len(embeds))
+        return original(embeds, frozen)
+
+    monkeypatch.setattr(cg.finetune.trainer, "anchor_distance", spy)
+    result = tuner.step(x, captions, negatives)
+    assert result.anchor == pytest.approx((image_term + every_text) / 2, rel=1e-4)
+    assert rows == [len(x), len(texts)]
 
 
 def test_distillation_is_zero_at_first_and_enters_the_loss_by_its_weight(tiny):

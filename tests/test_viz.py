@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -27,6 +25,7 @@ from captum_gradeclip.viz import (
     panel_grid,
     save_html,
 )
+from tools import screenshot_pages
 
 SIZE = 64
 
@@ -224,12 +223,6 @@ def test_html_bad_input(tmp_path):
         save_html(tmp_path / "x.html", ["a.png"])  # type: ignore[list-item]
 
 
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
-
 def _find(screen: np.ndarray, figure: np.ndarray) -> tuple[int, int] | None:
     """Top-left corner where ``figure`` appears in ``screen`` (up to small colour differences), else None."""
     screen, figure = screen.astype(int), figure.astype(int)
@@ -248,16 +241,10 @@ def _find(screen: np.ndarray, figure: np.ndarray) -> tuple[int, int] | None:
 
 
 def test_chromium_shows_the_figures_of_the_report(tmp_path):
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    browser = screenshot_pages.find_chromium()
     assert browser, "Debian chromium is required (apt-get install -y chromium; .ci/run installs it)"
     path, entries = _report(tmp_path)
-    shot = tmp_path / "shot.png"
-    result = subprocess.run(
-        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
-         "--force-device-scale-factor=1", "--window-size=1000,1400", f"--screenshot={shot}", path.as_uri()],
-        capture_output=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0 and shot.is_file(), result.stderr.decode()[-2000:]
+    shot = screenshot_pages.screenshot(browser, path, tmp_path / "shot.png", width=1000, height=1400)
     screen = np.asarray(Image.open(shot).convert("RGB"))
     assert (screen < 250).any(axis=-1).mean() > 0.1, "the page is not blank"
     corners = []

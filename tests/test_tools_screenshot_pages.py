@@ -63,29 +63,41 @@ def test_broken_images_and_a_too_wide_page_are_found_and_fail_the_run(tmp_path, 
     assert bad.read_text().count("<script") == 0, "the page itself is not changed"
 
     out = tmp_path / "shots"
-    assert sp.main([str(out), "--report", str(good), "--report", str(bad), "--height", "700"]) == 1
+    assert sp.main([str(out), "--report", str(good), "--report", str(bad), "--height", "700", "--colours", "16"]) == 1
     printed = capsys.readouterr()
     assert "| report-site-good | yes | 1 | - | 1280 of 1280 | no | 0.50 |" in printed.out
     assert "report-site-bad: broken image: the missing one" in printed.err
     shot = Image.open(out / "report-site-good.png")
+    assert shot.mode == "P" and len(shot.getcolors()) <= 16, "--colours: a palette PNG"
     assert shot.size == (1280, 200), "the page's height, at least 200 px"
     pixels = np.asarray(shot.convert("RGB"))
     assert ((pixels[..., 0] > 200) & (pixels[..., 1] < 60)).sum() == 150 * 60, "the red image, at half its size"
     assert Image.open(out / "report-site-bad.png").size == (1280, 700), "cut at --height"
 
 
-def test_a_missing_page_or_chromium_is_a_clear_error(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--chromium", "no-such-chromium", "--report", "{page}"], "no Chromium: install Debian's `chromium`"),
+        (["--report", "{tmp}/x.html"], "--report: no such HTML file"),
+        (["--docs", "{tmp}"], "has no index.html"),
+        (["--docs", "{tmp}", "--build-docs"], "give --docs (a built folder) or --build-docs, not both"),
+        (["--page", "gallery.html", "--report", "{page}"], "--page needs --docs or --build-docs"),
+        (["--colours", "300", "--report", "{page}"], "--colours must be 2 to 256; got 300"),
+        ([], "nothing to screenshot"),
+    ],
+)
+def test_bad_arguments_are_clear_errors_before_anything_runs(tmp_path, capsys, args, message):
+    page = _page(tmp_path, "good.html", "<p>fine</p>")
+    argv = [a.format(tmp=tmp_path, page=page) for a in args]
+    with pytest.raises(SystemExit) as stopped:
+        sp.main([str(tmp_path / "out"), *argv])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists(), "nothing written"
+
+
+def test_a_missing_page_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="`page`: no such HTML file"):
         sp.check_page("chromium", tmp_path / "nothing.html")
     with pytest.raises(FileNotFoundError, match=r"no page of .* matches 'gallery.html'"):
         sp.docs_pages(tmp_path, ["gallery.html"])
-    with pytest.raises(SystemExit):
-        sp.main([str(tmp_path / "out"), "--chromium", "no-such-chromium", "--report", str(tmp_path / "x.html")])
-    assert "no Chromium: install Debian's `chromium`" in capsys.readouterr().err
-    if BROWSER is not None:
-        with pytest.raises(SystemExit):
-            sp.main([str(tmp_path / "out"), "--docs", str(tmp_path)])
-        assert "has no index.html" in capsys.readouterr().err
-        with pytest.raises(SystemExit):
-            sp.main([str(tmp_path / "out")])
-        assert "nothing to screenshot" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
     python -m tools.screenshot_pages OUT --build-docs --demo            # build the docs and a demo report first
     python -m tools.screenshot_pages OUT --docs docs/_build/html --page gallery.html
-    python -m tools.screenshot_pages OUT --report gradeclip_explain/index.html --height 1400
+    python -m tools.screenshot_pages OUT --report gradeclip_explain/index.html --height 1400 --colours 256
 
 For each page it writes ``OUT/<page>.png``, a screenshot at ``--width`` CSS pixels (the page's whole height, up to
 ``--height``), and checks, in the browser:
@@ -29,6 +29,8 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -230,16 +232,33 @@ def demo_report(out: Path, model: str = "shapes") -> Path:
     return out / "index.html"
 
 
+def small_png(path: Path, colours: int = 256) -> Path:
+    """Rewrites the PNG at ``path`` with a palette of ``colours`` (PIL's quantizer, dithered) and optimised, to
+    commit it small; returns ``path``."""
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(colors=colours)
+    small.save(path, optimize=True)
+    return path
+
+
 def shoot(
-    browser: str, pages: Sequence[tuple[str, Path]], out: Path, width: int = 1280, max_height: int = 6000
+    browser: str,
+    pages: Sequence[tuple[str, Path]],
+    out: Path,
+    width: int = 1280,
+    max_height: int = 6000,
+    colours: int | None = None,
 ) -> list[PageCheck]:
-    """Checks each ``(name, page)`` and writes ``OUT/<name>.png``, the page's whole height up to ``max_height``."""
+    """Checks each ``(name, page)`` and writes ``OUT/<name>.png``, the page's whole height up to ``max_height``
+    (with ``colours``, a palette PNG of that many colours: :func:`small_png`)."""
     checks = []
     for name, page in pages:
         check = check_page(browser, page, width)
         if check.loaded:
             height = min(max(check.height, MIN_HEIGHT), max_height)
             check.screenshot = screenshot(browser, page, out / f"{name}.png", width, height)
+            if colours is not None:
+                small_png(check.screenshot, colours)
         checks.append(check)
     return checks
 
@@ -275,27 +294,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--demo-model", default="shapes", help="the demo's --model (default: shapes)")
     parser.add_argument("--width", type=int, default=1280, help="window width in CSS pixels (default: 1280)")
     parser.add_argument("--height", type=int, default=6000, help="the screenshots' most height (default: 6000)")
+    parser.add_argument("--colours", type=int, help="save palette PNGs of this many colours (2-256), to commit")
     parser.add_argument("--chromium", help="the Chromium executable (default: chromium on the PATH)")
     args = parser.parse_args(argv)
-    browser = find_chromium(args.chromium)
-    if browser is None:
-        parser.error("no Chromium: install Debian's `chromium` (apt-get install -y chromium) or pass --chromium PATH")
+    if args.colours is not None and not 2 <= args.colours <= 256:
+        parser.error(f"--colours must be 2 to 256; got {args.colours}")
     if args.docs is not None and args.build_docs:
         parser.error("give --docs (a built folder) or --build-docs, not both")
+    if args.docs is not None and not (args.docs / "index.html").is_file():
+        parser.error(f"--docs: {args.docs} has no index.html (is it sphinx-build -b html's output?)")
+    if args.page and args.docs is None and not args.build_docs:
+        parser.error("--page needs --docs or --build-docs")
     for report in args.report:
         if not report.is_file():
             parser.error(f"--report: no such HTML file: {report}")
+    if args.docs is None and not (args.build_docs or args.report or args.demo):
+        parser.error("nothing to screenshot: give --docs, --build-docs, --report or --demo")
+    browser = find_chromium(args.chromium)
+    if browser is None:
+        parser.error("no Chromium: install Debian's `chromium` (apt-get install -y chromium) or pass --chromium PATH")
     docs = build_docs(args.out / "html") if args.build_docs else args.docs
-    if docs is not None and not (docs / "index.html").is_file():
-        parser.error(f"--docs: {docs} has no index.html (is it sphinx-build -b html's output?)")
-    if args.page and docs is None:
-        parser.error("--page needs --docs or --build-docs")
     pages = [(_name(p, docs), p) for p in docs_pages(docs, args.page or DOCS_PAGES)] if docs is not None else []
     reports = list(args.report) + ([demo_report(args.out / "demo", args.demo_model)] if args.demo else [])
     pages += [(f"report-{_name(r, r.parent.parent)}", r) for r in reports]
-    if not pages:
-        parser.error("nothing to screenshot: give --docs, --build-docs, --report or --demo")
-    checks = shoot(browser, pages, args.out, args.width, args.height)
+    checks = shoot(browser, pages, args.out, args.width, args.height, args.colours)
     print(table(checks, [n for n, _ in pages]))
     failed = [(n, c) for (n, _), c in zip(pages, checks, strict=True) if c.problems]
     for name, check in failed:

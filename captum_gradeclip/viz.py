@@ -245,11 +245,13 @@ MAX_COLUMNS = 3
 #: Inches: a panel's width (with its colour bar) and height (a square image fills it), and the height of its
 #: words under it.
 PANEL_WIDTH, PANEL_HEIGHT, WORDS_HEIGHT = 2.9, 2.25, 0.7
+#: Inches: the lowest panel, for a wide image (its colour bar's label needs the height).
+MIN_PANEL_HEIGHT = 1.6
 #: Points: the panels' titles and words (:data:`FONT`), their colour bars (:data:`SMALL_FONT`, the smallest text
 #: of a figure) and the figure's heading.
 FONT, SMALL_FONT, HEADING_FONT = 9, 8, 10
 #: Inches per line of a panel's title and of the heading, and per character of the heading (to wrap it).
-TITLE_LINE, HEADING_LINE, HEADING_CHAR = 0.17, 0.2, 0.08
+TITLE_LINE, HEADING_LINE, HEADING_CHAR = 0.15, 0.17, 0.08
 #: The width, in CSS pixels, of a documentation page's content column (furo's 46em), and the smallest text
 #: height, in CSS pixels, that reads there: a figure scaled down to that width keeps its
 #: :data:`SMALL_FONT` at least this high, up to :data:`MAX_COLUMNS` panels wide.
@@ -438,15 +440,17 @@ def explanation_figure(
         heading = "\n".join(textwrap.fill(line, int(width / HEADING_CHAR)) for line in heading.split("\n"))
     # inches: per row of panels, the room for its titles, the panels and their words; the heading above all
     title_room = [
-        TITLE_LINE * max(t.count("\n") + 1 for t in titles[r * columns : (r + 1) * columns]) + 0.15 for r in range(rows)
+        TITLE_LINE * max(t.count("\n") + 1 for t in titles[r * columns : (r + 1) * columns]) + 0.1 for r in range(rows)
     ]
-    heading_room = HEADING_LINE * (heading.count("\n") + 1) + 0.15 if heading else 0.05
-    height = heading_room + sum(title_room) + rows * (PANEL_HEIGHT + WORDS_HEIGHT) + 0.05
+    heading_room = HEADING_LINE * (heading.count("\n") + 1) + 0.1 if heading else 0.05
+    # a wide image is drawn as wide as a square one, so its panel is lower (but keeps room for its colour bar)
+    panel = float(np.clip(PANEL_HEIGHT * picture.shape[0] / picture.shape[1], MIN_PANEL_HEIGHT, PANEL_HEIGHT))
+    height = heading_room + sum(title_room) + rows * (panel + WORDS_HEIGHT) + 0.05
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)  # a renderer to measure the words with, without pyplot
     grid = fig.add_gridspec(
-        3 * rows, columns, height_ratios=[h for room in title_room for h in (room, PANEL_HEIGHT, WORDS_HEIGHT)],
-        hspace=0.0, wspace=0.25, bottom=0.05 / height, top=1 - heading_room / height, left=0.02,
+        3 * rows, columns, height_ratios=[h for room in title_room for h in (room, panel, WORDS_HEIGHT)],
+        hspace=0.0, wspace=0.35, bottom=0.05 / height, top=1 - heading_room / height, left=0.02,
         right=1 - 0.65 / width,
     )  # fmt: skip
     for k, label in enumerate(titles):  # panel 0: the image; panel j + 1: text j

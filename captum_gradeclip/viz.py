@@ -218,7 +218,7 @@ def _draw_words(fig: Figure, ax: object, words: WordScores) -> None:
     ax.set_axis_off()  # type: ignore[attr-defined]
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     box = ax.get_window_extent(renderer)  # type: ignore[attr-defined]
-    x, y = 0.0, 1.0
+    x, y = 0.0, 0.9  # a little below the panel: the words' boxes reach above their top
     for (word, _), weight in zip(words, _normalised([s for _, s in words]), strict=True):
         label = ax.text(  # type: ignore[attr-defined]
             x, y, word, transform=ax.transAxes, va="top", ha="left", fontsize=FONT,  # type: ignore[attr-defined]

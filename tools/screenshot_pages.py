@@ -13,7 +13,8 @@ For each page it writes ``OUT/<page>.png``, a screenshot at ``--width`` CSS pixe
 
 It prints one table row per page, with the smallest scale at which an image is shown (its width on the page over
 its own width: a figure shown at 0.5 has its text at half its size), and exits 1 when a check fails. Chromium
-(Debian's ``chromium``, or ``--chromium PATH``) runs offline: nothing is fetched from the network.
+(Debian's ``chromium``, or ``--chromium PATH``) runs headless with its background networking off; the pages are
+read from disk, as the docs build and the reports are self-contained.
 """
 
 from __future__ import annotations

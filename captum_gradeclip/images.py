@@ -166,8 +166,7 @@ def load_image(
                             f"{resize_side}: {resized} pixels > budget of {max_pixels}"
                         )  # fmt: skip
                 image.load()
-                image = ImageOps.exif_transpose(image)
-                return _to_rgb(image)
+                return _to_rgb(ImageOps.exif_transpose(image))
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:

@@ -23,11 +23,10 @@ from torch import Tensor, nn
 from captum_gradeclip.adapters.geometry import Geometry
 from captum_gradeclip.adapters.hf_loader import HUB_HINT, hf_pretrained, hub_reachable
 from captum_gradeclip.adapters.processing import LoadError, Processing, ProcessingRole, first_line
+from captum_gradeclip.specs import SPECS  # the spec forms, as the errors list them (the CLI's help too)
 
 __all__ = ["SPECS", "LoadError", "Loaded", "hf_pretrained", "hub_reachable", "load", "quiet_loaders"]
 
-#: The spec forms, as the errors list them.
-SPECS = "shapes | shapes:resnet | shapes:deep | hf:NAME_OR_PATH | open_clip:ARCH[:PRETRAINED] | openai:NAME"
 _ = HUB_HINT  # re-exported for the command line, which rewrites it
 
 

@@ -92,7 +92,7 @@ def single_head_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1) @ v
 
 
-def projection(linear: nn.Module) -> Callable[[Tensor], Tensor]:
+def projection(linear: nn.Linear) -> Callable[[Tensor], Tensor]:
     """``x -> W x + b`` with ``linear``'s weight and bias, without calling the module (so that a probe's hook on
     it does not fire)."""
     return lambda x: F.linear(x, linear.weight, linear.bias)

@@ -51,7 +51,7 @@ from captum_gradeclip.images import printable
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # a module or None: no lock off POSIX
 
 #: The store layout this version writes and reads (1 and 2 were a JSON manifest with safetensors shards).
 FORMAT_VERSION = 3
@@ -561,6 +561,10 @@ class ResultStore:
         torch.Size([1, 8, 8])
     """
 
+    #: What the run that wrote the store did here (items done, seconds, rank, world size): set on the store that
+    #: :func:`~captum_gradeclip.explain_dataset` returns, absent on one opened otherwise.
+    run: dict[str, Any]
+
     def __init__(self, root: str | Path | Folder, partial: bool = False, filesystem: Any = None) -> None:
         self.folder = folder(root, filesystem)
         self.root = root if isinstance(root, str | Path) else self.folder.root
@@ -780,10 +784,10 @@ def _same(a: pa.ChunkedArray, b: pa.ChunkedArray, rtol: float = 0.0) -> bool:
         if len(values[0]) != len(values[1]):
             return False
         if not rtol:
-            return bool(np.array_equal(*values, equal_nan=True))
+            return bool(np.array_equal(*values, equal_nan=True))  # type: ignore[misc]  # *values: the two arrays
         finite = np.abs(values[0][np.isfinite(values[0])])
         scale = float(finite.max()) if finite.size else 0.0  # near-zero values: within rtol of the column's largest
-        return bool(np.allclose(*values, rtol=rtol, atol=rtol * scale, equal_nan=True))
+        return bool(np.allclose(*values, rtol=rtol, atol=rtol * scale, equal_nan=True))  # type: ignore[misc]  # *values: the two arrays
     return a.equals(b)
 
 

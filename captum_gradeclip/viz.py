@@ -32,6 +32,8 @@ from torch import Tensor
 from captum_gradeclip._compat import _get_color
 
 if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+
     from captum_gradeclip.adapters.geometry import Geometry
 from captum_gradeclip.adapters.processing import Processing
 
@@ -162,22 +164,22 @@ def _describe(x: object) -> str:
     return f"{type(x).__name__} of shape {tuple(shape)}" if shape is not None else type(x).__name__
 
 
-def _maps(image_maps: object, count: int) -> list[Tensor]:
+def _maps(image_maps: Any, count: int) -> list[Tensor]:
     if isinstance(image_maps, Tensor | np.ndarray):
         grid = torch.as_tensor(image_maps)
         grid = grid.reshape(-1, *grid.shape[-2:]) if grid.dim() >= 2 else grid
         maps = list(grid) if grid.dim() == 3 else []
     else:
-        maps = [torch.as_tensor(m).reshape(torch.as_tensor(m).shape[-2:]) for m in image_maps]  # type: ignore[union-attr]
+        maps = [torch.as_tensor(m).reshape(torch.as_tensor(m).shape[-2:]) for m in image_maps]
     if len(maps) != count:
         raise ValueError(f"`image_maps` must hold one (h, w) map per text ({count}); got {_describe(image_maps)}")
     return maps
 
 
-def _word_scores(texts: Sequence[str], token_scores: object) -> list[list[tuple[str, float]]]:
+def _word_scores(texts: Sequence[str], token_scores: Any) -> list[list[tuple[str, float]]]:
     if token_scores is None:
         return [[(w, 0.0) for w in t.split()] for t in texts]
-    rows = list(token_scores)  # type: ignore[call-overload]
+    rows = list(token_scores)
     if len(rows) != len(texts):
         raise ValueError(f"`token_scores` must hold one entry per text ({len(texts)}); got {len(rows)}")
     out = []
@@ -213,15 +215,15 @@ def _hsl_to_rgb(css: str) -> tuple[float, float, float]:
     return f(0), f(8), f(4)
 
 
-def _draw_words(fig: Figure, ax: object, words: WordScores) -> None:
+def _draw_words(fig: Figure, ax: Axes, words: WordScores) -> None:
     """Words left to right, wrapping, each on Captum's importance colour (scaled to the text's maximum)."""
-    ax.set_axis_off()  # type: ignore[attr-defined]
-    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
-    box = ax.get_window_extent(renderer)  # type: ignore[attr-defined]
+    ax.set_axis_off()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # Agg's: explanation_figure attaches one
+    box = ax.get_window_extent(renderer)
     x, y = 0.0, 0.9  # a little below the panel: the words' boxes reach above their top
     for (word, _), weight in zip(words, _normalised([s for _, s in words]), strict=True):
-        label = ax.text(  # type: ignore[attr-defined]
-            x, y, word, transform=ax.transAxes, va="top", ha="left", fontsize=FONT,  # type: ignore[attr-defined]
+        label = ax.text(
+            x, y, word, transform=ax.transAxes, va="top", ha="left", fontsize=FONT,
             bbox=dict(boxstyle="round,pad=0.2", facecolor=_hsl_to_rgb(_get_color(weight)), edgecolor="none"),
         )  # fmt: skip
         extent = label.get_window_extent(renderer)
@@ -273,7 +275,7 @@ def panel_grid(panels: int) -> tuple[int, int]:
     return rows, -(-panels // rows)
 
 
-def _show_image(fig: Figure, axis: object, picture: np.ndarray, title: str) -> None:
+def _show_image(fig: Figure, axis: Axes, picture: np.ndarray, title: str) -> None:
     """The image alone on ``axis``, drawn by Captum's visualiser."""
     captum_viz.visualize_image_attr(
         np.ones((*picture.shape[:2], 1)),
@@ -285,7 +287,7 @@ def _show_image(fig: Figure, axis: object, picture: np.ndarray, title: str) -> N
     )
 
 
-def _overlay(fig: Figure, axis: object, picture: np.ndarray, heat: Tensor, title: str, top: float, label: str) -> None:
+def _overlay(fig: Figure, axis: Axes, picture: np.ndarray, heat: Tensor, title: str, top: float, label: str) -> None:
     """The image in its own colours under the map, which is scaled to ``top`` (0 shows the image alone), with a
     colour bar in the map's own values, labelled ``label``. A map already at the image's size is drawn as it is,
     its NaN (what the model never saw) greyed; a grid is upsampled to the image."""
@@ -297,17 +299,18 @@ def _overlay(fig: Figure, axis: object, picture: np.ndarray, heat: Tensor, title
     attr = np.clip(np.nan_to_num(attr, nan=0.0), 0, None)
     relative = np.clip(attr / top, 0, 1) if top > 0 else np.zeros_like(attr)
     _show_image(fig, axis, picture, title)
-    shown = axis.imshow(  # type: ignore[attr-defined]
+    shown = axis.imshow(
         relative * top, cmap=CMAP, vmin=0.0, vmax=top if top > 0 else 1.0, alpha=ALPHA * relative,
         interpolation="bilinear",
     )  # fmt: skip
     if unseen.any():  # the processor's crop cut these away: grey them
         grey = np.zeros((*unseen.shape, 4), dtype=np.float32)
         grey[unseen] = UNSEEN
-        axis.imshow(grey, interpolation="nearest")  # type: ignore[attr-defined]
+        axis.imshow(grey, interpolation="nearest")
     ticks = [0.0, top / 2, top] if top > 0 else [0.0]
     bar = fig.colorbar(shown, ax=axis, fraction=0.046, pad=0.03, ticks=ticks, format="%.2g")
-    bar.solids.set_alpha(1.0)  # type: ignore[union-attr]
+    if bar.solids is not None:  # the colour patches of a colorbar drawn from a mappable, as here
+        bar.solids.set_alpha(1.0)
     bar.ax.tick_params(labelsize=SMALL_FONT)
     bar.set_label(label if top > 0 else "map is 0 everywhere", fontsize=SMALL_FONT)
 

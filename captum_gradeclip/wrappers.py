@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,22 @@ class ExplainContext:
     key_mask: Tensor
     output_mask: Tensor
     grid: tuple[int, int] | None
+
+    def image_grid(self) -> tuple[int, int]:
+        """The patch grid ``(h, w)`` of an image context; a TypeError for a text context, which has none.
+
+        Examples::
+
+            >>> sim.explain_context((pixel_values,), ()).image_grid()
+            (8, 8)
+            >>> tsim.explain_context((ids,), (mask,)).image_grid()
+            Traceback (most recent call last):
+                ...
+            TypeError: a text explanation has no patch grid (only an image explanation's maps lie on one)
+        """
+        if self.grid is None:
+            raise TypeError("a text explanation has no patch grid (only an image explanation's maps lie on one)")
+        return self.grid
 
 
 class SimilarityWrapper(nn.Module, ABC):
@@ -73,6 +90,9 @@ class SimilarityWrapper(nn.Module, ABC):
 
     #: The accepted values of ``score``.
     scores: tuple[str, ...] = SCORES
+
+    #: The normalised reference embeddings ``(M, E)``, a buffer (set by the subclass's constructor).
+    reference_embeds: Tensor
 
     def __init__(self, model: nn.Module, score: str) -> None:
         """Finds ``model``'s adapter (a TypeError lists the supported loaders) and checks ``score``."""
@@ -258,7 +278,7 @@ class TextImageSimilarity(SimilarityWrapper):
         if image_embeds is None:
             self.adapter.require(ImageTower, "TextImageSimilarity with `images`")
             _check_pixels(self.adapter, images, interpolate_pos_encoding, argument="images")
-            images = images.to(_device_of(model))  # type: ignore[union-attr]
+            images = images.to(_device_of(model))  # type: ignore[union-attr]  # _check_pixels: a tensor
             with torch.no_grad():
                 image_embeds = self.adapter.embed_images(images, interpolate_pos_encoding)
             self._set_references(image_embeds, "images")
@@ -486,8 +506,8 @@ def _check_text(adapter: Adapter, input_ids: object, attention_mask: object) -> 
 
 def _tokenized(
     texts: Sequence[str] | Mapping[str, Tensor] | None,
-    tokenizer: object | None,
-    processor: object | None,
+    tokenizer: Any,  # the loader's own: a transformers tokenizer, open_clip's or OpenAI clip's tokenize
+    processor: Any,  # a transformers processor
     argument: str,
     context: int | None = None,
     adapter: object = None,
@@ -510,19 +530,19 @@ def _tokenized(
         warn_unknown_words(texts, getattr(processing, "tokenizer", None), 4)
         return ids, mask
     if tokenizer is not None and not hasattr(tokenizer, "pad_token_id"):
-        ids = tokenizer(list(texts))  # type: ignore[operator]  # open_clip / OpenAI clip: a tensor of ids
+        ids = tokenizer(list(texts))  # open_clip / OpenAI clip: a tensor of ids
         if not isinstance(ids, Tensor):
             raise TypeError(f"`tokenizer` must return a tensor of ids or a mapping; got {type(ids).__name__}")
         if hasattr(tokenizer, "encode"):  # open_clip's BPE tokenizer cuts silently at its context
-            _warn_cut(argument, [len(tokenizer.encode(t)) + 2 for t in texts], ids.shape[1])  # type: ignore[attr-defined]
+            _warn_cut(argument, [len(tokenizer.encode(t)) + 2 for t in texts], ids.shape[1])
         return ids, None
     cut = {"truncation": True, "max_length": context} if context is not None else {}
     if tokenizer is not None:
-        batch = tokenizer(list(texts), padding=True, return_tensors="pt", **cut)  # type: ignore[operator]
-        full = tokenizer(list(texts))["input_ids"]  # type: ignore[operator]
+        batch = tokenizer(list(texts), padding=True, return_tensors="pt", **cut)
+        full = tokenizer(list(texts))["input_ids"]
     else:
-        batch = processor(text=list(texts), padding=True, return_tensors="pt", **cut)  # type: ignore[operator]
-        full = processor(text=list(texts))["input_ids"]  # type: ignore[operator]
+        batch = processor(text=list(texts), padding=True, return_tensors="pt", **cut)
+        full = processor(text=list(texts))["input_ids"]
     if context is not None:
         _warn_cut(argument, [len(ids) for ids in full], context)
     warn_unknown_words(texts, tokenizer if tokenizer is not None else getattr(processor, "tokenizer", None), 4)

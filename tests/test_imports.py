@@ -121,7 +121,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("attr", "baselines"),
     ("methods",),
     ("metrics",),
-    ("results", "images", "runs", "finetune", "analysis", "viz", "zoo", "loading"),
+    ("results", "images", "runs", "finetune", "analysis", "viz", "zoo", "loading", "specs"),
     ("cli", "__main__"),
 ]
 

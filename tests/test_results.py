@@ -190,6 +190,7 @@ def test_crafted_metadata_is_a_store_error_naming_the_part(tmp_path):
         "float": ({"items": 11.0}, r"`items` is 11.0, not an integer"),
         "negative": ({"chunk_size": -3}, r"`chunk_size` is -3"),
         "bool": ({"part": True}, r"`part` is True"),
+        "renamed": ({"part": 2}, r"part-000001.parquet: holds part 2 \(a file renamed or copied\)"),
         "override": ({"score": 1.0}, r"metadata keys differ \(unexpected \['score'\]"),
         "type": ({"config": [1, 2]}, r"`config` is not a JSON object"),
         "format": ({"format": 2}, r"store format 2; this version reads format 3"),

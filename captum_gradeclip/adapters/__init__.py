@@ -92,7 +92,7 @@ def get_adapter(model: object) -> Adapter:
     """
     adapter_cls = adapter_class(model)
     if adapter_cls is not None:
-        return adapter_cls(model)  # type: ignore[arg-type]
+        return adapter_cls(model)  # type: ignore[arg-type]  # its matches() took it: the loader's nn.Module
     supported = ", ".join(a.loader_name for a in ADAPTERS)
     raise TypeError(
         f"`model` must be an image-text model of a supported loader ({supported}); "

@@ -17,7 +17,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,41 @@ class AttentionRecord:
     v: Tensor | None = None
     o: Tensor | None = None
 
+    def tensor(self, name: Literal["q", "k", "v", "o"]) -> Tensor:
+        """The recorded ``q``, ``k``, ``v`` or ``o``; a RuntimeError naming it where the probe has not recorded it.
+
+        Examples::
+
+            >>> AttentionRecord(num_heads=1).tensor("v")
+            Traceback (most recent call last):
+                ...
+            RuntimeError: the attention probe has recorded no `v`: no forward pass reached the probed block ...
+        """
+        value = getattr(self, name)
+        if value is None:
+            raise RuntimeError(_NOT_RECORDED.format(f"`{name}`"))
+        return value
+
+    def module(self) -> nn.Module:
+        """The probed attention module; a RuntimeError where the record names none.
+
+        Examples::
+
+            >>> AttentionRecord(num_heads=1).module()
+            Traceback (most recent call last):
+                ...
+            RuntimeError: the attention probe has recorded no block: no forward pass reached the probed block ...
+        """
+        if self.block is None:
+            raise RuntimeError(_NOT_RECORDED.format("block"))
+        return self.block
+
+
+_NOT_RECORDED = (
+    "the attention probe has recorded no {}: no forward pass reached the probed block within the probe's context "
+    "(run the model inside `with adapter.probe(block, substitute) as record:`)"
+)
+
 
 @dataclass
 class PooledTail:
@@ -78,7 +113,7 @@ class PooledTail:
     finish: Callable[[Tensor, Tensor], Tensor]
 
 
-def text_config_id(model: nn.Module, name: str) -> int | None:
+def text_config_id(model: Any, name: str) -> int | None:
     """A transformers model's text-config token id (``"pad_token_id"``, ...), or ``None`` where it has none."""
     value = getattr(model.config.text_config, name, None)
     return None if value is None else int(value)
@@ -271,8 +306,8 @@ def layer_probe(site: ResidualSite, substitute: Callable[[Tensor], Tensor] | Non
         key = "hidden_states" if "hidden_states" in kwargs else next(iter(kwargs))
         return args, {**kwargs, key: swap(kwargs[key])}
 
-    def on_output(_module: nn.Module, _args: tuple, output: object) -> None:
-        y = output if isinstance(output, Tensor) else output[0]  # type: ignore[index]
+    def on_output(_module: nn.Module, _args: tuple, output: Any) -> None:  # a tensor, or a tuple that starts with one
+        y = output if isinstance(output, Tensor) else output[0]
         record.y = _to_tokens(y, site.layout)
 
     handles = [
@@ -344,7 +379,9 @@ class Adapter(ABC):
     low_precision_advice: str = ""
 
     def __init__(self, model: nn.Module) -> None:
-        self.model = model
+        #: The loader's model. Typed ``Any``: an adapter reaches into the loader's own attributes (``visual``,
+        #: ``text_model``, ...), which ``nn.Module.__getattr__`` would type as ``Tensor | Module``.
+        self.model: Any = model
 
     @classmethod
     @abstractmethod
@@ -380,7 +417,9 @@ class Adapter(ABC):
             )
         return self
 
-    def __getattr__(self, name: str) -> object:  # only reached when the normal lookup failed
+    # Only reached when the normal lookup failed, and it always raises. Typed ``Any``: a role member reached on an
+    # ``Adapter`` (``adapter.embed_texts``) is the adapter's own where it declares the role, MissingRole otherwise.
+    def __getattr__(self, name: str) -> Any:
         role = next((r for r in ROLES if name in _members(r)), None)
         if role is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
@@ -436,7 +475,7 @@ class Adapter(ABC):
 class ImageTower(ABC):
     """Role: the model embeds images (a ViT with a class token, or an attention pool)."""
 
-    model: nn.Module
+    model: Any  # the loader's model, as Adapter holds it
 
     #: Number of leading non-patch tokens (CLS) in the image sequence.
     image_prefix_tokens: int = 1
@@ -470,7 +509,7 @@ class ImageTower(ABC):
 class TextTower(ABC):
     """Role: the model embeds token ids, pooled at one position."""
 
-    model: nn.Module
+    model: Any  # the loader's model, as Adapter holds it
 
     #: Whether each text token attends only to itself and earlier tokens (CLIP); ``False`` for a
     #: bidirectional text tower (SigLIP, BLIP).

@@ -34,8 +34,8 @@ def capability(sim: Explained, name: str, method: str, blocks: tuple[nn.Module, 
     :class:`~captum_gradeclip.adapters.TokenProjection`) and, for ``probe_layer``, reaches every block."""
     adapter = sim.adapter
     missing = not isinstance(adapter, _ROLE_OF[name])
-    if not missing and name == "probe_layer":
-        missing = any(adapter.residual_site(block) is None for block in blocks)  # type: ignore[attr-defined]
+    if isinstance(adapter, ResidualAccess) and name == "probe_layer":  # then _ROLE_OF[name] is ResidualAccess
+        missing = any(adapter.residual_site(block) is None for block in blocks)
     if missing:
         raise TypeError(
             f"{method} needs the adapter capability `{name}`, which the {adapter.loader_name} adapter lacks"
@@ -48,7 +48,7 @@ _ROLE_OF: dict[str, type] = {"probe_layer": ResidualAccess, "project_tokens": To
 
 
 def _values(record: AttentionRecord, o: Tensor) -> Tensor:
-    return o if is_pool(record) else record.v  # type: ignore[return-value]
+    return o if is_pool(record) else record.tensor("v")
 
 
 def value_path_tokens(similarity: Explained, inputs: Tensor, *extra: Any) -> Tensor:
@@ -78,5 +78,5 @@ def value_path_tokens(similarity: Explained, inputs: Tensor, *extra: Any) -> Ten
     project = capability(similarity, "project_tokens", "value_path_tokens")
     with adapter.probe(block, _values) as record, probe_layer(block) as layer:
         similarity(inputs, *extra)
-    tokens = adapter.out_projection(block)(record.v) if is_pool(record) else layer.y
+    tokens = adapter.out_projection(block)(record.tensor("v")) if is_pool(record) else layer.y
     return project(tokens, similarity.modality)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -103,10 +104,10 @@ class HFBlipRetrievalAdapter(
     def text_blocks(self) -> list[nn.Module]:
         return [layer.attention for layer in self.model.text_encoder.encoder.layer]
 
-    def _is_image_block(self, block: nn.Module) -> bool:
+    def _is_image_block(self, block: Any) -> bool:
         return hasattr(block, "qkv")
 
-    def probe(self, block: nn.Module, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:
+    def probe(self, block: Any, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:
         if self._is_image_block(block):
             return fused_qkv_probe(block, block.qkv, block.projection, block.num_heads, substitute)
         attn = block.self
@@ -114,7 +115,7 @@ class HFBlipRetrievalAdapter(
             block, attn.query, attn.key, attn.value, block.output.dense, attn.num_attention_heads, substitute
         )
 
-    def pooled_tail(self, block: nn.Module) -> PooledTail | None:
+    def pooled_tail(self, block: Any) -> PooledTail | None:
         vision = self.model.vision_model
         layer = vision.encoder.layers[-1]
         if block is not layer.self_attn:
@@ -130,7 +131,7 @@ class HFBlipRetrievalAdapter(
         out = projection(block.projection)
         return block_tail(layer, block.num_heads, block.scale, qkv, out, layer.layer_norm2, layer.mlp, head)
 
-    def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
+    def out_projection(self, block: Any) -> Callable[[Tensor], Tensor]:
         proj = block.projection if self._is_image_block(block) else block.output.dense
         return projection(proj)
 
@@ -138,7 +139,7 @@ class HFBlipRetrievalAdapter(
         return int(self.model.vision_model.embeddings.patch_embedding.in_channels)
 
     # -- residual-stream access (used by the baselines) ---------------------------------------
-    def residual_site(self, block: nn.Module) -> ResidualSite | None:
+    def residual_site(self, block: Any) -> ResidualSite | None:
         for layer in self.model.vision_model.encoder.layers:
             if layer.self_attn is block:
                 return ResidualSite(layer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +33,7 @@ from captum_gradeclip.ops import projection
 class HFVisionConfigGeometry:
     """Patch size, input size and channels read from a transformers model's ``config.vision_config``."""
 
-    model: nn.Module
+    model: Any  # the loader's model, as Adapter holds it
 
     def patch_size(self) -> tuple[int, int]:
         return pair(self.model.config.vision_config.patch_size)
@@ -65,7 +66,7 @@ class HFCLIPAdapter(
     def logit_scale(self) -> Tensor:
         return self.model.logit_scale.exp()
 
-    def _tower(self, modality: str) -> nn.Module:
+    def _tower(self, modality: str) -> Any:
         return self.model.vision_model if modality == "image" else self.model.text_model
 
     def image_blocks(self) -> list[nn.Module]:
@@ -74,12 +75,12 @@ class HFCLIPAdapter(
     def text_blocks(self) -> list[nn.Module]:
         return [layer.self_attn for layer in self.model.text_model.encoder.layers]
 
-    def probe(self, block: nn.Module, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:
+    def probe(self, block: Any, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:
         return linear_probe(
             block, block.q_proj, block.k_proj, block.v_proj, block.out_proj, block.num_heads, substitute
         )
 
-    def pooled_tail(self, block: nn.Module) -> PooledTail | None:
+    def pooled_tail(self, block: Any) -> PooledTail | None:
         vision = self.model.vision_model
         layer = vision.encoder.layers[-1]
         if block is not layer.self_attn:
@@ -96,7 +97,7 @@ class HFCLIPAdapter(
         return block_tail(layer, block.num_heads, block.scale, qkv, out, layer.layer_norm2, layer.mlp, head)
 
     # -- residual-stream access (used by the baselines) ---------------------------------------
-    def residual_site(self, block: nn.Module) -> ResidualSite | None:
+    def residual_site(self, block: Any) -> ResidualSite | None:
         for modality in ("image", "text"):
             for layer in self._tower(modality).encoder.layers:
                 if layer.self_attn is block:
@@ -111,7 +112,7 @@ class HFCLIPAdapter(
     def pad_token_id(self) -> int | None:
         return text_config_id(self.model, "pad_token_id")
 
-    def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
+    def out_projection(self, block: Any) -> Callable[[Tensor], Tensor]:
         proj = block.out_proj
         return projection(proj)  # not proj(o): that would fire the probe
 

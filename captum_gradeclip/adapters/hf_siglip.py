@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -69,7 +70,7 @@ class HFSiglipAdapter(
     def matches(cls, model: object) -> bool:
         return type(model).__name__ == "SiglipModel" and type(model).__module__.startswith("transformers.")
 
-    def _head(self) -> nn.Module:
+    def _head(self) -> Any:
         head = getattr(self.model.vision_model, "head", None)
         if not getattr(self.model.vision_model, "use_head", head is not None) or head is None:
             raise ValueError(
@@ -101,14 +102,14 @@ class HFSiglipAdapter(
     def attention_pool(self, modality: str) -> bool:
         return modality == "image"  # the image tower's explained block is the pooling head's attention
 
-    def probe(self, block: nn.Module, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:
+    def probe(self, block: Any, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:
         if isinstance(block, nn.MultiheadAttention):
             return mha_probe(block, substitute)
         return linear_probe(
             block, block.q_proj, block.k_proj, block.v_proj, block.out_proj, block.num_heads, substitute
         )
 
-    def pooled_tail(self, block: nn.Module) -> PooledTail | None:
+    def pooled_tail(self, block: Any) -> PooledTail | None:
         head = self._head()
         attn = head.attention
         if block is not attn:
@@ -131,12 +132,12 @@ class HFSiglipAdapter(
 
         return PooledTail(layer=head, num_heads=attn.num_heads, qkv=qkv, attend=attend, finish=finish)
 
-    def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
+    def out_projection(self, block: Any) -> Callable[[Tensor], Tensor]:
         proj = block.out_proj
         return projection(proj)
 
     # -- residual-stream access (used by the baselines) ---------------------------------------
-    def residual_site(self, block: nn.Module) -> ResidualSite | None:
+    def residual_site(self, block: Any) -> ResidualSite | None:
         head = self._head()
         if block is head.attention:
             return ResidualSite(head)  # input: the normalised patch tokens; output: the pooled (N, C)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -34,7 +35,7 @@ from captum_gradeclip.adapters.hf_loader import HFLoader
 from captum_gradeclip.ops import projection
 
 
-def _parts(block: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, int]:
+def _parts(block: Any) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear, int]:
     """``(q, k, v, out)`` linears and the number of heads of a ViT attention module, either layout."""
     if hasattr(block, "q_proj"):
         return block.q_proj, block.k_proj, block.v_proj, block.o_proj, int(block.num_attention_heads)
@@ -42,7 +43,7 @@ def _parts(block: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module
     return inner.query, inner.key, inner.value, block.output.dense, int(inner.num_attention_heads)
 
 
-def _layers(vit: nn.Module) -> nn.ModuleList:
+def _layers(vit: Any) -> Any:
     """The encoder layers: ``vit.layers`` (transformers 5) or ``vit.encoder.layer`` (4.x)."""
     layers = getattr(vit, "layers", None)
     return layers if layers is not None else vit.encoder.layer
@@ -72,11 +73,11 @@ class HFViTClassifierAdapter(Adapter, ImageTower, Classifier, HFLoader):
     def image_blocks(self) -> list[nn.Module]:
         return [layer.attention for layer in _layers(self.model.vit)]
 
-    def probe(self, block: nn.Module, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:
+    def probe(self, block: Any, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:
         q, k, v, out, heads = _parts(block)
         return linear_probe(block, q, k, v, out, heads, substitute)
 
-    def pooled_tail(self, block: nn.Module) -> PooledTail | None:
+    def pooled_tail(self, block: Any) -> PooledTail | None:
         vit = self.model.vit
         layer = _layers(vit)[-1]
         if block is not layer.attention or not hasattr(block, "q_proj") or not hasattr(layer, "mlp"):
@@ -90,7 +91,7 @@ class HFViTClassifierAdapter(Adapter, ImageTower, Classifier, HFLoader):
         out = projection(o_proj)
         return block_tail(layer, heads, block.scaling, qkv, out, layer.layernorm_after, layer.mlp, vit.layernorm)
 
-    def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
+    def out_projection(self, block: Any) -> Callable[[Tensor], Tensor]:
         proj = _parts(block)[3]
         return projection(proj)
 

@@ -47,7 +47,9 @@ def check_supported(mha: nn.MultiheadAttention, name: str | None = None) -> None
         raise ValueError("nn.MultiheadAttention with bias_k/bias_v or add_zero_attn is not supported")
 
 
-def in_projections(mha: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, ...]:
+def in_projections(
+    mha: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """``(q, k, v)`` of batch-first inputs, heads merged, from the module's own in-projection parameters."""
     if mha._qkv_same_embed_dim:
         wq, wk, wv = mha.in_proj_weight.chunk(3)

@@ -21,6 +21,7 @@ text towers with an appended class token (CoCa) or from Hugging Face.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -98,7 +99,7 @@ class OpenCLIPAdapter(OpenAICLIPAdapter):
     def _run_image_transformer(self, x: Tensor) -> Tensor:
         return self.visual.transformer(x)  # open_clip's Transformer takes and returns batch-first tokens
 
-    def _text_tower(self) -> nn.Module:
+    def _text_tower(self) -> Any:
         """The module that holds the text tower's parts (the model itself, or ``model.text``)."""
         tower = getattr(self.model, "text", None)
         if tower is None:
@@ -109,14 +110,14 @@ class OpenCLIPAdapter(OpenAICLIPAdapter):
             raise ValueError("open_clip text towers with an appended class token (CoCa) are not supported")
         return tower
 
-    def _text_transformer(self) -> nn.Module:
+    def _text_transformer(self) -> Any:
         transformer = self._text_tower().transformer
         for block in transformer.resblocks:
             self._check_block(block)
             check_supported(block.attn, self.module_name(block.attn))
         return transformer
 
-    def _check_block(self, block: nn.Module) -> None:
+    def _check_block(self, block: Any) -> None:
         """A ValueError naming the block's attention when it is not an ``nn.MultiheadAttention``."""
         attn = getattr(block, "attn", None)
         if not isinstance(attn, nn.MultiheadAttention):
@@ -142,7 +143,7 @@ class OpenCLIPAdapter(OpenAICLIPAdapter):
         return self._text_tower().attn_mask is not None
 
     @property
-    def causal_text(self) -> bool:  # type: ignore[override]
+    def causal_text(self) -> bool:  # type: ignore[override]  # per model, where the role has a class constant
         return self._causal()
 
     def pad_token_id(self) -> int | None:
@@ -168,7 +169,10 @@ class OpenCLIPAdapter(OpenAICLIPAdapter):
         if pool == "argmax":
             return input_ids.argmax(dim=-1)
         if pool == "eos":
-            return (input_ids == self._eos_id()).int().argmax(dim=-1)
+            eos = self._eos_id()
+            if eos is None:
+                raise ValueError("open_clip text pool_type 'eos' needs the model's end-of-text id, and it names none")
+            return (input_ids == eos).int().argmax(dim=-1)
         if pool == "last":
             return torch.full((n,), length - 1, dtype=torch.long, device=input_ids.device)
         if pool == "first":

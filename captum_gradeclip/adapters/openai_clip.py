@@ -127,7 +127,7 @@ class OpenAICLIPAdapter(Adapter, ImageTower, TextTower, Scorer, ResidualAccess, 
 
     # -- the towers (open_clip overrides where its layout differs) --------------------------
     @property
-    def visual(self) -> nn.Module:
+    def visual(self) -> Any:
         return self.model.visual
 
     def _is_resnet(self) -> bool:
@@ -146,11 +146,11 @@ class OpenAICLIPAdapter(Adapter, ImageTower, TextTower, Scorer, ResidualAccess, 
         """Runs ``visual.transformer`` on batch-first tokens; returns batch-first tokens."""
         return self.visual.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)  # OpenAI blocks are sequence-first
 
-    def _text_tower(self) -> nn.Module:
+    def _text_tower(self) -> Any:
         """The module that holds ``transformer``, ``ln_final`` and ``text_projection``."""
         return self.model
 
-    def _text_transformer(self) -> nn.Module:
+    def _text_transformer(self) -> Any:
         return self.model.transformer
 
     def _native_grid(self) -> tuple[int, int]:
@@ -261,13 +261,13 @@ class OpenAICLIPAdapter(Adapter, ImageTower, TextTower, Scorer, ResidualAccess, 
             check_supported(block, self.module_name(block))
         return blocks
 
-    def probe(self, block: nn.Module, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:
+    def probe(self, block: Any, substitute: Substitute) -> contextlib.AbstractContextManager[AttentionRecord]:
         if self._is_resnet() and block is self.visual.attnpool:
             return self._pool_probe(block, substitute)
         return mha_probe(block, substitute)
 
     @contextlib.contextmanager
-    def _pool_probe(self, pool: nn.Module, substitute: Substitute) -> Iterator[AttentionRecord]:
+    def _pool_probe(self, pool: Any, substitute: Substitute) -> Iterator[AttentionRecord]:
         record = AttentionRecord(num_heads=pool.num_heads, block=pool)
         self._pool_probes[id(pool)] = (record, substitute)
         try:
@@ -275,7 +275,7 @@ class OpenAICLIPAdapter(Adapter, ImageTower, TextTower, Scorer, ResidualAccess, 
         finally:
             del self._pool_probes[id(pool)]
 
-    def pooled_tail(self, block: nn.Module) -> PooledTail | None:
+    def pooled_tail(self, block: Any) -> PooledTail | None:
         if self._is_resnet():
             return self._pool_tail(block)
         layer = self.visual.transformer.resblocks[-1]
@@ -303,7 +303,7 @@ class OpenAICLIPAdapter(Adapter, ImageTower, TextTower, Scorer, ResidualAccess, 
             seq_first=not batch_first,
         )
 
-    def _pool_tail(self, block: nn.Module) -> PooledTail | None:
+    def _pool_tail(self, block: Any) -> PooledTail | None:
         pool = self.visual.attnpool
         if block is not pool:
             return None
@@ -319,14 +319,14 @@ class OpenAICLIPAdapter(Adapter, ImageTower, TextTower, Scorer, ResidualAccess, 
             layer=self._pool_input, num_heads=pool.num_heads, qkv=self._pool_qkv, attend=attend, finish=finish
         )
 
-    def out_projection(self, block: nn.Module) -> Callable[[Tensor], Tensor]:
+    def out_projection(self, block: Any) -> Callable[[Tensor], Tensor]:
         if isinstance(block, nn.MultiheadAttention):
             return out_projection(block)
         proj = block.c_proj  # the ResNet attention pool
         return projection(proj)
 
     # -- residual-stream access (used by the baselines) ---------------------------------------
-    def residual_site(self, block: nn.Module) -> ResidualSite | None:
+    def residual_site(self, block: Any) -> ResidualSite | None:
         if self._is_resnet() and block is self.visual.attnpool:
             return ResidualSite(self._pool_input, "feature_map")
         towers = [self._text_transformer()]

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +18,9 @@ from captum_gradeclip.attr import GradECLIP
 from captum_gradeclip.vocabulary import words as merge_words
 from captum_gradeclip.wrappers import TextImageSimilarity
 from captum_gradeclip.zoo import shapes
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
 
 #: A tagger: the words of one caption in, one tag (part of speech or word class) per word out.
 Tagger = Callable[[Sequence[str]], Sequence[str]]
@@ -64,7 +68,7 @@ def simple_tagger(words: Sequence[str]) -> list[str]:
 
 def word_importances(
     model: nn.Module,
-    processor: object,
+    processor: Any,  # the loader's own processor
     images: Tensor | Sequence[object],
     captions: Sequence[str],
     *,
@@ -103,10 +107,11 @@ def word_importances(
         raise ValueError(f"`normalize` must be one of {NORMALIZATIONS}; got {normalize!r}")
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be positive; got {batch_size}")
-    if not isinstance(images, Tensor):
-        images = processor(images=list(images), return_tensors="pt")["pixel_values"]  # type: ignore[operator]
-    if len(images) != len(captions):
-        raise ValueError(f"`images` and `captions` must pair up; got {len(images)} images and {len(captions)} captions")
+    pixels: Tensor = (
+        images if isinstance(images, Tensor) else processor(images=list(images), return_tensors="pt")["pixel_values"]
+    )
+    if len(pixels) != len(captions):
+        raise ValueError(f"`images` and `captions` must pair up; got {len(pixels)} images and {len(captions)} captions")
     processing = _processing(model, processor)
     device = next(model.parameters()).device
     records: list[list[tuple[str, float]]] = []
@@ -114,7 +119,7 @@ def word_importances(
         chunk = list(captions[start : start + batch_size])
         ids, mask = processing.tokenize(chunk)  # the loader's own tokenising (SigLIP: padded to its context)
         ids, mask = ids.to(device), mask.to(device)
-        sim = TextImageSimilarity(model, images=images[start : start + batch_size].to(device))
+        sim = TextImageSimilarity(model, images=pixels[start : start + batch_size].to(device))
         scores = GradECLIP(sim, mode=mode).attribute(
             ids, target=list(range(len(chunk))), additional_forward_args=(mask,)
         )
@@ -184,7 +189,7 @@ class ImportanceTable:
             writer.writerows(self.rows())
         return path
 
-    def plot(self, level: str = "tag", ax: object = None, top: int = 20) -> object:
+    def plot(self, level: str = "tag", ax: Axes | None = None, top: int = 20) -> Axes:
         """A matplotlib bar plot of the mean importance, with the standard deviation as error bars.
 
         Args:
@@ -204,10 +209,10 @@ class ImportanceTable:
 
             _, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(items) + 1), 3.5))
         keys = [k for k, _ in items]
-        ax.bar(keys, [v["mean"] for _, v in items], yerr=[v["std"] for _, v in items], color="tab:blue", capsize=3)  # type: ignore[attr-defined]
-        ax.set_ylabel("mean importance")  # type: ignore[attr-defined]
-        ax.set_title(f"Grad-ECLIP word importance per {level}")  # type: ignore[attr-defined]
-        ax.tick_params(axis="x", labelrotation=45)  # type: ignore[attr-defined]
+        ax.bar(keys, [v["mean"] for _, v in items], yerr=[v["std"] for _, v in items], color="tab:blue", capsize=3)
+        ax.set_ylabel("mean importance")
+        ax.set_title(f"Grad-ECLIP word importance per {level}")
+        ax.tick_params(axis="x", labelrotation=45)
         return ax
 
 
@@ -253,14 +258,14 @@ def aggregate(
             per_tag.setdefault(tag, []).append(float(value))
             counts = word_tags.setdefault(word, {})
             counts[tag] = counts.get(tag, 0) + 1
-    by_word = {w: {"tag": max(word_tags[w], key=word_tags[w].get), **_stats(v)} for w, v in per_word.items()}  # type: ignore[arg-type]
+    by_word = {w: {"tag": max(word_tags[w], key=word_tags[w].__getitem__), **_stats(v)} for w, v in per_word.items()}
     by_tag = {t: _stats(v) for t, v in per_tag.items()}
     return ImportanceTable(by_word, by_tag, tagged_records)
 
 
 def analyze_words(
     model: nn.Module,
-    processor: object,
+    processor: Any,  # the loader's own processor
     images: Tensor | Sequence[object],
     captions: Sequence[str],
     *,

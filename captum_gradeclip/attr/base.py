@@ -141,6 +141,13 @@ def _inference_tensors_message(sim: nn.Module, detail: str = "") -> str:
     )
 
 
+def _vjp(func: Callable[..., Any], *primals: Any) -> tuple[Any, Callable[..., Any]]:
+    """``torch.func.vjp`` without auxiliary outputs: ``(output, vjp_fn)`` (its annotation admits the ``has_aux``
+    triple too)."""
+    output, vjp_fn = torch.func.vjp(func, *primals)[:2]
+    return output, vjp_fn
+
+
 @contextlib.contextmanager
 def _inference_mode_left(sim: nn.Module, x: Tensor, extra: tuple) -> Iterator[tuple[Tensor, tuple]]:
     """Runs the body outside ``torch.inference_mode`` (thread-local) with the inputs as normal tensors (clones of
@@ -155,12 +162,12 @@ def _inference_mode_left(sim: nn.Module, x: Tensor, extra: tuple) -> Iterator[tu
     if any(t.is_inference() for t in own):
         raise RuntimeError(_inference_tensors_message(sim))
 
-    def normal(t: object) -> object:
+    def normal(t: Any) -> Any:
         return t.clone() if isinstance(t, Tensor) and t.is_inference() else t
 
     with torch.inference_mode(False):
         try:
-            yield normal(x), tuple(normal(a) for a in extra)  # type: ignore[misc]
+            yield normal(x), tuple(normal(a) for a in extra)
         except RuntimeError as error:
             if "Inference tensors" not in str(error):
                 raise
@@ -294,8 +301,9 @@ class SimilarityAttribution(Attribution, ABC):
             if is_pool(record):
                 raise TypeError(
                     f"{self.get_name()} needs token-to-token self-attention blocks; {type(record.block).__name__} "
-                    f"is an attention pool ({record.q.shape[1]} query over {record.k.shape[1]} tokens). Use a "  # type: ignore[union-attr]
-                    "method without that need (captum_gradeclip.methods.available(attention_pool=True))"
+                    f"is an attention pool ({record.tensor('q').shape[1]} query over "
+                    f"{record.tensor('k').shape[1]} tokens). Use a method without that need "
+                    "(captum_gradeclip.methods.available(attention_pool=True))"
                 )
             return substitute(record, o)
 
@@ -320,7 +328,7 @@ class SimilarityAttribution(Attribution, ABC):
 
     # -- the pipeline ---------------------------------------------------------------------------
     @log_usage()
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs: Tensor | tuple[Tensor, ...],
         target: TargetType = None,
@@ -486,7 +494,7 @@ class AttentionAttribution(SimilarityAttribution, LayerAttribution, GradientAttr
         self, records: list[AttentionRecord], weights: list[Tensor], ctx: ExplainContext
     ) -> tuple[Tensor, ExplainContext]:
         layer_maps = [self._layer_map(r, w, ctx) for r, w in zip(records, weights, strict=True)]
-        dtype = records[0].v.dtype  # type: ignore[union-attr]  # the model's: the maps' arithmetic may be upcast
+        dtype = records[0].tensor("v").dtype  # the model's: the maps' arithmetic may be upcast
         return self._combine(layer_maps).detach().transpose(0, 1).to(dtype), ctx  # (N, K, T)
 
     def _run_probed(self, x: Tensor, extra: tuple, columns: Tensor) -> tuple[Tensor, ExplainContext]:
@@ -498,7 +506,7 @@ class AttentionAttribution(SimilarityAttribution, LayerAttribution, GradientAttr
             scores = sim(*inputs, *extra)
         ctx = sim.explain_context(inputs, extra)
         rows = torch.arange(scores.shape[0], device=scores.device)
-        outs = [r.o for r in records]
+        outs = [r.tensor("o") for r in records]
         per_target = []
         for i, col in enumerate(columns):
             grads = torch.autograd.grad(scores[rows, col].sum(), outs, retain_graph=i + 1 < len(columns))
@@ -518,11 +526,11 @@ class AttentionAttribution(SimilarityAttribution, LayerAttribution, GradientAttr
         record = AttentionRecord(num_heads=tail.num_heads, block=self.blocks[0], q=q, k=k, v=v)
         o_row = self._pooled_output(tail, q[rows, ctx.query_index], k, v)
 
-        embeds, embed_vjp = torch.func.vjp(lambda o: tail.finish(x, o), o_row)
+        embeds, embed_vjp = _vjp(lambda o: tail.finish(x, o), o_row)
         n, e = embeds.shape
         m = sim.num_references
         if len(columns) <= e:  # K vector-Jacobian products through the score and the tail
-            scores, score_vjp = torch.func.vjp(sim.similarity, embeds)
+            scores, score_vjp = _vjp(sim.similarity, embeds)
             # one-hot rows by comparison: F.one_hot checks its input's range, a host synchronisation on a GPU
             cotangents = (columns[..., None] == torch.arange(m, device=columns.device)).to(scores.dtype)
             if len(columns) == 1:  # one target per example: plain products, without vmap's batching ops
@@ -536,9 +544,9 @@ class AttentionAttribution(SimilarityAttribution, LayerAttribution, GradientAttr
             (d_embed,) = torch.func.vmap(embed_vjp)(basis)  # (E, N, C): d embedding_e / d o_row
             # d score / d embedding as Jacobian-vector products: the transpose of the (linear) score VJP, by one
             # more VJP (forward-mode AD would load TorchScript decompositions, deprecated in torch)
-            _, score_vjp = torch.func.vjp(sim.similarity, embeds)
+            _, score_vjp = _vjp(sim.similarity, embeds)
             cotangent = torch.zeros(n, m, dtype=embeds.dtype, device=embeds.device)
-            _, transposed = torch.func.vjp(lambda u: score_vjp(u)[0], cotangent)
+            _, transposed = _vjp(lambda u: score_vjp(u)[0], cotangent)
             (d_score,) = torch.func.vmap(transposed)(basis)  # (E, N, M)
             grad_embeds = d_score.gather(2, columns.T[None].expand(e, n, -1))  # (E, N, K): d score[n, column] / d e
             weights = torch.einsum("enk,enc->knc", grad_embeds, d_embed)

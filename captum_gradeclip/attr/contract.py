@@ -58,9 +58,9 @@ def resolve_wrapper(forward_func: object, device_ids: Sequence[int] | None = Non
         TypeError: ``forward_func`` is none of the accepted forms.
         ValueError: ``device_ids`` asks for a split the explanation cannot make.
     """
-    parallel = isinstance(forward_func, nn.DataParallel)
-    if parallel:
-        wrapper = forward_func.module  # type: ignore[union-attr]
+    own: list[int] | None = None  # a DataParallel's own device ids
+    if isinstance(forward_func, nn.DataParallel):
+        wrapper, own = forward_func.module, list(forward_func.device_ids)
     elif inspect.ismethod(forward_func) and isinstance(forward_func.__self__, SimilarityWrapper):
         wrapper = forward_func.__self__
         if forward_func.__func__ is not type(wrapper).forward:
@@ -71,10 +71,9 @@ def resolve_wrapper(forward_func: object, device_ids: Sequence[int] | None = Non
     else:
         wrapper = forward_func
     if not isinstance(wrapper, SimilarityWrapper):
-        inner = f" wrapping {type(wrapper).__name__}" if parallel else ""
+        inner = f" wrapping {type(wrapper).__name__}" if own is not None else ""
         raise TypeError(f"`forward_func` must be {_FORWARD_FORMS}; got {type(forward_func).__name__}{inner}")
     if device_ids is not None:
-        own = list(forward_func.device_ids) if parallel else None  # type: ignore[union-attr]
         if own is None or list(device_ids) != own:
             raise ValueError(
                 f"`device_ids` {list(device_ids)!r} cannot be honoured: the explanation hooks the wrapped module "
@@ -239,7 +238,7 @@ def renamed_flag(new: bool | None, old: bool | None, new_name: str, old_name: st
 
 def constructor_options(cls: type) -> tuple[str, ...] | None:
     """The names ``cls``'s constructor takes after ``forward_func``, or ``None`` where it takes ``**kwargs``."""
-    init = cls.__init__  # type: ignore[misc]
+    init = cls.__init__  # type: ignore[misc]  # mypy calls it unsound on a type; only its signature is read
     parameters = list(inspect.signature(init).parameters.values())[2:]  # without self, forward_func
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         return None

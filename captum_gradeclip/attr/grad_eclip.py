@@ -134,7 +134,7 @@ class GradECLIP(AttentionAttribution):
 
     def _substitute(self, record: AttentionRecord, o: Tensor) -> Tensor:
         if self._recompute:
-            o = single_head_attention(record.q, record.k, record.v)  # type: ignore[arg-type]
+            o = single_head_attention(record.tensor("q"), record.tensor("k"), record.tensor("v"))
         return _as_leaf(record, o)
 
     def _pooled_output(self, tail: PooledTail, q_row: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -143,10 +143,10 @@ class GradECLIP(AttentionAttribution):
         return tail.attend(q_row, k, v)
 
     def _layer_map(self, record: AttentionRecord, w: Tensor, ctx: ExplainContext) -> Tensor:
-        q, k, v = (t.detach() for t in (record.q, record.k, record.v))  # type: ignore[union-attr]
+        q, k, v = (record.tensor(name).detach() for name in ("q", "k", "v"))
         heads = 1 if self.mode == "paper" else record.num_heads
         if self.qk_source == "out_proj":
-            out_proj = self.similarity.adapter.out_projection(record.block)  # type: ignore[arg-type]
+            out_proj = self.similarity.adapter.out_projection(record.module())
             q, k = out_proj(q), out_proj(k)
         # fp16/bf16 models: the map's own arithmetic runs in float32 (the min-max of close cosines
         # would otherwise amplify rounding); the result is cast back to the model's dtype

@@ -30,7 +30,7 @@ def allowed_keys(sim: SimilarityWrapper, inputs: Tensor, extra: tuple) -> Tensor
 
 def record_probs(record: AttentionRecord, allowed: Tensor | None) -> Tensor:
     """Attention probabilities of a probed block from its recorded q and k."""
-    return attention_probs(record.q, record.k, record.num_heads, allowed)  # type: ignore[arg-type]
+    return attention_probs(record.tensor("q"), record.tensor("k"), record.num_heads, allowed)
 
 
 def query_rows(matrix: Tensor, ctx: ExplainContext) -> Tensor:

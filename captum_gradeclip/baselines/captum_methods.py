@@ -203,7 +203,7 @@ class CaptumAttribution(SimilarityAttribution):
         return torch.stack(maps, dim=1)  # (N, K, h, w)
 
     def _to_grid(self, attribution: Tensor, ctx: ExplainContext) -> Tensor:
-        return pool_to_patches(attribution, ctx.grid)  # type: ignore[arg-type]
+        return pool_to_patches(attribution, ctx.image_grid())
 
 
 def score_difference_tolerance(scores: Tensor, inputs: Tensor, grid: tuple[int, int], ulps: float = 32.0) -> float:
@@ -327,7 +327,7 @@ class CaptumIntegratedGradients(CaptumAttribution):
         return torch.stack(scores, dim=1)  # (N, K, L); the pipeline zeroes start, end and padding
 
     @property
-    def pixel_maps(self) -> bool:  # type: ignore[override]
+    def pixel_maps(self) -> bool:  # type: ignore[override]  # per wrapper, where the base has a class constant
         return self.similarity.modality == "image"
 
 
@@ -363,7 +363,7 @@ class CaptumOcclusion(_Perturbation):
     captum_class = Occlusion
 
     def _attribute_kwargs(self, inputs: Tensor, ctx: ExplainContext) -> dict[str, Any]:
-        h, w = ctx.grid  # type: ignore[misc]
+        h, w = ctx.image_grid()
         window = (inputs.shape[1], inputs.shape[2] // h, inputs.shape[3] // w)
         return {
             "sliding_window_shapes": window,
@@ -394,7 +394,7 @@ class CaptumFeatureAblation(_Perturbation):
 
     def _attribute_kwargs(self, inputs: Tensor, ctx: ExplainContext) -> dict[str, Any]:
         return {
-            "feature_mask": patch_feature_mask(inputs.shape, ctx.grid),  # type: ignore[arg-type]
+            "feature_mask": patch_feature_mask(inputs.shape, ctx.image_grid()),
             "perturbations_per_eval": self.perturbations_per_eval,
         }
 
@@ -490,7 +490,7 @@ class CaptumLayerGradCam(CaptumAttribution):
         return LayerGradCam(self.similarity, relay)
 
     def _to_grid(self, attribution: Tensor, ctx: ExplainContext) -> Tensor:
-        if tuple(attribution.shape[-2:]) != tuple(ctx.grid):  # type: ignore[arg-type]
+        if tuple(attribution.shape[-2:]) != tuple(ctx.image_grid()):
             raise TypeError(
                 f"captum:LayerGradCam's map {tuple(attribution.shape[-2:])} is not the patch grid {ctx.grid}: the "
                 "patch embedding does not output the grid"

@@ -121,10 +121,11 @@ class CLIPSurgery(SimilarityAttribution):
                 first = stack.enter_context(self._probe_layer(self.blocks[0]))
                 last = stack.enter_context(self._probe_layer(sim.explained_blocks()[-1]))
                 sim(inputs, *extra)
-            vv = sum(adapter.out_projection(r.block)(vv_attention(r.v, r.num_heads)) for r in records)
+            vv = sum(adapter.out_projection(r.module())(vv_attention(r.tensor("v"), r.num_heads)) for r in records)
             if is_pool(records[-1]):  # an attention pool (the only block) has no residual around it
                 tokens = self._project(vv, sim.modality)
-                pooled = self._project(adapter.out_projection(records[-1].block)(records[-1].o), sim.modality)[:, 0]
+                out = adapter.out_projection(records[-1].module())
+                pooled = self._project(out(records[-1].tensor("o")), sim.modality)[:, 0]
             else:
                 tokens = self._project(first.x + vv, sim.modality)
                 pooled = self._project(last.y[:, :1], sim.modality)[:, 0]

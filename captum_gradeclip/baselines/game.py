@@ -77,7 +77,7 @@ class GAME(SimilarityAttribution, GradientAttribution):
             a = record_probs(record, allowed)
             a = a if a.requires_grad else a.detach().requires_grad_()  # the graph starts at the first block
             probs.append(a)
-            return merge_heads(a @ split_heads(record.v, record.num_heads))  # type: ignore[arg-type]
+            return merge_heads(a @ split_heads(record.tensor("v"), record.num_heads))
 
         with contextlib.ExitStack() as stack:
             for block in self.blocks:

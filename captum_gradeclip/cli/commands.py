@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from captum_gradeclip.images import DEFAULT_MAX_PIXELS  # light: images imports PIL and numpy only when it reads
+from captum_gradeclip.specs import SPECS as MODEL_SPECS  # light: plain data, the same list as loading.SPECS
 
 PROG = "captum-gradeclip"
-MODEL_SPECS = "shapes | shapes:resnet | shapes:deep | hf:NAME_OR_PATH | open_clip:ARCH[:PRETRAINED] | openai:NAME"
 #: ``--dtype`` choices (torch dtypes of the same names).
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 ALLOW_MISSING_HELP = (
@@ -95,7 +95,7 @@ def fail(error: BaseException | str, prog: str = PROG) -> NoReturn:
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse`` that raises :class:`CLIError` (one line) instead of printing the usage and exiting."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise CLIError(f"{self.prog}: {message} (see --help)")
 
 

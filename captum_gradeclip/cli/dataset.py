@@ -71,10 +71,10 @@ def main(argv: list[str] | None = None) -> None:
                                 args.templates, column, args.batch_size, args.max_pixels)  # fmt: skip
             if not remote:
                 check_output_directory(Path(args.out))
-            store, meta = folder(args.out), run_meta(config, len(items), args.chunk_size)
-            check_store(store, meta, items, args.images, args.fresh)  # read-only: a foreign folder gets no lock
-            with store.locked():  # a busy store is refused before the model is loaded
-                check_store(store, meta, items, args.images, args.fresh)
+            existing, meta = folder(args.out), run_meta(config, len(items), args.chunk_size)
+            check_store(existing, meta, items, args.images, args.fresh)  # read-only: a foreign folder gets no lock
+            with existing.locked():  # a busy store is refused before the model is loaded
+                check_store(existing, meta, items, args.images, args.fresh)
         loaded = load_model(
             args.model, args.dtype, device, allow_missing_weights=args.allow_missing_weights
         )  # a CLIError: one line and exit code 2 in cli.main

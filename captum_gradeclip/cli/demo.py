@@ -12,6 +12,7 @@ HF ``CLIPModel`` and a real photo, to show the pipeline on an arbitrary CLIP.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -66,8 +67,9 @@ def tiny_random_clip(vocab: list[str], seed: int = 0) -> tuple[torch.nn.Module, 
 
 def demo_image() -> np.ndarray:
     """Grace Hopper's portrait, which ships with matplotlib, as ``(H, W, 3)`` floats in [0, 1]."""
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
-        image = Image.open(f).convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE))
+    path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    with Image.open(path) as f:
+        image = f.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE))
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
@@ -102,11 +104,14 @@ def run(
     prompts = shapes.all_prompts()
     out.mkdir(parents=True, exist_ok=True)
     method = f"Grad-ECLIP ({mode})"
-    results, entries, misses = [], [], []
+    results: list[dict[str, Any]] = []
+    entries: list[ReportEntry] = []
+    misses: list[str] = []
     for k, (seed, count) in enumerate(tqdm(scenes, desc="demo scenes", unit="scene")):
         scene = shapes.make_scene(seed, n_objects=count)
         seen, probs, prompt_maps, prompt_words = explain(loaded, scene.image, prompts, mode, score="softmax")
         _, cosine, caption_map, caption_words = explain(loaded, scene.image, [scene.caption], mode)
+        assert prompt_words is not None and caption_words is not None  # Grad-ECLIP explains ShapesCLIP's texts
         picked = [prompts.index(p) for p in scene.prompts]
         texts = [*scene.prompts, scene.caption]
         maps = torch.cat([prompt_maps[picked], caption_map])

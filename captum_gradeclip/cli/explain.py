@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import sys
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,6 +24,9 @@ from captum_gradeclip.cli.models import LoadedModel, load_model
 from captum_gradeclip.runs.explainer import unsupported
 from captum_gradeclip.viz import ReportEntry, explanation_figure, figure_png, save_html
 from captum_gradeclip.vocabulary import UNKNOWN_TOKENS, unknown_words_message
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
 
 #: The method ``explain`` uses without ``--method``.
 DEFAULT_METHOD = "Grad-ECLIP (native)"
@@ -69,7 +73,7 @@ def check_image_side(method: methods.Method, adapter: Adapter) -> None:
 
 def explain(
     loaded: LoadedModel,
-    image: object,
+    image: Image.Image,
     texts: list[str],
     mode: str = "native",
     score: str = "cosine",
@@ -102,13 +106,13 @@ def explain(
     """
     method = methods.get(DEFAULT_METHOD) if method is None else method
     device = next(loaded.model.parameters()).device
-    pixels = loaded.pixels(image).to(device)  # type: ignore[arg-type]
+    pixels = loaded.pixels(image).to(device)
     input_ids, attention_mask = loaded.tokenize(texts)  # on the CPU: the wrappers and explanations move them
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
     sim = cg.ImageTextSimilarity(loaded.model, batch, score=score)
     check_image_side(method, sim.adapter)
     scores = sim(pixels).detach()[0]
-    options = {"mode": mode} if "mode" in inspect.signature(method.cls.__init__).parameters else {}
+    options: dict[str, Any] = {"mode": mode} if "mode" in inspect.signature(method.cls.__init__).parameters else {}
     maps = method.build(sim, **options).attribute(pixels)[0]  # one batched call: (M, h, w)
     tsim = cg.TextImageSimilarity(loaded.model, images=pixels)
     why = unsupported(method, tsim.adapter, "text")

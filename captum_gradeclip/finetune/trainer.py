@@ -195,9 +195,9 @@ class RegionPhraseFinetuner:
 
     def _embed_texts(self, model: nn.Module, texts: list[str]) -> Tensor:
         if hasattr(self.tokenizer, "tokenizer"):  # a processor
-            batch = self.tokenizer(text=texts, padding=True, return_tensors="pt")  # type: ignore[operator]
+            batch = self.tokenizer(text=texts, padding=True, return_tensors="pt")
         else:
-            batch = self.tokenizer(texts, padding=True, return_tensors="pt")  # type: ignore[operator]
+            batch = self.tokenizer(texts, padding=True, return_tensors="pt")
         device = next(model.parameters()).device
         return get_adapter(model).embed_texts(batch["input_ids"].to(device), batch["attention_mask"].to(device))
 

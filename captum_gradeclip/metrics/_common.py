@@ -54,7 +54,7 @@ def single(value: Tensor | tuple[Tensor, ...], argument: str) -> Tensor:
 
 def pixel_maps(
     attributions: Tensor | tuple[Tensor, ...],
-    size: tuple[int, int],
+    size: tuple[int, ...],
     channels: int | None = None,
     interpolate_mode: str = "bilinear",
 ) -> Tensor:
@@ -87,7 +87,7 @@ def pixel_maps(
     return a[:, 0]
 
 
-def token_scores(attributions: Tensor | tuple[Tensor, ...], shape: tuple[int, int]) -> Tensor:
+def token_scores(attributions: Tensor | tuple[Tensor, ...], shape: tuple[int, ...]) -> Tensor:
     """Per-token scores ``(N, L)`` from ``(N, L)`` scores or ``(N, L, D)`` embedding attributions (summed over D)."""
     a = single(attributions, "attributions").detach()
     if a.dim() == 3 and tuple(a.shape[:2]) == tuple(shape):

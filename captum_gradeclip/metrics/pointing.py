@@ -51,7 +51,7 @@ def _regions(
         return masks.reshape(masks.shape[0], *masks.shape[-2:]).bool()
     if image_size is None:
         raise ValueError("`image_size` (H, W) is required with `boxes`")
-    return boxes_to_masks(boxes, image_size)  # type: ignore[arg-type]
+    return boxes_to_masks(boxes, image_size)  # type: ignore[arg-type]  # masks is None here, so boxes is not
 
 
 def _maps_for(attributions: Tensor | tuple[Tensor, ...], regions: Tensor, interpolate_mode: str) -> Tensor:

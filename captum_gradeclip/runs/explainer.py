@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,13 +25,21 @@ DEFAULT_METHOD = "Grad-ECLIP (native)"
 class Loaded(Protocol):
     """A model with its loader's own preprocessing (``captum_gradeclip.cli.load_model`` returns one)."""
 
-    model: torch.nn.Module
-    name: str
-    pixels: Any  # PIL.Image -> (1, C, H, W)
-    tokenize: Any  # list[str] -> (input_ids, attention_mask)
-    tokens: Any  # ids (L,) -> list[str]
-    count_tokens: Any  # str -> int
-    max_tokens: int | None
+    # Read-only members: a frozen or plain dataclass, or any object with these attributes, is one.
+    @property
+    def model(self) -> torch.nn.Module: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def pixels(self) -> Callable[[Any], torch.Tensor]: ...  # PIL.Image -> (1, C, H, W)
+    @property
+    def tokenize(self) -> Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]: ...  # -> (ids, mask)
+    @property
+    def tokens(self) -> Callable[[torch.Tensor], list[str]]: ...  # ids (L,) -> token strings
+    @property
+    def count_tokens(self) -> Callable[[str], int]: ...  # a text's length in tokens, without truncation
+    @property
+    def max_tokens(self) -> int | None: ...
 
 
 def unsupported(method: methods.Method, adapter: Any, side: str) -> str | None:
@@ -91,13 +99,15 @@ class DatasetExplainer:
         self.classes = list(classes) if classes else None
         self.zero_shot = None
         if self.classes:
-            self.zero_shot = cg.ImageTextSimilarity(self.model, text_embeds=self._class_embeds(templates or ["{}"]))
+            self.zero_shot = cg.ImageTextSimilarity(
+                self.model, text_embeds=self._class_embeds(self.classes, templates or ["{}"])
+            )
 
-    def _class_embeds(self, templates: Sequence[str]) -> torch.Tensor:
+    def _class_embeds(self, classes: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
         adapter = cg.get_adapter(self.model)
         per_template = []
         for template in templates:
-            ids, mask = self.loaded.tokenize([template.format(c) for c in self.classes])  # type: ignore[union-attr]
+            ids, mask = self.loaded.tokenize([template.format(c) for c in classes])
             device = next(self.model.parameters()).device
             with torch.no_grad():
                 per_template.append(F.normalize(adapter.embed_texts(ids.to(device), mask.to(device)), dim=-1))
@@ -198,8 +208,8 @@ class DatasetExplainer:
         device = next(self.model.parameters()).device
         pixels = torch.cat([self.loaded.pixels(image) for _, image in batch]).to(device)
         own = list(range(len(batch)))
-        if self.zero_shot is not None:
-            labels = [self.classes.index(item.label) for item, _ in batch]  # type: ignore[union-attr]
+        if self.zero_shot is not None and self.classes is not None:  # the one is set where the other is
+            labels = [self.classes.index(item.label) for item, _ in batch]
             with torch.no_grad():
                 scores = self.zero_shot(pixels)
             maps = self._explainer(self.zero_shot).attribute(pixels, target=labels)[:, 0].float().cpu()
@@ -207,7 +217,7 @@ class DatasetExplainer:
             for k, (item, _) in enumerate(batch):
                 rows[item.index].update(label_index=labels[k], prediction=predictions[k])
             self._store(batch, rows, maps, scores[own, labels].float().cpu())
-            return tuple(maps.shape[1:])  # type: ignore[return-value]
+            return tuple(maps.shape[1:])
         ids, mask = (t.to(device) for t in self.loaded.tokenize([item.text for item, _ in batch]))
         sim = cg.ImageTextSimilarity(self.model, {"input_ids": ids, "attention_mask": mask})
         with torch.no_grad():
@@ -228,7 +238,7 @@ class DatasetExplainer:
                 pairs = cg.words(self.loaded.tokens(ids[k, :n].cpu()), token_scores[k, :n], text=item.text)
                 row["words"], row["word_scores"] = [w for w, _ in pairs], [float(s) for _, s in pairs]
         self._store(batch, rows, maps, scores[own, own].float().cpu())
-        return tuple(maps.shape[1:])  # type: ignore[return-value]
+        return tuple(maps.shape[1:])
 
     def _store(self, batch: list, rows: dict[int, dict], maps: torch.Tensor, scores: torch.Tensor) -> None:
         """Puts each item's map and score in its row; a non-finite map, score or token score is an error row."""

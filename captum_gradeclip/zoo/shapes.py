@@ -239,7 +239,7 @@ def render(
     lo, hi = round(0.25 * image_size), round(0.41 * image_size)
     grey = rng.uniform(0.3, 0.55)
     coarse = rng.normal(0.0, 0.06, (4, 4)).astype(np.float32)  # low-frequency blotches
-    smooth = np.asarray(Image.fromarray(coarse, mode="F").resize((image_size, image_size), Image.BILINEAR))
+    smooth = np.asarray(Image.fromarray(coarse, mode="F").resize((image_size, image_size), Image.Resampling.BILINEAR))
     image = grey + smooth[..., None] + rng.normal(0.0, noise, (image_size, image_size, 3))
     pairs = rng.choice(len(COLOURS) * len(SHAPES), size=n_objects, replace=False)
     taken: list[tuple[int, int, int, int]] = []

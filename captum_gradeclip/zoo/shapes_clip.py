@@ -14,12 +14,17 @@ Each directory also holds ``training.json``: the training settings, time and mea
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import BatchEncoding
 
 #: Backbones and the package directory that holds each one's weights.
 BACKBONES: dict[str, str] = {
@@ -112,15 +117,15 @@ def load_shapes_clip(backbone: str = "vit", device: str | torch.device = "cpu") 
     from transformers import CLIPModel, CLIPProcessor
 
     path = shapes_clip_path(backbone)
-    model = CLIPModel.from_pretrained(path, local_files_only=True)
+    clip_model: torch.nn.Module = CLIPModel.from_pretrained(path, local_files_only=True)
     processor = CLIPProcessor.from_pretrained(path, local_files_only=True)
-    return model.to(device).eval(), _marked(processor)
+    return clip_model.to(device).eval(), _marked(processor)
 
 
-def _marked(processor: object) -> object:
+def _marked(processor: Any) -> Any:
     """``processor`` with its tokenizer marked as ShapesCLIP's (``tokenizer.is_shapes_clip``), for
     :func:`captum_gradeclip.vocabulary.is_shapes_clip`'s hint about the words ShapesCLIP knows."""
-    processor.tokenizer.is_shapes_clip = True  # type: ignore[attr-defined]
+    processor.tokenizer.is_shapes_clip = True
     return processor
 
 
@@ -156,7 +161,7 @@ def load_open_clip_model(path: str | Path) -> torch.nn.Module:
     return model.eval()
 
 
-def encode_images(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+def encode_images(model: Any, pixel_values: torch.Tensor) -> torch.Tensor:
     """Unnormalised image embeddings of an HF ``CLIPModel`` or an open_clip ``CLIP``."""
     if hasattr(model, "get_image_features"):
         out = model.get_image_features(pixel_values=pixel_values)
@@ -164,7 +169,7 @@ def encode_images(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.T
     return model.encode_image(pixel_values)
 
 
-def encode_texts(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+def encode_texts(model: Any, batch: dict) -> torch.Tensor:
     """Unnormalised text embeddings of a tokenised batch (``input_ids``, ``attention_mask``), for either model."""
     if hasattr(model, "get_text_features"):
         out = model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -204,7 +209,7 @@ class ShapesProcessor:
 
     def __init__(
         self,
-        tokenizer: object,
+        tokenizer: Any,  # a transformers tokenizer
         image_size: int,
         image_mean: tuple[float, ...],
         image_std: tuple[float, ...],
@@ -236,8 +241,12 @@ class ShapesProcessor:
         return x
 
     def __call__(
-        self, text: object = None, images: object = None, return_tensors: str | None = "pt", **kwargs: object
-    ) -> dict:
+        self,
+        text: str | Sequence[str] | None = None,
+        images: object = None,
+        return_tensors: str | None = "pt",
+        **kwargs: object,
+    ) -> BatchEncoding:
         """Tokenises ``text`` and/or prepares ``images``; returns a ``transformers.BatchEncoding``.
 
         ``padding``, ``truncation`` and ``max_length`` are accepted for compatibility with
@@ -251,8 +260,8 @@ class ShapesProcessor:
             raise ValueError(f"ShapesProcessor returns PyTorch tensors (return_tensors='pt'); got {return_tensors!r}")
         data: dict = {}
         if text is not None:
-            texts = [text] if isinstance(text, str) else list(text)  # type: ignore[call-overload]
-            batch = self.tokenizer(  # type: ignore[operator]
+            texts = [text] if isinstance(text, str) else list(text)
+            batch = self.tokenizer(
                 texts, padding="max_length", truncation=True, max_length=self.context_length, return_tensors="pt"
             )
             data.update(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -265,7 +274,7 @@ class ShapesProcessor:
         """Writes ``processor_config.json`` and the tokenizer files to ``path``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save_pretrained(path)  # type: ignore[attr-defined]
+        self.tokenizer.save_pretrained(path)
         config = {
             "processor_class": type(self).__name__,
             "image_size": self.image_size,
@@ -300,4 +309,4 @@ def _rgb(image: object) -> np.ndarray:
         return image
     if not hasattr(image, "convert"):
         raise TypeError(f"images must be PIL images or (H, W, 3) uint8 arrays; got {type(image).__name__}")
-    return np.array(image.convert("RGB"))  # type: ignore[attr-defined]  # a writable copy
+    return np.array(image.convert("RGB"))  # a writable copy

@@ -220,10 +220,10 @@ def _draw_words(fig: Figure, ax: Axes, words: WordScores) -> None:
     ax.set_axis_off()
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # Agg's: explanation_figure attaches one
     box = ax.get_window_extent(renderer)
-    x, y = 0.0, 1.0
+    x, y = 0.0, 0.9  # a little below the panel: the words' boxes reach above their top
     for (word, _), weight in zip(words, _normalised([s for _, s in words]), strict=True):
         label = ax.text(
-            x, y, word, transform=ax.transAxes, va="top", ha="left", fontsize=9,
+            x, y, word, transform=ax.transAxes, va="top", ha="left", fontsize=FONT,
             bbox=dict(boxstyle="round,pad=0.2", facecolor=_hsl_to_rgb(_get_color(weight)), edgecolor="none"),
         )  # fmt: skip
         extent = label.get_window_extent(renderer)
@@ -241,6 +241,38 @@ CMAP = "inferno"
 ALPHA = 0.75
 #: Characters per line of a wrapped caption, per column.
 WRAP = 26
+#: The most panels (the image, then one per text) side by side; more wrap into rows of a grid, so that a figure
+#: stays narrow enough to read where it is shown at a page's width (see :data:`READABLE_PX`).
+MAX_COLUMNS = 3
+#: Inches: a panel's width (with its colour bar) and height (a square image fills it), and the height of its
+#: words under it.
+PANEL_WIDTH, PANEL_HEIGHT, WORDS_HEIGHT = 2.9, 2.25, 0.7
+#: Inches: the lowest panel, for a wide image (its colour bar's label needs the height).
+MIN_PANEL_HEIGHT = 1.6
+#: Points: the panels' titles and words (:data:`FONT`), their colour bars (:data:`SMALL_FONT`, the smallest text
+#: of a figure) and the figure's heading.
+FONT, SMALL_FONT, HEADING_FONT = 9, 8, 10
+#: Inches per line of a panel's title and of the heading, and per character of the heading (to wrap it).
+TITLE_LINE, HEADING_LINE, HEADING_CHAR = 0.15, 0.17, 0.08
+#: The width, in CSS pixels, of a documentation page's content column (furo's 46em), and the smallest text
+#: height, in CSS pixels, that reads there: a figure scaled down to that width keeps its
+#: :data:`SMALL_FONT` at least this high, up to :data:`MAX_COLUMNS` panels wide.
+PAGE_PX, READABLE_PX = 740, 9.0
+
+
+def panel_grid(panels: int) -> tuple[int, int]:
+    """``(rows, columns)`` of a figure's ``panels``: at most :data:`MAX_COLUMNS` a row, the rows as full as can
+    be (5 panels: 2 rows of 3; 4 panels: 2 of 2, not 3 and 1).
+
+    Examples::
+
+        >>> [panel_grid(n) for n in (1, 2, 3, 4, 5, 7)]
+        [(1, 1), (1, 2), (1, 3), (2, 2), (2, 3), (3, 3)]
+    """
+    if panels < 1:
+        raise ValueError(f"`panels` must be at least 1; got {panels}")
+    rows = -(-panels // MAX_COLUMNS)
+    return rows, -(-panels // rows)
 
 
 def _show_image(fig: Figure, axis: Axes, picture: np.ndarray, title: str) -> None:
@@ -279,8 +311,8 @@ def _overlay(fig: Figure, axis: Axes, picture: np.ndarray, heat: Tensor, title: 
     bar = fig.colorbar(shown, ax=axis, fraction=0.046, pad=0.03, ticks=ticks, format="%.2g")
     if bar.solids is not None:  # the colour patches of a colorbar drawn from a mappable, as here
         bar.solids.set_alpha(1.0)
-    bar.ax.tick_params(labelsize=8)
-    bar.set_label(label if top > 0 else "map is 0 everywhere", fontsize=8)
+    bar.ax.tick_params(labelsize=SMALL_FONT)
+    bar.set_label(label if top > 0 else "map is 0 everywhere", fontsize=SMALL_FONT)
 
 
 #: The RGBA drawn over the part of the original image that the model never saw.
@@ -335,6 +367,10 @@ def explanation_figure(
     them, so that a text the image matches weakly gets a faint map rather than noise blown up to full brightness;
     ``scale="each"`` scales each map to its own maximum instead. The colour bars are in the maps' own values, in
     the units of the explained score. The texts' captions are wrapped, not cut.
+
+    The panels (the image, then one per text) sit at most :data:`MAX_COLUMNS` a row, in a grid
+    (:func:`panel_grid`), so that a figure shown at a documentation page's width (:data:`PAGE_PX` CSS pixels) or
+    in a narrow window keeps its smallest text, the colour bars' ticks, at least :data:`READABLE_PX` pixels high.
 
     Args:
         image (PIL.Image.Image or numpy.ndarray): the image as the model saw it, ``(H, W, 3)``
@@ -399,29 +435,40 @@ def explanation_figure(
         tops = [max(t for t, n in zip(tops, names, strict=True) if n == name) for name in names]
 
     captions = [textwrap.fill(text, WRAP) for text in texts]
-    lines = max(c.count("\n") + 1 for c in captions)
-    columns = len(texts) + 1
+    titles = ["image"] + [c if values is None else f"{c}\n{names[j]} {values[j]:.3f}" for j, c in enumerate(captions)]
     heading = "\n".join(filter(None, [title, explained and f"the maps explain {explained}", note]))
-    top_space = 0.18 * (lines + 1) + 0.35 * (heading.count("\n") + 1 if heading else 0)
-    height = 2.6 + top_space + 0.8
-    fig = Figure(figsize=(2.9 * columns, height))
+    rows, columns = panel_grid(len(texts) + 1)
+    width = PANEL_WIDTH * columns
+    if heading:
+        heading = "\n".join(textwrap.fill(line, int(width / HEADING_CHAR)) for line in heading.split("\n"))
+    # inches: per row of panels, the room for its titles, the panels and their words; the heading above all
+    title_room = [
+        TITLE_LINE * max(t.count("\n") + 1 for t in titles[r * columns : (r + 1) * columns]) + 0.1 for r in range(rows)
+    ]
+    heading_room = HEADING_LINE * (heading.count("\n") + 1) + 0.1 if heading else 0.05
+    # a wide image is drawn as wide as a square one, so its panel is lower (but keeps room for its colour bar)
+    panel = float(np.clip(PANEL_HEIGHT * picture.shape[0] / picture.shape[1], MIN_PANEL_HEIGHT, PANEL_HEIGHT))
+    height = heading_room + sum(title_room) + rows * (panel + WORDS_HEIGHT) + 0.05
+    fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)  # a renderer to measure the words with, without pyplot
     grid = fig.add_gridspec(
-        2, columns, height_ratios=[2.6, 0.8], hspace=0.1, wspace=0.25, bottom=0.02, top=1 - top_space / height,
-        left=0.02, right=1 - 0.65 / (2.9 * columns),
+        3 * rows, columns, height_ratios=[h for room in title_room for h in (room, panel, WORDS_HEIGHT)],
+        hspace=0.0, wspace=0.35, bottom=0.05 / height, top=1 - heading_room / height, left=0.02,
+        right=1 - 0.65 / width,
     )  # fmt: skip
-    axis = fig.add_subplot(grid[0, 0])
-    _show_image(fig, axis, picture, "image")
-    axis.title.set_fontsize(9)
-    for j, (caption, heat) in enumerate(zip(captions, maps, strict=True)):
-        label = caption if values is None else f"{caption}\n{names[j]} {values[j]:.3f}"
-        axis = fig.add_subplot(grid[0, j + 1])
-        unit = f"map ({names[j]})" + (", shared scale" if scale == "shared" and names.count(names[j]) > 1 else "")
-        _overlay(fig, axis, picture, heat, label, tops[j], unit)
-        axis.title.set_fontsize(9)
-        _draw_words(fig, fig.add_subplot(grid[1, j + 1]), words[j])
+    for k, label in enumerate(titles):  # panel 0: the image; panel j + 1: text j
+        row, column = divmod(k, columns)
+        axis = fig.add_subplot(grid[3 * row + 1, column])
+        if k == 0:
+            _show_image(fig, axis, picture, label)
+        else:
+            j = k - 1
+            unit = f"map ({names[j]})" + (", shared scale" if scale == "shared" and names.count(names[j]) > 1 else "")
+            _overlay(fig, axis, picture, maps[j], label, tops[j], unit)
+            _draw_words(fig, fig.add_subplot(grid[3 * row + 2, column]), words[j])
+        axis.title.set_fontsize(FONT)
     if heading:
-        fig.suptitle("\n".join(textwrap.fill(line, 40 * columns) for line in heading.split("\n")), fontsize=10)
+        fig.suptitle(heading, fontsize=HEADING_FONT, y=1 - 0.08 / height, va="top")
     return fig
 
 

@@ -28,7 +28,8 @@ extensions = [
 ]
 myst_enable_extensions = ["dollarmath"]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
-exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints"]
+# images/review/README.md describes the committed screenshots for the repository, not a page of the docs
+exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints", "images/review/README.md"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 napoleon_google_docstring = True

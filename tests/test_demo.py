@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from captum_gradeclip.cli.demo import DEMO_SCENES
+from captum_gradeclip.viz import MAX_COLUMNS, PANEL_WIDTH
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +32,10 @@ def test_demo_writes_a_figure_per_scene_and_the_report(demo):
     assert result.returncode == 0, result.stderr
     pngs = sorted(out.glob("scene_*.png"))
     assert len(pngs) == len(DEMO_SCENES)
-    for png in pngs:
+    widths = [round(columns * PANEL_WIDTH * 100) for columns in (2, MAX_COLUMNS)]
+    for png in pngs:  # 3 or 4 texts and the image: 2 x 2 or 2 x 3 panels, at most MAX_COLUMNS wide
         with Image.open(png) as image:
-            assert image.format == "PNG" and image.size[0] > 600
+            assert image.format == "PNG" and widths[0] <= image.size[0] <= widths[1]
     page = (out / "index.html").read_text()
     assert page.count("<img") == len(DEMO_SCENES) and page.count("<table>") == len(DEMO_SCENES)
     assert "demo scenes" in result.stderr, "tqdm progress"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from captum_gradeclip.viz import PANEL_WIDTH, panel_grid
 from captum_gradeclip.zoo import shapes
 
 
@@ -73,7 +74,9 @@ def test_explain_prints_scores_and_writes_one_figure_and_a_report(runs):
     assert all("words:" in line for line in lines) and f"{scene.objects[0].colour}=" in lines[0]
     assert sorted(p.name for p in (root / "out").iterdir()) == ["explanation.png", "index.html"]
     with Image.open(root / "out" / "explanation.png") as figure:
-        assert figure.format == "PNG" and figure.size[0] > 4 * figure.size[1] / 2, "all texts side by side"
+        rows, columns = panel_grid(len(texts) + 1)  # the image and 3 texts: a 2 x 2 grid
+        assert figure.format == "PNG" and figure.size[0] == round(columns * PANEL_WIDTH * 100), "the grid's columns"
+        assert figure.size[1] > rows * PANEL_WIDTH * 100 * 0.8, "and its rows"
     page = (root / "out" / "index.html").read_text()
     assert page.count("<img") == 1 and page.count("(best)") == 1 and 'class="note"' not in page
     assert "warning" not in err

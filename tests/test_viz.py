@@ -5,17 +5,27 @@ from __future__ import annotations
 import base64
 import io
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from PIL import Image
 
 from captum_gradeclip._compat import _get_color
-from captum_gradeclip.viz import ReportEntry, _hsl_to_rgb, explanation_figure, figure_png, save_html
+from captum_gradeclip.viz import (
+    MAX_COLUMNS,
+    PAGE_PX,
+    READABLE_PX,
+    ReportEntry,
+    _hsl_to_rgb,
+    explanation_figure,
+    figure_png,
+    panel_grid,
+    save_html,
+)
+from tools import screenshot_pages
 
 SIZE = 64
 
@@ -213,12 +223,6 @@ def test_html_bad_input(tmp_path):
         save_html(tmp_path / "x.html", ["a.png"])  # type: ignore[list-item]
 
 
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
-
 def _find(screen: np.ndarray, figure: np.ndarray) -> tuple[int, int] | None:
     """Top-left corner where ``figure`` appears in ``screen`` (up to small colour differences), else None."""
     screen, figure = screen.astype(int), figure.astype(int)
@@ -237,16 +241,10 @@ def _find(screen: np.ndarray, figure: np.ndarray) -> tuple[int, int] | None:
 
 
 def test_chromium_shows_the_figures_of_the_report(tmp_path):
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    browser = screenshot_pages.find_chromium()
     assert browser, "Debian chromium is required (apt-get install -y chromium; .ci/run installs it)"
     path, entries = _report(tmp_path)
-    shot = tmp_path / "shot.png"
-    result = subprocess.run(
-        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
-         "--force-device-scale-factor=1", "--window-size=1000,1400", f"--screenshot={shot}", path.as_uri()],
-        capture_output=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0 and shot.is_file(), result.stderr.decode()[-2000:]
+    shot = screenshot_pages.screenshot(browser, path, tmp_path / "shot.png", width=1000, height=1400)
     screen = np.asarray(Image.open(shot).convert("RGB"))
     assert (screen < 250).any(axis=-1).mean() > 0.1, "the page is not blank"
     corners = []
@@ -296,3 +294,40 @@ def test_a_photo_whose_shape_differs_from_the_grid_warns_without_the_processor()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         explanation_figure(_image(), ["x"], torch.zeros(1, 4, 4))  # square on square: drawn as it is
+
+
+def _smallest_text_px(fig: Figure, dpi: int = 100) -> float:
+    """The height, in CSS pixels, of the figure's smallest text where its PNG (``figure_png``, ``dpi``) is shown at
+    a docs page's width: scaled down to :data:`PAGE_PX` when wider, never up (furo's ``max-width: 100%``)."""
+    fig.canvas.draw()  # the colour bars' tick labels exist once drawn
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    width_px = fig.get_figwidth() * dpi
+    shown = min(width_px, PAGE_PX) / width_px  # page pixels per figure pixel
+    return min(t.get_fontsize() for t in texts) * dpi / 72 * shown
+
+
+@pytest.mark.parametrize("panels", range(1, 9))
+def test_the_smallest_text_reads_at_a_docs_pages_width(panels):
+    texts = [f"a red circle number {k}" for k in range(panels)]
+    maps = torch.stack([_hot_corner_map() * (k + 1) for k in range(panels)])
+    fig = explanation_figure(_image(), texts, maps, scores=[0.1] * panels, title="scene", explained="the p")
+    assert _smallest_text_px(fig) >= READABLE_PX, (panels, fig.get_size_inches())
+    overlays = [ax for ax in fig.axes if ax.images and ax.get_title()]
+    assert len(overlays) == panels + 1 and len(_bars(fig)) == panels, "every text still has its panel and bar"
+    rows, columns = panel_grid(panels + 1)
+    assert columns <= MAX_COLUMNS and rows * columns >= panels + 1 > (rows - 1) * columns
+    specs = [ax.get_subplotspec().get_topmost_subplotspec() for ax in overlays]  # under a colour bar's split
+    cells = [(spec.rowspan.start // 3, spec.colspan.start) for spec in specs]
+    assert cells == [divmod(k, columns) for k in range(panels + 1)], "row by row: the image, then the texts in order"
+    assert [ax.get_title().split("\n")[0] for ax in overlays] == ["image", *texts]
+    words = [ax for ax in fig.axes if ax.texts and not ax.images]
+    for overlay, below in zip(overlays[1:], words, strict=True):
+        assert below.get_position().y1 <= overlay.get_position().y0 + 1e-6, "each text's words under its map"
+
+
+def test_panel_grid_fills_rows_of_at_most_three_and_refuses_no_panels():
+    assert [panel_grid(n) for n in range(1, 10)] == [
+        (1, 1), (1, 2), (1, 3), (2, 2), (2, 3), (2, 3), (3, 3), (3, 3), (3, 3)
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="`panels` must be at least 1; got 0"):
+        panel_grid(0)

@@ -1,0 +1,358 @@
+"""Mutation testing of the code that guards users, with mutmut; writes ``docs/mutants.md``.
+
+    python -m tools.mutation                              # every configured module (see docs/mutants.md for the time)
+    python -m tools.mutation --module images --module contract
+    python -m tools.mutation --write docs/mutants.md      # a rerun of some modules updates their rows only
+    python -m tools.mutation --known                      # also the hand-picked mutants of tools/known_mutants.py
+    python -m tools.mutation --list                       # the modules, their functions and their tests
+
+mutmut (configured in ``setup.cfg``'s ``[mutmut]`` section) generates every mutant of a file: it rewrites each
+function into a trampoline that calls the original or one of its mutated copies, so one warm process (torch
+imported once) forks per mutant and runs only the tests that reached that function. For each module of
+:data:`MODULES` this script copies the repository to a scratch folder, narrows the configuration there to the
+module's file and its mirrored tests, runs ``mutmut run`` on the mutants of the module's guard functions only, and
+reads the verdicts back. A mutant is *killed* when a test fails, *survived* when all pass, *timeout* when the tests
+ran far longer than unmutated (counted as detected). The survivors listed in :data:`EQUIVALENT` change no
+behaviour anyone can observe: they are reported with their reason and left out of the score, and one whose
+mutation no longer matches its recorded line is reported as stale. Every other survivor is listed on the page with
+its diff. It is no part of CI (it takes tens of minutes on two cores): rerun it after changing guard code or its
+tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: python tools/mutation.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools import known_mutants
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "captum_gradeclip"
+
+
+@dataclass(frozen=True)
+class Module:
+    """One configured module: ``functions`` of ``path`` (under the package) are mutated, ``tests`` run on them."""
+
+    name: str
+    path: str
+    functions: tuple[str, ...]  #: ``name`` or ``Class.method``
+    tests: tuple[str, ...]
+    what: str
+
+    def globs(self) -> list[str]:
+        """mutmut's names of the mutants of :attr:`functions` (``pkg.mod.x_fn__mutmut_3``, ``...xǁCǁm__mutmut_3``)."""
+        module = f"{PACKAGE}.{self.path.removesuffix('.py').replace('/', '.')}"
+        names = ["xǁ" + "ǁ".join(f.split(".")) if "." in f else "x_" + f for f in self.functions]
+        return [f"{module}.{n}__mutmut_*" for n in names]
+
+
+MODULES: list[Module] = [
+    Module(
+        "images",
+        "images.py",
+        ("resolve_inside", "_to_rgb"),
+        ("tests/test_images.py", "tests/test_images_guards.py"),
+        "confinement to --images and image reading",
+    ),
+    Module(
+        "store",
+        "runs/store.py",
+        ("_check_images_unchanged",),
+        ("tests/test_runs.py", "tests/test_store_safety.py", "tests/test_store_guards.py"),
+        "the dataset store's resume checks",
+    ),
+    Module(
+        "results",
+        "results.py",
+        ("read_part", "ResultStore.differences"),
+        ("tests/test_results.py", "tests/test_store_safety.py", "tests/test_results_guards.py"),
+        "the store's integrity checks and its comparison",
+    ),
+    Module(
+        "contract",
+        "attr/contract.py",
+        ("resolve_wrapper", "check_layer_input", "check_blocks", "check_options"),
+        ("tests/test_captum_contract.py", "tests/attr/test_contract_guards.py"),
+        "the Captum contract checks",
+    ),
+    Module(
+        "wrappers",
+        "wrappers.py",
+        ("require", "_fail", "_check_text", "_warn_cut"),
+        ("tests/test_wrappers.py", "tests/test_wrappers_guards.py"),
+        "the wrappers' data checks: deferred and text checks",
+    ),
+    Module(
+        "fast-path",
+        "attr/base.py",
+        ("_hooks_the_tail_would_bypass", "AttentionAttribution._fast_path_applies"),
+        ("tests/attr/test_grad_eclip.py", "tests/attr/test_base_guards.py"),
+        "the fast path's hook checks",
+    ),
+    Module(
+        "finetune",
+        "finetune/regions.py",
+        ("region_phrase_loss", "anchor_distance"),
+        ("tests/finetune/test_regions.py", "tests/finetune/test_regions_guards.py"),
+        "the fine-tuning loss terms",
+    ),
+    Module(
+        "words",
+        "vocabulary.py",
+        ("unknown_words", "warn_unknown_words"),
+        ("tests/test_vocabulary.py", "tests/test_vocabulary_guards.py"),
+        "unknown-word detection",
+    ),
+]
+
+#: Survivors that change nothing observable: mutmut's name -> (the mutated line as ``mutmut show`` prints it,
+#: stripped, and why it is equivalent). A changed function renumbers its mutants: an entry whose line no longer
+#: matches is reported as stale, not trusted.
+EQUIVALENT: dict[str, tuple[str, str]] = {}
+
+
+@dataclass
+class Outcome:
+    """The verdicts of one module's run."""
+
+    module: Module
+    status: dict[str, str] = field(default_factory=dict)  #: mutant -> killed, survived, timeout, no tests, ...
+    diffs: dict[str, str] = field(default_factory=dict)  #: survivor -> its mutated line(s)
+    seconds: float = 0.0
+    error: str = ""
+
+    def count(self, *statuses: str) -> int:
+        return sum(s in statuses for s in self.status.values())
+
+    def equivalent(self) -> dict[str, str]:
+        """The survivors recorded in :data:`EQUIVALENT` whose mutated line still matches: name -> reason."""
+        found = {}
+        for name, status in self.status.items():
+            entry = EQUIVALENT.get(name)
+            if status == "survived" and entry is not None and entry[0] == self.diffs.get(name, "").strip():
+                found[name] = entry[1]
+        return found
+
+    def score(self) -> float | None:
+        """Detected (killed or timeout) over generated less equivalent."""
+        counted = len(self.status) - len(self.equivalent())
+        return self.count("killed", "timeout") / counted if counted else None
+
+
+def select(names: list[str]) -> list[Module]:
+    """The modules named (names or shell patterns); every module when ``names`` is empty."""
+    if not names:
+        return list(MODULES)
+    unknown = [n for n in names if not any(fnmatch.fnmatchcase(m.name, n) for m in MODULES)]
+    if unknown:
+        raise SystemExit(f"no module matches {', '.join(unknown)}; known: {', '.join(m.name for m in MODULES)}")
+    return [m for m in MODULES if any(fnmatch.fnmatchcase(m.name, n) for n in names)]
+
+
+def narrowed_config(text: str, module: Module) -> str:
+    """``setup.cfg``'s text with its ``[mutmut]`` section narrowed to ``module``'s file and tests."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(text)
+    if not parser.has_section("mutmut"):
+        raise SystemExit("setup.cfg has no [mutmut] section")
+    parser.set("mutmut", "only_mutate", "\n" + f"{PACKAGE}/{module.path}")
+    parser.set("mutmut", "pytest_add_cli_args_test_selection", "\n" + "\n".join(module.tests))
+    out = []
+    for section in parser.sections():
+        out.append(f"[{section}]")
+        out += [f"{key} = {value}".replace("\n", "\n    ") for key, value in parser.items(section)]
+        out.append("")
+    return "\n".join(out)
+
+
+def status_of(exit_code: int | None) -> str:
+    from mutmut.stats import status_by_exit_code
+
+    return status_by_exit_code[exit_code]
+
+
+def mutated_lines(tree: Path, name: str, env: dict[str, str]) -> str:
+    """The ``+`` lines of ``mutmut show name`` (the mutated code), joined by `` / ``."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "mutmut", "show", name], cwd=tree, env=env, capture_output=True, text=True
+    ).stdout
+    lines = [line[1:].strip() for line in shown.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    return " / ".join(lines)
+
+
+def run_module(module: Module, max_children: int, keep: Path | None, echo: bool) -> Outcome:
+    """Runs mutmut on ``module`` in a scratch copy of the repository (kept under ``keep`` when given)."""
+    outcome = Outcome(module)
+    scratch = Path(tempfile.mkdtemp(prefix=f"mutation-{module.name}-", dir=keep))
+    try:
+        known_mutants.copy_tree(scratch)
+        tests = tuple(t for t in module.tests if (scratch / t).exists())
+        if not tests:
+            outcome.error = f"none of its tests exists: {', '.join(module.tests)}"
+            return outcome
+        narrowed = Module(module.name, module.path, module.functions, tests, module.what)
+        (scratch / "setup.cfg").write_text(narrowed_config((ROOT / "setup.cfg").read_text(), narrowed))
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut puts its mutants/ first
+        command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *module.globs()]
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True)
+        outcome.seconds = time.perf_counter() - start
+        meta = scratch / "mutants" / PACKAGE / (module.path + ".meta")
+        if not meta.is_file():
+            outcome.error = f"mutmut exit {done.returncode}: {(done.stdout + done.stderr)[-600:]}"
+            return outcome
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        wanted = [re.compile(fnmatch.translate(g)) for g in module.globs()]
+        outcome.status = {k: status_of(c) for k, c in sorted(codes.items()) if any(w.match(k) for w in wanted)}
+        for name, status in outcome.status.items():
+            if status != "killed" and status != "timeout":
+                outcome.diffs[name] = mutated_lines(scratch, name, env)
+        if echo:
+            print(f"{module.name}: {len(outcome.status)} mutants in {outcome.seconds:.0f} s", flush=True)
+        return outcome
+    finally:
+        if keep is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+HEADER = (
+    "| module | file | guards | generated | killed | survived | timeout | equivalent | other | score | time (s) |\n"
+    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def row(o: Outcome) -> str:
+    """The table row of one module's outcome."""
+    m = o.module
+    if o.error:
+        return f"| `{m.name}` | `{m.path}` | {m.what} | {o.error} | | | | | | | {o.seconds:.0f} |"
+    equivalent = len(o.equivalent())
+    other = len(o.status) - o.count("killed", "survived", "timeout")
+    score = o.score()
+    shown = "n/a" if score is None else f"{100 * score:.1f}%"
+    return (
+        f"| `{m.name}` | `{m.path}` | {m.what} | {len(o.status)} | {o.count('killed')} | "
+        f"{o.count('survived') - equivalent} | {o.count('timeout')} | {equivalent} | {other} | {shown} | "
+        f"{o.seconds:.0f} |"
+    )
+
+
+def _rows(previous: str, marker: str) -> dict[str, str]:
+    rows = {}
+    for line in previous.splitlines():
+        match = re.match(r"\| `([^`]+)` \|", line)
+        if match and marker in line:
+            rows[match[1]] = line
+    return rows
+
+
+def _section(text: str, title: str) -> str:
+    """The body of ``## title`` in ``text`` (up to the next ``## ``), or empty."""
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    return match[1].strip() + "\n" if match else ""
+
+
+def page(outcomes: list[Outcome], previous: str = "", known: str = "") -> str:
+    """docs/mutants.md: the modules' table (rows of modules not rerun kept from ``previous``), the equivalent
+    mutants, the other survivors, and the hand-picked mutants' table (``known``, or kept from ``previous``)."""
+    names = {m.name for m in MODULES}
+    rows = {name: line for name, line in _rows(_section(previous, "Scores"), "|").items() if name in names}
+    rows.update({o.module.name: row(o) for o in outcomes})
+    table = "\n".join([HEADER, *[rows[m.name] for m in MODULES if m.name in rows]])
+    rerun = {o.module.name for o in outcomes}
+
+    def kept(title: str, fresh: list[str]) -> list[str]:
+        lines = [line for line in _section(previous, title).splitlines() if line.startswith("- `")]
+        lines = [line for line in lines if not any(line.startswith(f"- `{name}`") for name in rerun)]
+        return sorted(lines + fresh)
+
+    equivalent = kept(
+        "Equivalent mutants",
+        [f"- `{o.module.name}` `{n}`: {reason}" for o in outcomes for n, reason in o.equivalent().items()],
+    )
+    survivors = kept(
+        "Survivors",
+        [
+            f"- `{o.module.name}` `{n}` ({o.status[n]}): `{o.diffs.get(n, '')}`"
+            for o in outcomes
+            for n in o.status
+            if o.status[n] not in ("killed", "timeout") and n not in o.equivalent()
+        ],
+    )
+    known = known or _section(previous, "Hand-picked mutants")
+    return (
+        PAGE_INTRO
+        + "## Scores\n\n"
+        + table
+        + "\n\n## Equivalent mutants\n\n"
+        + ("\n".join(equivalent) or "None.")
+        + "\n\n## Survivors\n\n"
+        + ("\n".join(survivors) or "None.")
+        + "\n\n## Hand-picked mutants\n\n"
+        + (known.strip() or "Not run yet: `python -m tools.mutation --known`.")
+        + "\n"
+    )
+
+
+PAGE_INTRO = """# Mutation testing
+
+Written by `python -m tools.mutation --write docs/mutants.md` (mutmut, configured in `setup.cfg`). For each
+module, mutmut generates every mutant of the guard functions named in `tools/mutation.py` (operators, constants,
+arguments and return values swapped, calls dropped) and runs the module's mirrored tests on each, only those that
+reach the mutated function. *Killed*: a test failed; *timeout*: the tests ran far longer than unmutated, counted as
+detected; *equivalent*: a survivor that changes nothing observable, listed below with its reason and left out of
+the score; *other*: mutants mutmut could not check (no test reaches them, or a crash), counted as not detected.
+The score is (killed + timeout) / (generated - equivalent). The time is the wall-clock time of `mutmut run` for
+the module (its test-coverage pass included), on a 2-core machine shared with other jobs, one mutant at a time.
+
+"""
+
+
+def main(argv: list[str] | None = None) -> list[Outcome]:
+    """Runs the modules named in ``argv`` (all by default), prints the page and optionally writes it."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--module", action="append", default=[], help="a module (name or pattern); repeatable")
+    parser.add_argument("--list", action="store_true", help="list the modules and exit")
+    parser.add_argument("--known", action="store_true", help="also run the hand-picked mutants (about 25 minutes)")
+    parser.add_argument("--no-modules", action="store_true", help="run no module (with --known: only those)")
+    parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default: 1)")
+    parser.add_argument("--keep", type=Path, help="keep the scratch copies (for `mutmut show`) under this folder")
+    parser.add_argument("--write", type=Path, help="also write the page here (modules not rerun keep their rows)")
+    args = parser.parse_args(argv)
+    modules = [] if args.no_modules else select(args.module)
+    if args.list:
+        for m in modules:
+            print(f"{m.name}  [{m.path}]  {m.what}\n    functions: {', '.join(m.functions)}")
+            print(f"    tests: {' '.join(m.tests)}")
+        return []
+    outcomes = [run_module(m, args.max_children, args.keep, echo=True) for m in modules]
+    known = ""
+    if args.known:
+        results = known_mutants.run(known_mutants.MUTANTS, 600.0, True, echo=True)
+        known = known_mutants.KNOWN_INTRO + known_mutants.table(results)
+    previous = args.write.read_text() if args.write and args.write.is_file() else ""
+    text = page(outcomes, previous, known)
+    print(text)
+    if args.write:
+        args.write.write_text(text)
+    return outcomes
+
+
+if __name__ == "__main__":
+    done = main()
+    sys.exit(0 if all(not o.error and (o.score() or 0) >= 0.9 for o in done) else 1)

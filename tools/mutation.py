@@ -5,6 +5,8 @@
     python -m tools.mutation --write docs/mutants.md      # a rerun of some modules updates their rows only
     python -m tools.mutation --known                      # also the hand-picked mutants of tools/known_mutants.py
     python -m tools.mutation --list                       # the modules, their functions and their tests
+    python -m tools.mutation --keep DIR                   # keep each module's scratch copy (mutmut show/browse)
+    python -m tools.mutation --keep DIR --resume          # rerun only the mutants not detected in DIR's copies
 
 mutmut (configured in ``setup.cfg``'s ``[mutmut]`` section) generates every mutant of a file: it rewrites each
 function into a trampoline that calls the original or one of its mutated copies, so one warm process (torch
@@ -135,6 +137,7 @@ class Outcome:
     diffs: dict[str, str] = field(default_factory=dict)  #: survivor -> its mutated line(s)
     seconds: float = 0.0
     error: str = ""
+    resumed: bool = False  #: only the mutants not detected before ran again (``--resume``)
 
     def count(self, *statuses: str) -> int:
         return sum(s in statuses for s in self.status.values())
@@ -195,10 +198,23 @@ def mutated_lines(tree: Path, name: str, env: dict[str, str]) -> str:
     return " / ".join(lines)
 
 
-def run_module(module: Module, max_children: int, keep: Path | None, echo: bool) -> Outcome:
-    """Runs mutmut on ``module`` in a scratch copy of the repository (kept under ``keep`` when given)."""
+def run_module(module: Module, max_children: int, keep: Path | None, echo: bool, resume: bool = False) -> Outcome:
+    """Runs mutmut on ``module`` in a scratch copy of the repository.
+
+    With ``keep``, the copy is ``keep/mutation-<module>`` and stays. With ``resume`` too, a copy kept by an earlier
+    run is refreshed with the current files and only its mutants not yet detected run again: mutmut finds the new
+    tests, measures which functions they reach, and keeps the verdicts of the killed mutants (more tests cannot
+    let a killed mutant survive; a function whose code changed gets new mutants, run from scratch).
+    """
     outcome = Outcome(module)
-    scratch = Path(tempfile.mkdtemp(prefix=f"mutation-{module.name}-", dir=keep))
+    if keep is not None:
+        scratch = keep / f"mutation-{module.name}"
+        resumed = resume and (scratch / "mutants" / PACKAGE / (module.path + ".meta")).is_file()
+        if not resumed:
+            shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True, exist_ok=True)
+    else:
+        scratch, resumed = Path(tempfile.mkdtemp(prefix=f"mutation-{module.name}-")), False
     try:
         known_mutants.copy_tree(scratch)
         tests = tuple(t for t in module.tests if (scratch / t).exists())
@@ -207,18 +223,23 @@ def run_module(module: Module, max_children: int, keep: Path | None, echo: bool)
             return outcome
         narrowed = Module(module.name, module.path, module.functions, tests, module.what)
         (scratch / "setup.cfg").write_text(narrowed_config((ROOT / "setup.cfg").read_text(), narrowed))
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut puts its mutants/ first
-        command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *module.globs()]
-        start = time.perf_counter()
-        done = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True)
-        outcome.seconds = time.perf_counter() - start
         meta = scratch / "mutants" / PACKAGE / (module.path + ".meta")
+        names = module.globs()
+        if resumed:
+            names = [k for k, s in verdicts(meta, module).items() if s not in ("killed", "timeout")]
+            outcome.resumed = True
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut puts its mutants/ first
+        start = time.perf_counter()
+        done = None
+        if names:
+            command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
+            done = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True)
+        outcome.seconds = time.perf_counter() - start
         if not meta.is_file():
-            outcome.error = f"mutmut exit {done.returncode}: {(done.stdout + done.stderr)[-600:]}"
+            output = (done.stdout + done.stderr)[-600:] if done is not None else ""
+            outcome.error = f"mutmut exit {done.returncode if done else '?'}: {output}"
             return outcome
-        codes = json.loads(meta.read_text())["exit_code_by_key"]
-        wanted = [re.compile(fnmatch.translate(g)) for g in module.globs()]
-        outcome.status = {k: status_of(c) for k, c in sorted(codes.items()) if any(w.match(k) for w in wanted)}
+        outcome.status = verdicts(meta, module)
         for name, status in outcome.status.items():
             if status != "killed" and status != "timeout":
                 outcome.diffs[name] = mutated_lines(scratch, name, env)
@@ -228,6 +249,13 @@ def run_module(module: Module, max_children: int, keep: Path | None, echo: bool)
     finally:
         if keep is None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def verdicts(meta: Path, module: Module) -> dict[str, str]:
+    """The status of each of ``module``'s mutants in mutmut's record ``meta``."""
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    wanted = [re.compile(fnmatch.translate(g)) for g in module.globs()]
+    return {k: status_of(c) for k, c in sorted(codes.items()) if any(w.match(k) for w in wanted)}
 
 
 HEADER = (
@@ -248,7 +276,7 @@ def row(o: Outcome) -> str:
     return (
         f"| `{m.name}` | `{m.path}` | {m.what} | {len(o.status)} | {o.count('killed')} | "
         f"{o.count('survived') - equivalent} | {o.count('timeout')} | {equivalent} | {other} | {shown} | "
-        f"{o.seconds:.0f} |"
+        f"{o.seconds:.0f}{' (resumed)' if o.resumed else ''} |"
     )
 
 
@@ -318,7 +346,10 @@ reach the mutated function. *Killed*: a test failed; *timeout*: the tests ran fa
 detected; *equivalent*: a survivor that changes nothing observable, listed below with its reason and left out of
 the score; *other*: mutants mutmut could not check (no test reaches them, or a crash), counted as not detected.
 The score is (killed + timeout) / (generated - equivalent). The time is the wall-clock time of `mutmut run` for
-the module (its test-coverage pass included), on a 2-core machine shared with other jobs, one mutant at a time.
+the module (its test-coverage pass included), on a 2-core machine shared with other jobs, one mutant at a time;
+*(resumed)*: `--keep DIR --resume` reran only the mutants an earlier full run in DIR had not detected, with the
+tests added since (mutmut measures the new tests' coverage, and keeps the killed verdicts: more tests cannot let a
+killed mutant survive).
 
 """
 
@@ -332,6 +363,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     parser.add_argument("--no-modules", action="store_true", help="run no module (with --known: only those)")
     parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default: 1)")
     parser.add_argument("--keep", type=Path, help="keep the scratch copies (for `mutmut show`) under this folder")
+    parser.add_argument("--resume", action="store_true", help="with --keep: rerun only the mutants not detected")
     parser.add_argument("--write", type=Path, help="also write the page here (modules not rerun keep their rows)")
     args = parser.parse_args(argv)
     modules = [] if args.no_modules else select(args.module)
@@ -340,7 +372,9 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
             print(f"{m.name}  [{m.path}]  {m.what}\n    functions: {', '.join(m.functions)}")
             print(f"    tests: {' '.join(m.tests)}")
         return []
-    outcomes = [run_module(m, args.max_children, args.keep, echo=True) for m in modules]
+    if args.resume and args.keep is None:
+        parser.error("--resume needs --keep (the folder of the earlier run's copies)")
+    outcomes = [run_module(m, args.max_children, args.keep, echo=True, resume=args.resume) for m in modules]
     known = ""
     if args.known:
         results = known_mutants.run(known_mutants.MUTANTS, 600.0, True, echo=True)

@@ -104,3 +104,12 @@ def test_the_page_lists_survivors_and_equivalents_and_keeps_rows_not_rerun(monke
     assert "| 100.0% |" in rows[0] and rows[1] in first
     assert "a.x_f__mutmut_1" not in second and "Equivalent mutants\n\nNone." in second
     assert "43 of 43 mutants caught." in second
+
+
+def test_a_module_mutmut_could_not_run_is_a_row_saying_why():
+    spinner = "⠙ Running stats\r⠹ Running stats\nFailed to collect list of tests\n\nexit | 1\n"
+    assert mutation._last_lines(spinner, 2) == "Failed to collect list of tests / exit / 1"
+    failed = Outcome(MODULES[0], error="mutmut checked no mutant (exit 1): tests failed", seconds=3.0)
+    assert mutation.row(failed).startswith("| `images` | `images.py` |")
+    assert "| mutmut checked no mutant (exit 1): tests failed |" in mutation.row(failed)
+    assert failed.score() is None

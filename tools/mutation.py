@@ -234,12 +234,15 @@ def run_module(module: Module, max_children: int, keep: Path | None, echo: bool,
         if names:
             command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
             done = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True)
+            (scratch / "mutmut.log").write_text(done.stdout + done.stderr)
         outcome.seconds = time.perf_counter() - start
-        if not meta.is_file():
-            output = (done.stdout + done.stderr)[-600:] if done is not None else ""
-            outcome.error = f"mutmut exit {done.returncode if done else '?'}: {output}"
+        outcome.status = verdicts(meta, module) if meta.is_file() else {}
+        if not outcome.status or all(s == "not checked" for s in outcome.status.values()):
+            # mutmut stops before the mutants when the unmutated tests fail or cannot be collected
+            output = _last_lines(done.stdout + done.stderr) if done is not None else "nothing ran"
+            outcome.error = f"mutmut checked no mutant (exit {done.returncode if done else '-'}): {output}"
+            outcome.status = {}
             return outcome
-        outcome.status = verdicts(meta, module)
         for name, status in outcome.status.items():
             if status != "killed" and status != "timeout":
                 outcome.diffs[name] = mutated_lines(scratch, name, env)
@@ -249,6 +252,12 @@ def run_module(module: Module, max_children: int, keep: Path | None, echo: bool,
     finally:
         if keep is None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _last_lines(output: str, count: int = 3) -> str:
+    """The last ``count`` non-empty lines of ``output`` (spinner frames dropped), joined for one table cell."""
+    lines = [line.split("\r")[-1].strip() for line in output.splitlines()]
+    return " / ".join([line for line in lines if line][-count:]).replace("|", "/")
 
 
 def verdicts(meta: Path, module: Module) -> dict[str, str]:

@@ -113,3 +113,9 @@ def test_a_module_mutmut_could_not_run_is_a_row_saying_why():
     assert mutation.row(failed).startswith("| `images` | `images.py` |")
     assert "| mutmut checked no mutant (exit 1): tests failed |" in mutation.row(failed)
     assert failed.score() is None
+
+
+def test_the_hand_written_history_is_kept_across_runs():
+    first = mutation.page([outcome({"a.x_f__mutmut_1": "killed"})]) + "\n## History\n\nFirst run: 50%.\n"
+    second = mutation.page([outcome({"a.x_f__mutmut_1": "killed"})], first)
+    assert second.endswith("## History\n\nFirst run: 50%.\n") and second.count("## History") == 1

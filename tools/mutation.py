@@ -306,7 +306,8 @@ def _section(text: str, title: str) -> str:
 
 def page(outcomes: list[Outcome], previous: str = "", known: str = "") -> str:
     """docs/mutants.md: the modules' table (rows of modules not rerun kept from ``previous``), the equivalent
-    mutants, the other survivors, and the hand-picked mutants' table (``known``, or kept from ``previous``)."""
+    mutants, the other survivors, the hand-picked mutants' table (``known``, or kept from ``previous``), and the
+    hand-written ``## History`` section of ``previous``, kept as it is."""
     names = {m.name for m in MODULES}
     rows = {name: line for name, line in _rows(_section(previous, "Scores"), "|").items() if name in names}
     rows.update({o.module.name: row(o) for o in outcomes})
@@ -343,6 +344,7 @@ def page(outcomes: list[Outcome], previous: str = "", known: str = "") -> str:
         + "\n\n## Hand-picked mutants\n\n"
         + (known.strip() or "Not run yet: `python -m tools.mutation --known`.")
         + "\n"
+        + (f"\n## History\n\n{history.strip()}\n" if (history := _section(previous, "History")) else "")
     )
 
 

@@ -119,3 +119,17 @@ def test_the_hand_written_history_is_kept_across_runs():
     first = mutation.page([outcome({"a.x_f__mutmut_1": "killed"})]) + "\n## History\n\nFirst run: 50%.\n"
     second = mutation.page([outcome({"a.x_f__mutmut_1": "killed"})], first)
     assert second.endswith("## History\n\nFirst run: 50%.\n") and second.count("## History") == 1
+
+
+def test_a_resumed_run_keeps_earlier_detections_only_for_unchanged_functions():
+    before = {
+        "exit_code_by_key": {"p.m.x_f__mutmut_1": 1, "p.m.x_f__mutmut_2": 0, "p.m.x_g__mutmut_1": 1},
+        "hash_by_function_name": {"x_f": "aaa", "x_g": "bbb"},
+    }
+    after = {"hash_by_function_name": {"x_f": "aaa", "x_g": "changed"}}
+    status = {"p.m.x_f__mutmut_1": "not checked", "p.m.x_f__mutmut_2": "killed", "p.m.x_g__mutmut_1": "not checked"}
+    assert mutation.kept_verdicts(before, after, status) == {
+        "p.m.x_f__mutmut_1": "killed",  # reset by mutmut, code unchanged: still killed
+        "p.m.x_f__mutmut_2": "killed",  # the survivor rerun with the new tests
+        "p.m.x_g__mutmut_1": "not checked",  # its function changed: the old verdict means nothing
+    }

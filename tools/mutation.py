@@ -213,8 +213,8 @@ def run_module(module: Module, max_children: int, keep: Path | None, echo: bool,
 
     With ``keep``, the copy is ``keep/mutation-<module>`` and stays. With ``resume`` too, a copy kept by an earlier
     run is refreshed with the current files and only its mutants not yet detected run again: mutmut finds the new
-    tests, measures which functions they reach, and keeps the verdicts of the killed mutants (more tests cannot
-    let a killed mutant survive; a function whose code changed gets new mutants, run from scratch).
+    tests and measures which functions they reach. The earlier detections are kept where the mutated function's
+    code is unchanged (see :func:`kept_verdicts`): more tests cannot let a killed mutant survive.
     """
     outcome = Outcome(module)
     if keep is not None:
@@ -235,7 +235,9 @@ def run_module(module: Module, max_children: int, keep: Path | None, echo: bool,
         (scratch / "setup.cfg").write_text(narrowed_config((ROOT / "setup.cfg").read_text(), narrowed))
         meta = scratch / "mutants" / PACKAGE / (module.path + ".meta")
         names = module.globs()
+        before: dict = {}
         if resumed:
+            before = json.loads(meta.read_text())
             names = [k for k, s in verdicts(meta, module).items() if s not in ("killed", "timeout")]
             outcome.resumed = True
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut puts its mutants/ first
@@ -247,6 +249,8 @@ def run_module(module: Module, max_children: int, keep: Path | None, echo: bool,
             (scratch / "mutmut.log").write_text(done.stdout + done.stderr)
         outcome.seconds = time.perf_counter() - start
         outcome.status = verdicts(meta, module) if meta.is_file() else {}
+        if before:
+            outcome.status = kept_verdicts(before, json.loads(meta.read_text()), outcome.status)
         if not outcome.status or all(s == "not checked" for s in outcome.status.values()):
             # mutmut stops before the mutants when the unmutated tests fail or cannot be collected
             output = _last_lines(done.stdout + done.stderr) if done is not None else "nothing ran"
@@ -268,6 +272,19 @@ def _last_lines(output: str, count: int = 3) -> str:
     """The last ``count`` non-empty lines of ``output`` (spinner frames dropped), joined for one table cell."""
     lines = [line.split("\r")[-1].strip() for line in output.splitlines()]
     return " / ".join([line for line in lines if line][-count:]).replace("|", "/")
+
+
+def kept_verdicts(before: dict, after: dict, status: dict[str, str]) -> dict[str, str]:
+    """``status`` with the earlier run's detections kept where mutmut reset them (a changed test selection resets
+    every verdict) and the mutated function's code is unchanged (its hash in mutmut's record ``after``)."""
+    hashes = before.get("hash_by_function_name", {}), after.get("hash_by_function_name", {})
+    kept = dict(status)
+    for name, now in status.items():
+        old = status_of(before["exit_code_by_key"].get(name))
+        function = name.rsplit(".", 1)[-1].split("__mutmut_")[0]
+        if now == "not checked" and old in ("killed", "timeout") and hashes[0].get(function) == hashes[1].get(function):
+            kept[name] = old
+    return kept
 
 
 def verdicts(meta: Path, module: Module) -> dict[str, str]:
@@ -369,8 +386,8 @@ the score; *other*: mutants mutmut could not check (no test reaches them, or a c
 The score is (killed + timeout) / (generated - equivalent). The time is the wall-clock time of `mutmut run` for
 the module (its test-coverage pass included), on a 2-core machine shared with other jobs, one mutant at a time;
 *(resumed)*: `--keep DIR --resume` reran only the mutants an earlier full run in DIR had not detected, with the
-tests added since (mutmut measures the new tests' coverage, and keeps the killed verdicts: more tests cannot let a
-killed mutant survive).
+tests added since (mutmut measures the new tests' coverage; a detection is kept where the function's code is
+unchanged: more tests cannot let a killed mutant survive).
 
 """
 

@@ -66,3 +66,21 @@ def test_a_part_in_one_store_only_is_named(tmp_path):
 def test_only_a_result_store_is_compared():
     with pytest.raises(TypeError, match=r"^`other` must be a ResultStore \(from cg.results.open\); got str$"):
         cg.results.ResultStore.differences(object.__new__(cg.results.ResultStore), "out")
+
+
+def test_a_missing_part_does_not_stop_the_comparison_of_the_later_ones(tmp_path):
+    a, b = stores(tmp_path)
+    set_column(b / part_name(3), "text", ["x", "y"], pa.string())
+    (b / part_name(1)).unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        partial = cg.results.open(b, partial=True)
+    assert cg.results.open(a).differences(partial) == ["part 1: intact in only one store", "part 3: text differs"]
+
+
+def test_rtol_is_passed_on_to_every_float_column(tmp_path):
+    a, b = stores(tmp_path)
+    set_column(b / part_name(0), "score", [0.0, 0.1 * (1 + 1e-4), 0.2], pa.float32())  # item 1's score, nudged
+    assert differences(a, b) == ["part 0: score differs"]  # bit for bit by default
+    assert differences(a, b, rtol=1e-3) == []
+    assert differences(a, b, rtol=1e-6) == ["part 0: score differs"]

@@ -2,7 +2,7 @@
 nothing they caught is lost now that mutmut (:mod:`tools.mutation`) generates the mutants of the guard code.
 
     python -m tools.mutation --known                  # every hand-picked mutant; writes its section of the page
-    python -m tools.mutation --known 'rise-*'         # some of them (names or shell patterns)
+    python -m tools.mutation --no-modules --known 'rise-*'   # some of them (names or shell patterns)
     python -m tools.known_mutants --list              # what each mutant changes, and its tests
 
 Each mutant is one small textual replacement in one source file (the text to replace must occur exactly once),

@@ -4,6 +4,7 @@
     python -m tools.mutation --module images --module contract
     python -m tools.mutation --write docs/mutants.md      # a rerun of some modules updates their rows only
     python -m tools.mutation --known                      # also the hand-picked mutants of tools/known_mutants.py
+    python -m tools.mutation --no-modules --known 'rise-*'   # only some hand-picked mutants (names or patterns)
     python -m tools.mutation --list                       # the modules, their functions and their tests
     python -m tools.mutation --keep DIR                   # keep each module's scratch copy (mutmut show/browse)
     python -m tools.mutation --keep DIR --resume          # rerun only the mutants not detected in DIR's copies
@@ -406,7 +407,12 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--module", action="append", default=[], help="a module (name or pattern); repeatable")
     parser.add_argument("--list", action="store_true", help="list the modules and exit")
-    parser.add_argument("--known", action="store_true", help="also run the hand-picked mutants (about 25 minutes)")
+    parser.add_argument(
+        "--known",
+        nargs="*",
+        metavar="NAME",
+        help="also run the hand-picked mutants (all: about 25 minutes), or those named",
+    )
     parser.add_argument("--no-modules", action="store_true", help="run no module (with --known: only those)")
     parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default: 1)")
     parser.add_argument("--keep", type=Path, help="keep the scratch copies (for `mutmut show`) under this folder")
@@ -422,11 +428,11 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     if args.resume and args.keep is None:
         parser.error("--resume needs --keep (the folder of the earlier run's copies)")
     outcomes = [run_module(m, args.max_children, args.keep, echo=True, resume=args.resume) for m in modules]
-    known = ""
-    if args.known:
-        results = known_mutants.run(known_mutants.MUTANTS, 600.0, True, echo=True)
-        known = known_mutants.KNOWN_INTRO + known_mutants.table(results)
     previous = args.write.read_text() if args.write and args.write.is_file() else ""
+    known = ""
+    if args.known is not None:  # the mutants not rerun keep their rows
+        results = known_mutants.run(known_mutants.select(args.known), 600.0, True, echo=True)
+        known = known_mutants.KNOWN_INTRO + known_mutants.table(results, _section(previous, "Hand-picked mutants"))
     text = page(outcomes, previous, known)
     print(text)
     if args.write:

@@ -137,6 +137,10 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "captum_gradeclip.images.x__to_rgb__mutmut_19": ("raise ValueError(None)", _NON_FINITE),
     "captum_gradeclip.images.x__to_rgb__mutmut_20": ('raise ValueError("XXnon-finite pixel valuesXX")', _NON_FINITE),
     "captum_gradeclip.images.x__to_rgb__mutmut_21": ('raise ValueError("NON-FINITE PIXEL VALUES")', _NON_FINITE),
+    "captum_gradeclip.images.x__to_rgb__mutmut_43": (
+        "top = 65535 if values.max(initial=None) <= 65535 and values.min(initial=0) >= 0 else None",
+        "`initial` only matters for an empty array, and a decoded image has pixels",
+    ),
     "captum_gradeclip.results.xǁResultStoreǁdifferences__mutmut_27": (
         "a, b = mine.table(None), theirs.table(columns)",
         "reads every column of the part, but only the compared columns are looked at",

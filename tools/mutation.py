@@ -141,6 +141,14 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "top = 65535 if values.max(initial=None) <= 65535 and values.min(initial=0) >= 0 else None",
         "`initial` only matters for an empty array, and a decoded image has pixels",
     ),
+    "captum_gradeclip.runs.store.x__check_images_unchanged__mutmut_3": (
+        "table = part.table(None).to_pydict()",
+        "reads every column of the part, but only the item, size and time columns are looked at",
+    ),
+    "captum_gradeclip.runs.store.x__check_images_unchanged__mutmut_13": (
+        'for index, size, mtime in zip(table["item"], table["image_bytes"], table["image_mtime_ns"], strict=None):',
+        "the three columns of one table always have the same length, so strict= never fires",
+    ),
     "captum_gradeclip.results.xǁResultStoreǁdifferences__mutmut_27": (
         "a, b = mine.table(None), theirs.table(columns)",
         "reads every column of the part, but only the compared columns are looked at",

@@ -124,3 +124,12 @@ def test_require_raises_or_warns_its_message_and_builds_it_only_on_failure():
     with deferred_checks():  # a CPU check is read at once, also inside the deferred block
         with pytest.raises(ValueError, match=r"^now$"):
             require(torch.tensor(False), "now")
+
+
+def test_a_cut_text_warns_at_the_users_line(clip):
+    from tests.test_wrappers import _word_tokenizer
+
+    long = " ".join(["a red circle"] * 6)  # 18 words + start and end: 20 tokens for a context of 16
+    with pytest.warns(UserWarning, match=r"^`texts`: text 1 has 20 tokens; the model reads the first 16") as caught:
+        cg.ImageTextSimilarity(clip, ["a red circle", long], tokenizer=_word_tokenizer())
+    assert [w.filename for w in caught] == [__file__]

@@ -37,6 +37,9 @@ def test_a_link_loop_inside_the_folder_is_a_bad_path_naming_the_file_and_the_rea
 def test_32_bit_integer_images_are_scaled_by_16_bits_or_else_by_their_own_range(tmp_path):
     assert grey(tmp_path, [0, 1000, 32768, 65535], "I") == [0, 4, 128, 255]  # within 16 bits: divided by 65535
     assert grey(tmp_path, [1000, 32768, 51529], "I") == [4, 128, 201]  # by 65535 (65536: 200), not their range
+    assert grey(tmp_path, [1000, 65535], "I") == [4, 255]  # the top of 16 bits is inside
+    assert grey(tmp_path, [0, 32768], "I") == [0, 128]  # and so is 0
+    assert grey(tmp_path, [1000, 65536], "I") == [0, 255]  # one past 16 bits: their own range
     assert grey(tmp_path, [0, 70000, 140000], "I") == [0, 128, 255]  # beyond 16 bits: their own range
     assert grey(tmp_path, [-100, 0, 100], "I") == [0, 128, 255]  # negative: their own range
 

@@ -128,6 +128,8 @@ MODULES: list[Module] = [
 #: Survivors that change nothing observable: mutmut's name -> (the mutated line as ``mutmut show`` prints it,
 #: stripped, and why it is equivalent). A changed function renumbers its mutants: an entry whose line no longer
 #: matches is reported as stale, not trusted.
+_EMPTY = "`initial` only matters for an empty array, and a decoded image has pixels"
+_MODE_L = "Image.fromarray infers mode L from a 2-D uint8 array, the mode given"
 _NON_FINITE = "load_image reports _to_rgb's ValueError by its type only (`corrupt image: x.tiff (ValueError)`)"
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "captum_gradeclip.images.x__to_rgb__mutmut_16": (
@@ -139,7 +141,35 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "captum_gradeclip.images.x__to_rgb__mutmut_21": ('raise ValueError("NON-FINITE PIXEL VALUES")', _NON_FINITE),
     "captum_gradeclip.images.x__to_rgb__mutmut_43": (
         "top = 65535 if values.max(initial=None) <= 65535 and values.min(initial=0) >= 0 else None",
-        "`initial` only matters for an empty array, and a decoded image has pixels",
+        _EMPTY,
+    ),
+    "captum_gradeclip.images.x__to_rgb__mutmut_44": (
+        "top = 65535 if values.max(initial=1) <= 65535 and values.min(initial=0) >= 0 else None",
+        "max(initial=1) differs from the maximum only where every value is below 1; both are then <= 65535",
+    ),
+    "captum_gradeclip.images.x__to_rgb__mutmut_47": (
+        "top = 65535 if values.max(initial=0) <= 65535 and values.min(initial=None) >= 0 else None",
+        _EMPTY,
+    ),
+    "captum_gradeclip.images.x__to_rgb__mutmut_48": (
+        "top = 65535 if values.max(initial=0) <= 65535 and values.min(initial=1) >= 0 else None",
+        "min(initial=1) differs from the minimum only where every value is above 1; both are then >= 0",
+    ),
+    "captum_gradeclip.images.x__to_rgb__mutmut_53": (
+        "values = values.astype(None)",
+        "numpy's astype(None) is astype(float64)",
+    ),
+    "captum_gradeclip.images.x__to_rgb__mutmut_67": (
+        "values = values.astype(None) / top",
+        "numpy's astype(None) is astype(float64)",
+    ),
+    "captum_gradeclip.images.x__to_rgb__mutmut_70": (
+        "image = Image.fromarray(np.round(values * 255).astype(np.uint8), mode=None)",
+        _MODE_L,
+    ),
+    "captum_gradeclip.images.x__to_rgb__mutmut_72": (
+        "image = Image.fromarray(np.round(values * 255).astype(np.uint8), )",
+        _MODE_L,
     ),
     "captum_gradeclip.runs.store.x__check_images_unchanged__mutmut_3": (
         "table = part.table(None).to_pydict()",

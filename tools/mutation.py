@@ -128,6 +128,7 @@ MODULES: list[Module] = [
 #: Survivors that change nothing observable: mutmut's name -> (the mutated line as ``mutmut show`` prints it,
 #: stripped, and why it is equivalent). A changed function renumbers its mutants: an entry whose line no longer
 #: matches is reported as stale, not trusted.
+_ONE_TABLE = "the three columns of one table always have the same length, so strict= never fires"
 _EMPTY = "`initial` only matters for an empty array, and a decoded image has pixels"
 _MODE_L = "Image.fromarray infers mode L from a 2-D uint8 array, the mode given"
 _NON_FINITE = "load_image reports _to_rgb's ValueError by its type only (`corrupt image: x.tiff (ValueError)`)"
@@ -177,7 +178,11 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     ),
     "captum_gradeclip.runs.store.x__check_images_unchanged__mutmut_13": (
         'for index, size, mtime in zip(table["item"], table["image_bytes"], table["image_mtime_ns"], strict=None):',
-        "the three columns of one table always have the same length, so strict= never fires",
+        _ONE_TABLE,
+    ),
+    "captum_gradeclip.runs.store.x__check_images_unchanged__mutmut_17": (
+        'for index, size, mtime in zip(table["item"], table["image_bytes"], table["image_mtime_ns"], ):',
+        _ONE_TABLE,
     ),
     "captum_gradeclip.results.xǁResultStoreǁdifferences__mutmut_27": (
         "a, b = mine.table(None), theirs.table(columns)",

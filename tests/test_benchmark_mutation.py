@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import json
 import fnmatch
 import re
 from pathlib import Path
@@ -133,3 +134,17 @@ def test_a_resumed_run_keeps_earlier_detections_only_for_unchanged_functions():
         "p.m.x_f__mutmut_2": "killed",  # the survivor rerun with the new tests
         "p.m.x_g__mutmut_1": "not checked",  # its function changed: the old verdict means nothing
     }
+
+
+def test_from_kept_reads_the_verdicts_a_stopped_run_left(tmp_path):
+    module = MODULES[0]
+    assert mutation.kept_outcome(module, tmp_path).error.startswith("no copy kept in")
+    meta = tmp_path / f"mutation-{module.name}" / "mutants" / "captum_gradeclip" / (module.path + ".meta")
+    meta.parent.mkdir(parents=True)
+    codes = {f"captum_gradeclip.images.x_resolve_inside__mutmut_{i}": c for i, c in [(1, 1), (2, 36), (3, None)]}
+    codes["captum_gradeclip.images.x_printable__mutmut_1"] = 0  # not a configured function: not counted
+    meta.write_text(json.dumps({"exit_code_by_key": codes}))
+    o = mutation.kept_outcome(module, tmp_path)
+    assert sorted(o.status.values()) == ["killed", "not checked", "timeout"]
+    assert o.score() == pytest.approx(2 / 3)
+    assert "not checked" not in mutation.page([o]).split("## Survivors")[1].split("## Hand-picked")[0]

@@ -265,6 +265,23 @@ def mutated_lines(tree: Path, name: str, env: dict[str, str]) -> str:
     return " / ".join(lines)
 
 
+def kept_outcome(module: Module, keep: Path) -> Outcome:
+    """The verdicts recorded in the copy that ``--keep`` left for ``module``, without running anything (a run
+    stopped halfway leaves its unchecked mutants as *not checked*); the time is unknown (0)."""
+    outcome = Outcome(module)
+    scratch = keep / f"mutation-{module.name}"
+    meta = scratch / "mutants" / PACKAGE / (module.path + ".meta")
+    if not meta.is_file():
+        outcome.error = f"no copy kept in {keep}"
+        return outcome
+    outcome.status = verdicts(meta, module)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for name, status in outcome.status.items():
+        if status not in ("killed", "timeout", "not checked"):
+            outcome.diffs[name] = mutated_lines(scratch, name, env)
+    return outcome
+
+
 def run_module(module: Module, max_children: int, keep: Path | None, echo: bool, resume: bool = False) -> Outcome:
     """Runs mutmut on ``module`` in a scratch copy of the repository.
 
@@ -315,7 +332,7 @@ def run_module(module: Module, max_children: int, keep: Path | None, echo: bool,
             outcome.status = {}
             return outcome
         for name, status in outcome.status.items():
-            if status != "killed" and status != "timeout":
+            if status not in ("killed", "timeout", "not checked"):
                 outcome.diffs[name] = mutated_lines(scratch, name, env)
         if echo:
             print(f"{module.name}: {len(outcome.status)} mutants in {outcome.seconds:.0f} s", flush=True)
@@ -413,7 +430,7 @@ def page(outcomes: list[Outcome], previous: str = "", known: str = "") -> str:
             f"- `{o.module.name}` `{n}` ({o.status[n]}): `{o.diffs.get(n, '')}`"
             for o in outcomes
             for n in o.status
-            if o.status[n] not in ("killed", "timeout") and n not in o.equivalent()
+            if o.status[n] not in ("killed", "timeout", "not checked") and n not in o.equivalent()
         ],
     )
     known = known or _section(previous, "Hand-picked mutants")
@@ -439,7 +456,8 @@ module, mutmut generates every mutant of the guard functions named in `tools/mut
 arguments and return values swapped, calls dropped) and runs the module's mirrored tests on each, only those that
 reach the mutated function. *Killed*: a test failed; *timeout*: the tests ran far longer than unmutated, counted as
 detected; *equivalent*: a survivor that changes nothing observable, listed below with its reason and left out of
-the score; *other*: mutants mutmut could not check (no test reaches them, or a crash), counted as not detected.
+the score; *other*: mutants mutmut did not check (no test reaches them, a crash, or a run stopped before them:
+*not checked*), counted as not detected; the survivors section lists the checked ones.
 The score is (killed + timeout) / (generated - equivalent). The time is the wall-clock time of `mutmut run` for
 the module (its test-coverage pass included), on a 2-core machine shared with other jobs, one mutant at a time;
 *(resumed)*: `--keep DIR --resume` reran only the mutants an earlier full run in DIR had not detected, with the
@@ -464,6 +482,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default: 1)")
     parser.add_argument("--keep", type=Path, help="keep the scratch copies (for `mutmut show`) under this folder")
     parser.add_argument("--resume", action="store_true", help="with --keep: rerun only the mutants not detected")
+    parser.add_argument("--from-kept", action="store_true", help="with --keep: only report the verdicts kept there")
     parser.add_argument("--write", type=Path, help="also write the page here (modules not rerun keep their rows)")
     args = parser.parse_args(argv)
     modules = [] if args.no_modules else select(args.module)
@@ -474,7 +493,12 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
         return []
     if args.resume and args.keep is None:
         parser.error("--resume needs --keep (the folder of the earlier run's copies)")
-    outcomes = [run_module(m, args.max_children, args.keep, echo=True, resume=args.resume) for m in modules]
+    if args.from_kept and args.keep is None:
+        parser.error("--from-kept needs --keep (the folder of the earlier run's copies)")
+    if args.from_kept:
+        outcomes = [kept_outcome(m, args.keep) for m in modules]
+    else:
+        outcomes = [run_module(m, args.max_children, args.keep, echo=True, resume=args.resume) for m in modules]
     previous = args.write.read_text() if args.write and args.write.is_file() else ""
     known = ""
     if args.known is not None:  # the mutants not rerun keep their rows

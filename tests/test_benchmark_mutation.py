@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import configparser
-import json
 import fnmatch
+import json
 import re
 from pathlib import Path
 

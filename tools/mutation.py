@@ -184,6 +184,14 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         'for index, size, mtime in zip(table["item"], table["image_bytes"], table["image_mtime_ns"], ):',
         _ONE_TABLE,
     ),
+    "captum_gradeclip.runs.store.x__check_images_unchanged__mutmut_24": (
+        'for index, size, mtime in zip(table["item"], table["image_bytes"], table["image_mtime_ns"], strict=False):',
+        _ONE_TABLE,
+    ),
+    "captum_gradeclip.runs.store.x__check_images_unchanged__mutmut_30": (
+        'changed[items[index].image] = ""',
+        "the dict's values are never read: it is an ordered set of the changed files",
+    ),
     "captum_gradeclip.results.xǁResultStoreǁdifferences__mutmut_27": (
         "a, b = mine.table(None), theirs.table(columns)",
         "reads every column of the part, but only the compared columns are looked at",

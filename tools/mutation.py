@@ -275,7 +275,7 @@ def mutated_lines(tree: Path, name: str, env: dict[str, str]) -> str:
 
 def kept_outcome(module: Module, keep: Path) -> Outcome:
     """The verdicts recorded in the copy that ``--keep`` left for ``module``, without running anything (a run
-    stopped halfway leaves its unchecked mutants as *not checked*); the time is unknown (0)."""
+    stopped halfway leaves its unchecked mutants as *not checked*, and no time: its row says *stopped*)."""
     outcome = Outcome(module)
     scratch = keep / f"mutation-{module.name}"
     meta = scratch / "mutants" / PACKAGE / (module.path + ".meta")
@@ -283,6 +283,8 @@ def kept_outcome(module: Module, keep: Path) -> Outcome:
         outcome.error = f"no copy kept in {keep}"
         return outcome
     outcome.status = verdicts(meta, module)
+    seconds = scratch / "mutation-seconds"  # absent where the run was stopped
+    outcome.seconds = float(seconds.read_text()) if seconds.is_file() else 0.0
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     for name, status in outcome.status.items():
         if status not in ("killed", "timeout", "not checked"):
@@ -330,6 +332,7 @@ def run_module(module: Module, max_children: int, keep: Path | None, echo: bool,
             done = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True)
             (scratch / "mutmut.log").write_text(done.stdout + done.stderr)
         outcome.seconds = time.perf_counter() - start
+        (scratch / "mutation-seconds").write_text(f"{outcome.seconds:.0f}\n")  # for --from-kept
         outcome.status = verdicts(meta, module) if meta.is_file() else {}
         if before:
             outcome.status = kept_verdicts(before, json.loads(meta.read_text()), outcome.status)
@@ -394,7 +397,7 @@ def row(o: Outcome) -> str:
     return (
         f"| `{m.name}` | `{m.path}` | {m.what} | {len(o.status)} | {o.count('killed')} | "
         f"{o.count('survived') - equivalent} | {o.count('timeout')} | {equivalent} | {other} | {shown} | "
-        f"{o.seconds:.0f}{' (resumed)' if o.resumed else ''} |"
+        f"{f'{o.seconds:.0f}' if o.seconds else 'stopped'}{' (resumed)' if o.resumed else ''} |"
     )
 
 

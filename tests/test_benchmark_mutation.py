@@ -148,3 +148,5 @@ def test_from_kept_reads_the_verdicts_a_stopped_run_left(tmp_path):
     assert sorted(o.status.values()) == ["killed", "not checked", "timeout"]
     assert o.score() == pytest.approx(2 / 3)
     assert "not checked" not in mutation.page([o]).split("## Survivors")[1].split("## Hand-picked")[0]
+    meta.write_text(json.dumps({"exit_code_by_key": {"captum_gradeclip.images.x_resolve_inside__mutmut_1": None}}))
+    assert mutation.kept_outcome(module, tmp_path).error == "stopped before any mutant was checked"

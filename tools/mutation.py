@@ -283,6 +283,9 @@ def kept_outcome(module: Module, keep: Path) -> Outcome:
         outcome.error = f"no copy kept in {keep}"
         return outcome
     outcome.status = verdicts(meta, module)
+    if all(s == "not checked" for s in outcome.status.values()):
+        outcome.error, outcome.status = "stopped before any mutant was checked", {}
+        return outcome
     seconds = scratch / "mutation-seconds"  # absent where the run was stopped
     outcome.seconds = float(seconds.read_text()) if seconds.is_file() else 0.0
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -4,12 +4,16 @@ once as typed, and no warning (nor a crash) from tokenizers that cannot say (the
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+import captum_gradeclip
 from captum_gradeclip.vocabulary import unknown_words, warn_unknown_words
+
+UNDER_MUTMUT = "mutants" in Path(captum_gradeclip.__file__).parts  # the package as mutmut rewrote it
 
 
 def word_tokenizer(unk: str = "<oov>") -> PreTrainedTokenizerFast:
@@ -82,8 +86,10 @@ def test_the_warning_names_the_words_and_points_at_the_caller():
 
     with pytest.warns(UserWarning, match=r"^the tokenizer does not know the words 'dog', 'cat': it reads") as caught:
         assert api(["a dog", "a cat dog"]) == ["dog", "cat"]
-    assert len(caught) == 1 and caught[0].filename == __file__
-    assert caught[0].lineno == test_the_warning_names_the_words_and_points_at_the_caller.__code__.co_firstlineno + 7
+    assert len(caught) == 1
+    if not UNDER_MUTMUT:  # mutmut's trampolines add call frames, so a stack level points elsewhere there
+        assert caught[0].filename == __file__
+        assert caught[0].lineno == test_the_warning_names_the_words_and_points_at_the_caller.__code__.co_firstlineno + 7
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert warn_unknown_words(["a red circle"], tokenizer) == []

@@ -4,6 +4,7 @@ good input at the edge passes, and a warning is given once per cut text (the mut
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from captum_gradeclip.wrappers import _warn_cut, deferred_checks, require
 from tests.conftest import BOS, EOS, PAD, VOCAB, random_texts
 
 CONTEXT = 16  # the tiny CLIP's max_position_embeddings
+UNDER_MUTMUT = "mutants" in Path(cg.__file__).parts  # the package as mutmut rewrote it
 
 
 @pytest.fixture
@@ -132,4 +134,5 @@ def test_a_cut_text_warns_at_the_users_line(clip):
     long = " ".join(["a red circle"] * 6)  # 18 words + start and end: 20 tokens for a context of 16
     with pytest.warns(UserWarning, match=r"^`texts`: text 1 has 20 tokens; the model reads the first 16") as caught:
         cg.ImageTextSimilarity(clip, ["a red circle", long], tokenizer=_word_tokenizer())
-    assert [w.filename for w in caught] == [__file__]
+    if not UNDER_MUTMUT:  # mutmut's trampolines add call frames, so a stack level points elsewhere there
+        assert [w.filename for w in caught] == [__file__]

@@ -129,6 +129,8 @@ MODULES: list[Module] = [
 #: stripped, and why it is equivalent). A changed function renumbers its mutants: an entry whose line no longer
 #: matches is reported as stale, not trusted.
 _ONE_TABLE = "the three columns of one table always have the same length, so strict= never fires"
+_DIM = "dim 1 (the default) and -1 are the same axis: the function refuses inputs that are not 2-D"
+_FRAME = "a data check's warning points inside the package or torch either way (forward, Module._call_impl)"
 _EMPTY = "`initial` only matters for an empty array, and a decoded image has pixels"
 _MODE_L = "Image.fromarray infers mode L from a 2-D uint8 array, the mode given"
 _NON_FINITE = "load_image reports _to_rgb's ValueError by its type only (`corrupt image: x.tiff (ValueError)`)"
@@ -191,6 +193,42 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "captum_gradeclip.runs.store.x__check_images_unchanged__mutmut_30": (
         'changed[items[index].image] = ""',
         "the dict's values are never read: it is an ordered set of the changed files",
+    ),
+    "captum_gradeclip.attr.base.x__hooks_the_tail_would_bypass__mutmut_46": (
+        'return any(hooked(sim.get_submodule(".".join(parts[:i]))) for i in range(len(parts) + 2))',
+        "parts[:len(parts) + 1] is parts: the layer itself is checked twice",
+    ),
+    "captum_gradeclip.finetune.regions.x_region_phrase_loss__mutmut_19": (
+        "logits = scale * F.normalize(regions, ) @ F.normalize(phrase_embeds, dim=-1).T",
+        _DIM,
+    ),
+    "captum_gradeclip.finetune.regions.x_region_phrase_loss__mutmut_20": (
+        "logits = scale * F.normalize(regions, dim=+1) @ F.normalize(phrase_embeds, dim=-1).T",
+        _DIM,
+    ),
+    "captum_gradeclip.finetune.regions.x_region_phrase_loss__mutmut_25": (
+        "logits = scale * F.normalize(regions, dim=-1) @ F.normalize(phrase_embeds, ).T",
+        _DIM,
+    ),
+    "captum_gradeclip.finetune.regions.x_region_phrase_loss__mutmut_26": (
+        "logits = scale * F.normalize(regions, dim=-1) @ F.normalize(phrase_embeds, dim=+1).T",
+        _DIM,
+    ),
+    "captum_gradeclip.finetune.regions.x_anchor_distance__mutmut_15": (
+        "return (1 - F.cosine_similarity(embeds, frozen.detach(), )).mean()",
+        _DIM,
+    ),
+    "captum_gradeclip.finetune.regions.x_anchor_distance__mutmut_16": (
+        "return (1 - F.cosine_similarity(embeds, frozen.detach(), dim=+1)).mean()",
+        _DIM,
+    ),
+    "captum_gradeclip.wrappers.x__fail__mutmut_9": (
+        "warnings.warn(text, )",
+        _FRAME,
+    ),
+    "captum_gradeclip.wrappers.x__fail__mutmut_10": (
+        "warnings.warn(text, stacklevel=5)",
+        _FRAME,
     ),
     "captum_gradeclip.results.xǁResultStoreǁdifferences__mutmut_27": (
         "a, b = mine.table(None), theirs.table(columns)",

@@ -46,6 +46,9 @@ def test_region_phrase_loss_weights_each_region_and_normalises_by_the_weights(ba
     expected = sum(w * v for w, v in zip(weights.tolist(), losses, strict=True)) / float(weights.sum())
     assert float(region_phrase_loss(regions, phrases, targets, weights)) == pytest.approx(expected, rel=1e-5)
     assert float(region_phrase_loss(regions, phrases, targets, torch.zeros(4))) == 0.0  # no weight: 0, not NaN
+    small = torch.tensor([0.1, 0.2, 0.0, 0.1])  # weights summing to less than 1 are normalised too
+    expected = sum(w * v for w, v in zip(small.tolist(), losses, strict=True)) / float(small.sum())
+    assert float(region_phrase_loss(regions, phrases, targets, small)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_region_phrase_loss_refuses_bad_shapes_and_negative_weights(batch):

@@ -1,4 +1,4 @@
-"""tools/mutants.py: every mutant can still be planted, and the table says what happened."""
+"""tools/known_mutants.py, the hand-picked mutants: every one can still be planted, and the table says what happened."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[1] / "tools" / "mutants.py"
+SCRIPT = Path(__file__).parents[1] / "tools" / "known_mutants.py"
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def module():
 
 
 def test_every_mutant_replaces_text_found_once_and_names_existing_tests(module):
-    # a change to the code a mutant sits in makes it stale: update the mutant in tools/mutants.py
+    # a change to the code a mutant sits in makes it stale: update the mutant in tools/known_mutants.py
     mutants = module["MUTANTS"]
     assert len({m.name for m in mutants}) == len(mutants)
     stale = {m.name: module["check"](m) for m in mutants if module["check"](m) is not None}

@@ -1,9 +1,9 @@
-"""Mutation check: plant known bugs, one at a time, and see whether the tests catch them.
+"""The hand-picked mutants: bugs that once got past the tests (and a representative set around them), kept so that
+nothing they caught is lost now that mutmut (:mod:`tools.mutation`) generates the mutants of the guard code.
 
-    python -m tools.mutants                       # every mutant (a few minutes on two cores)
-    python -m tools.mutants --list                # what each mutant changes, and its tests
-    python -m tools.mutants m2ib-minimise rise-*  # some of them (names or shell patterns)
-    python -m tools.mutants --write docs/mutants.md   # a rerun of some mutants updates their rows only
+    python -m tools.mutation --known                  # every hand-picked mutant; writes its section of the page
+    python -m tools.mutation --no-modules --known 'rise-*'   # some of them (names or shell patterns)
+    python -m tools.known_mutants --list              # what each mutant changes, and its tests
 
 Each mutant is one small textual replacement in one source file (the text to replace must occur exactly once),
 made in a temporary copy of the repository, never in the tree itself. The copy is made once; for each mutant the
@@ -14,8 +14,8 @@ would catch everything, so its mutants are reported as not checked.
 
 The list covers the seven bugs of issue 21 (metrics and baselines that the tests once let through) and a
 representative set in the core of Grad-ECLIP, its fast path, the similarity wrappers, the adapters, the metrics and
-the baselines. It is no part of CI: rerun it after changing a test or the code a mutant sits in; a mutant whose text
-is no longer in its file is reported as stale, to be updated here.
+the baselines: mostly outside the guard code that mutmut mutates (docs/mutants.md says which module holds each). A
+mutant whose text is no longer in its file is reported as stale, to be updated here.
 """
 
 from __future__ import annotations
@@ -564,15 +564,14 @@ def table(results: list[Result], previous: str = "") -> str:
     return "\n".join([HEADER, *ordered, "", f"{caught} of {len(ordered)} mutants caught."]) + "\n"
 
 
-PAGE_INTRO = """# Mutation check
-
-Written by `python -m tools.mutants --write docs/mutants.md`. Each row is one bug planted in a temporary copy
-of the repository (one textual replacement in one source file of `captum_gradeclip/`); the named tests then run
-there with `pytest -x`. *Caught* means a test failed, and *by* names the first one. The list holds the seven bugs
-that issue 21 found the tests letting through (`pointing-yx-swap`, `infidelity-plus`, the three `rise-*`,
-`text-mask-ignored`, `m2ib-minimise`, `m2ib-column-0`) and a representative set in Grad-ECLIP, its fast path, the
-wrappers, the metrics and the baselines. `python -m tools.mutants --list` shows every replacement. The time is
-the wall-clock time of the mutant's test run, pytest's start-up included, on a 2-core machine shared with other jobs.
+KNOWN_INTRO = """Each row is one bug planted in a temporary copy of the repository (one textual replacement in one
+source file of `captum_gradeclip/`); the named tests then run there with `pytest -x`. *Caught* means a test
+failed, and *by* names the first one. The list holds the seven bugs that issue 21 found the tests letting through
+(`pointing-yx-swap`, `infidelity-plus`, the three `rise-*`, `text-mask-ignored`, `m2ib-minimise`,
+`m2ib-column-0`) and a representative set in Grad-ECLIP, its fast path, the wrappers, the metrics and the
+baselines, all outside the functions mutmut mutates above. `python -m tools.known_mutants --list` shows every
+replacement. The time is the wall-clock time of the mutant's test run, pytest's start-up included, on a 2-core
+machine shared with other jobs.
 
 """
 
@@ -584,7 +583,6 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per test run (default: 600)")
     parser.add_argument("--no-clean-check", action="store_true", help="skip the unmutated run of each test selection")
-    parser.add_argument("--write", type=Path, help="also write the table to this markdown page")
     args = parser.parse_args(argv)
     mutants = select(args.names)
     if args.list:
@@ -596,9 +594,6 @@ def main(argv: list[str] | None = None) -> list[Result]:
     results = run(mutants, args.timeout, not args.no_clean_check, echo=True)
     print()
     print(table(results), end="")
-    if args.write:  # the mutants not run keep their rows
-        previous = args.write.read_text() if args.write.is_file() else ""
-        args.write.write_text(PAGE_INTRO + table(results, previous))
     return results
 
 

@@ -28,7 +28,8 @@ def test_dataset_benchmark_smoke(tmp_path, capsys):
         assert cells[5] == "yes"  # the same store, whatever the number of processes
     assert float(rows[0].split("|")[4]) == 1.0
     assert out.read_text().startswith("# Dataset throughput") and rows[1] in out.read_text()
-    costs = [line.split("|") for line in tables[1].splitlines() if line.startswith("| ") and "---" not in line]
+    cost_table, floor_table = tables[1].split("| one file, pyarrow alone / numpy.load |")
+    costs = [line.split("|") for line in cost_table.splitlines() if line.startswith("| ") and "---" not in line]
     assert [c[1].strip() for c in costs] == ["checking, writing and opening the store / explaining",
                                             "open + maps() as one tensor / numpy.load of the same .npy"]  # fmt: skip
     for cells in costs:
@@ -38,3 +39,9 @@ def test_dataset_benchmark_smoke(tmp_path, capsys):
     share, ratio = float(costs[0][4].strip().rstrip("%")) / 100, float(costs[1][4].strip().rstrip("x"))
     assert abs(share - float(costs[0][2]) / float(costs[0][3])) < 0.01 and ratio > 0
     assert "differ from the .npy" not in printed  # the maps read back are the maps written
+    # the format's own floor, in the same run: pyarrow alone reading the same maps from one file per column type
+    floors = [line.split("|") for line in floor_table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [c[1].strip().split(" (")[0] for c in floors] == ["the map as a fixed-size list of float32",
+                                                            "the map as fixed-size binary"]  # fmt: skip
+    for cells in floors:
+        assert float(cells[2]) > 0 and float(cells[4].strip().rstrip("x")) > 0

@@ -123,6 +123,7 @@ def test_the_hand_written_history_is_kept_across_runs():
 
 
 def test_a_resumed_run_keeps_earlier_detections_only_for_unchanged_functions():
+    pytest.importorskip("mutmut", reason="mutmut reads the verdicts: the `mutation` extra")
     before = {
         "exit_code_by_key": {"p.m.x_f__mutmut_1": 1, "p.m.x_f__mutmut_2": 0, "p.m.x_g__mutmut_1": 1},
         "hash_by_function_name": {"x_f": "aaa", "x_g": "bbb"},
@@ -137,6 +138,7 @@ def test_a_resumed_run_keeps_earlier_detections_only_for_unchanged_functions():
 
 
 def test_from_kept_reads_the_verdicts_a_stopped_run_left(tmp_path):
+    pytest.importorskip("mutmut", reason="mutmut reads the verdicts: the `mutation` extra")
     module = MODULES[0]
     assert mutation.kept_outcome(module, tmp_path).error.startswith("no copy kept in")
     meta = tmp_path / f"mutation-{module.name}" / "mutants" / "captum_gradeclip" / (module.path + ".meta")

@@ -42,9 +42,7 @@ if __package__ in (None, ""):  # run as a file: python tools/mutation.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools import known_mutants
-
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = "captum_gradeclip"
+from tools.known_mutants import PACKAGE, ROOT
 
 
 @dataclass(frozen=True)
@@ -56,6 +54,10 @@ class Module:
     functions: tuple[str, ...]  #: ``name`` or ``Class.method``
     tests: tuple[str, ...]
     what: str
+
+    def meta(self, scratch: Path) -> Path:
+        """Where mutmut keeps this module's verdicts in the scratch copy ``scratch``."""
+        return scratch / "mutants" / PACKAGE / (self.path + ".meta")
 
     def globs(self) -> list[str]:
         """mutmut's names of the mutants of :attr:`functions` (``pkg.mod.x_fn__mutmut_3``, ``...xǁCǁm__mutmut_3``)."""
@@ -316,7 +318,7 @@ def kept_outcome(module: Module, keep: Path) -> Outcome:
     stopped halfway leaves its unchecked mutants as *not checked*, and no time: its row says *stopped*)."""
     outcome = Outcome(module)
     scratch = keep / f"mutation-{module.name}"
-    meta = scratch / "mutants" / PACKAGE / (module.path + ".meta")
+    meta = module.meta(scratch)
     if not meta.is_file():
         outcome.error = f"no copy kept in {keep}"
         return outcome
@@ -344,7 +346,7 @@ def run_module(module: Module, max_children: int, keep: Path | None, echo: bool,
     outcome = Outcome(module)
     if keep is not None:
         scratch = keep / f"mutation-{module.name}"
-        resumed = resume and (scratch / "mutants" / PACKAGE / (module.path + ".meta")).is_file()
+        resumed = resume and module.meta(scratch).is_file()
         if not resumed:
             shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True, exist_ok=True)
@@ -358,7 +360,7 @@ def run_module(module: Module, max_children: int, keep: Path | None, echo: bool,
             return outcome
         narrowed = Module(module.name, module.path, module.functions, tests, module.what)
         (scratch / "setup.cfg").write_text(narrowed_config((ROOT / "setup.cfg").read_text(), narrowed))
-        meta = scratch / "mutants" / PACKAGE / (module.path + ".meta")
+        meta = module.meta(scratch)
         names = module.globs()
         before: dict = {}
         if resumed:

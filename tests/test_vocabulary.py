@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerFast
 import captum_gradeclip as cg
 from captum_gradeclip.vocabulary import UNKNOWN_TOKENS, is_shapes_clip, unknown_words
 from captum_gradeclip.zoo import shapes
-from tests.conftest import make_clip
+from tests.conftest import UNDER_MUTMUT, make_clip
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,8 @@ def test_shapes_clip_warns_naming_the_words_its_world_and_the_hub(shapes_clip):
     (message,) = [str(w.message) for w in caught]
     assert "ShapesCLIP does not know the words 'woman', 'uniform', 'flag'" in message
     assert "knows only the shapes world" in message and "hf:openai/clip-vit-base-patch16" in message
-    assert caught[0].filename == __file__, "the warning points at the caller's line"
+    if not UNDER_MUTMUT:  # mutmut's trampolines add call frames, so a stack level points elsewhere there
+        assert caught[0].filename == __file__, "the warning points at the caller's line"
 
 
 def test_known_words_do_not_warn(shapes_clip):

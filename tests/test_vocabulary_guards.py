@@ -4,16 +4,13 @@ once as typed, and no warning (nor a crash) from tokenizers that cannot say (the
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-import captum_gradeclip
 from captum_gradeclip.vocabulary import unknown_words, warn_unknown_words
-
-UNDER_MUTMUT = "mutants" in Path(captum_gradeclip.__file__).parts  # the package as mutmut rewrote it
+from tests.conftest import UNDER_MUTMUT
 
 
 def word_tokenizer(unk: str = "<oov>") -> PreTrainedTokenizerFast:

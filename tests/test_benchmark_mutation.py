@@ -73,16 +73,22 @@ def outcome(status: dict[str, str], diffs: dict[str, str] | None = None, module:
     return Outcome(module, status, diffs or {}, 12.3)
 
 
-def test_the_score_counts_timeouts_as_detected_and_leaves_matching_equivalents_out(monkeypatch):
+def test_the_score_counts_timeouts_and_hand_picked_kills_as_detected_and_leaves_matching_equivalents_out(monkeypatch):
     monkeypatch.setitem(EQUIVALENT, "a.x_f__mutmut_3", ("y = 2", "the same value"))
     monkeypatch.setitem(EQUIVALENT, "a.x_f__mutmut_4", ("z = 1", "stale: the line changed"))
+    monkeypatch.setitem(mutation.BY_HAND, "a.x_f__mutmut_6", ("v = 5", "planted-v"))
+    monkeypatch.setitem(mutation.BY_HAND, "a.x_f__mutmut_7", ("u = 1", "stale-u"))
     status = {"a.x_f__mutmut_1": "killed", "a.x_f__mutmut_2": "timeout", "a.x_f__mutmut_3": "survived"}
     status |= {"a.x_f__mutmut_4": "survived", "a.x_f__mutmut_5": "no tests"}
-    o = outcome(status, {"a.x_f__mutmut_3": "y = 2", "a.x_f__mutmut_4": "z = 2", "a.x_f__mutmut_5": "w"})
+    status |= {"a.x_f__mutmut_6": "survived", "a.x_f__mutmut_7": "survived"}
+    diffs = {"a.x_f__mutmut_3": "y = 2", "a.x_f__mutmut_4": "z = 2", "a.x_f__mutmut_5": "w"}
+    o = outcome(status, diffs | {"a.x_f__mutmut_6": "v = 5", "a.x_f__mutmut_7": "u = 2"})
     assert o.equivalent() == {"a.x_f__mutmut_3": "the same value"}  # 4's line no longer matches: not trusted
-    assert o.score() == pytest.approx(2 / 4)
+    assert o.by_hand() == {"a.x_f__mutmut_6": "planted-v"}  # nor 7's
+    assert o.score() == pytest.approx(3 / 6)  # killed, timeout and by hand of 7 less 1 equivalent
     row = mutation.row(o)
-    assert row.split(" | ")[3:11] == ["5", "1", "1", "1", "1", "1", "50.0%", "12 |"]  # killed 1, survived 1 (4)
+    # generated, killed, by hand, survived (4 and 7), timeout, equivalent, other, score, time
+    assert row.split(" | ")[3:12] == ["7", "1", "1", "2", "1", "1", "1", "50.0%", "12 |"]
 
 
 def test_the_page_lists_survivors_and_equivalents_and_keeps_rows_not_rerun(monkeypatch):
@@ -101,6 +107,7 @@ def test_the_page_lists_survivors_and_equivalents_and_keeps_rows_not_rerun(monke
     assert "- `images` `a.x_f__mutmut_3`: the same value" in first
     assert "- `images` `a.x_f__mutmut_1` (survived): `x = 0`" in first
     assert "43 of 43 mutants caught." in first
+    assert "Killed by hand-picked mutants\n\nNone." in first
     # a rerun of images alone: its row and survivors are replaced, store's row and the known table are kept
     second = mutation.page([outcome({"a.x_f__mutmut_1": "killed"})], first)
     rows = [line for line in second.splitlines() if line.startswith("| `")]

@@ -64,6 +64,16 @@ def test_the_usual_spellings_are_found_in_the_vocabulary_without_an_unk_token_id
     assert unknown_words(["a dog and a cat"], fake) == ["dog", "and", "cat"]
 
 
+def test_a_tokenizer_without_a_vocabulary_is_read_through_its_unk_token_id():
+    class NoVocabulary(Fake):  # callable with offsets and an unknown token's id, but no get_vocab
+        unk_token_id = 99
+        get_vocab = property()  # reading it raises AttributeError, as if absent
+
+    tokenizer = NoVocabulary({"a": 1})
+    assert not hasattr(tokenizer, "get_vocab")
+    assert unknown_words(["a dog and a cat"], tokenizer) == ["dog", "and", "cat"]
+
+
 def test_tokenizers_that_cannot_say_give_no_words_and_no_error():
     no_unknown = Fake({"a": 1})
     assert unknown_words(["a dog"], no_unknown) == [] and no_unknown.calls == 0  # nothing to look for: not run

@@ -408,6 +408,39 @@ MUTANTS: list[Mutant] = [
         T_M2IB,
         "the capacity adds log(1 - lambda) instead of subtracting it",
     ),
+    # -- where a warning points: mutmut's trampolines add call frames, so these are checked here, outside it --------
+    M(
+        "cut-warning-frame-deeper",
+        "wrappers.py",
+        '(the rest is cut)",\n                stacklevel=4,',
+        '(the rest is cut)",\n                stacklevel=5,',
+        ("tests/test_wrappers_guards.py::test_a_cut_text_warns_at_the_users_line",),
+        "the cut-text warning points one frame above the user's line",
+    ),
+    M(
+        "cut-warning-frame-here",
+        "wrappers.py",
+        '(the rest is cut)",\n                stacklevel=4,',
+        '(the rest is cut)",',
+        ("tests/test_wrappers_guards.py::test_a_cut_text_warns_at_the_users_line",),
+        "the cut-text warning points at the wrappers' own line (no stack level)",
+    ),
+    M(
+        "unknown-words-frame-deeper",
+        "vocabulary.py",
+        "tokenizer: object, stacklevel: int = 3)",
+        "tokenizer: object, stacklevel: int = 4)",
+        ("tests/test_vocabulary_guards.py::test_the_warning_names_the_words_and_points_at_the_caller",),
+        "the unknown-word warning points one frame above the caller of the API",
+    ),
+    M(
+        "unknown-words-frame-here",
+        "vocabulary.py",
+        "UserWarning, stacklevel=stacklevel)",
+        "UserWarning)",
+        ("tests/test_vocabulary_guards.py::test_the_warning_names_the_words_and_points_at_the_caller",),
+        "the unknown-word warning points at the vocabulary module's own line (no stack level)",
+    ),
 ]
 
 

@@ -150,6 +150,8 @@ _DIM = "dim 1 (the default) and -1 are the same axis: the function refuses input
 _FRAME = "a data check's warning points inside the package or torch either way (forward, Module._call_impl)"
 _EMPTY = "`initial` only matters for an empty array, and a decoded image has pixels"
 _MODE_L = "Image.fromarray infers mode L from a 2-D uint8 array, the mode given"
+_TOKENIZED = "a tokenizer gives one row of ids and offsets per text and one offset per id, so strict= never fires"
+_USER_WARNING = "warnings.warn's category None, or none given, is UserWarning, the category given"
 _NON_FINITE = "load_image reports _to_rgb's ValueError by its type only (`corrupt image: x.tiff (ValueError)`)"
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "captum_gradeclip.images.x__to_rgb__mutmut_16": (
@@ -247,6 +249,38 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "warnings.warn(text, stacklevel=5)",
         _FRAME,
     ),
+    "captum_gradeclip.vocabulary.x_unknown_words__mutmut_36": (
+        'for text, ids, offsets in zip(texts, batch["input_ids"], batch["offset_mapping"], strict=None):',
+        _TOKENIZED,
+    ),
+    "captum_gradeclip.vocabulary.x_unknown_words__mutmut_40": (
+        'for text, ids, offsets in zip(texts, batch["input_ids"], batch["offset_mapping"], ):',
+        _TOKENIZED,
+    ),
+    "captum_gradeclip.vocabulary.x_unknown_words__mutmut_45": (
+        'for text, ids, offsets in zip(texts, batch["input_ids"], batch["offset_mapping"], strict=False):',
+        _TOKENIZED,
+    ),
+    "captum_gradeclip.vocabulary.x_unknown_words__mutmut_48": (
+        "for token, (start, end) in zip(ids, offsets, strict=None):",
+        _TOKENIZED,
+    ),
+    "captum_gradeclip.vocabulary.x_unknown_words__mutmut_51": (
+        "for token, (start, end) in zip(ids, offsets, ):",
+        _TOKENIZED,
+    ),
+    "captum_gradeclip.vocabulary.x_unknown_words__mutmut_52": (
+        "for token, (start, end) in zip(ids, offsets, strict=False):",
+        _TOKENIZED,
+    ),
+    "captum_gradeclip.vocabulary.x_warn_unknown_words__mutmut_8": (
+        "warnings.warn(unknown_words_message(words, is_shapes_clip(tokenizer)), None, stacklevel=stacklevel)",
+        _USER_WARNING,
+    ),
+    "captum_gradeclip.vocabulary.x_warn_unknown_words__mutmut_11": (
+        "warnings.warn(unknown_words_message(words, is_shapes_clip(tokenizer)), stacklevel=stacklevel)",
+        _USER_WARNING,
+    ),
     "captum_gradeclip.results.xǁResultStoreǁdifferences__mutmut_27": (
         "a, b = mine.table(None), theirs.table(columns)",
         "reads every column of the part, but only the compared columns are looked at",
@@ -254,6 +288,24 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "captum_gradeclip.results.xǁResultStoreǁdifferences__mutmut_28": (
         "a, b = mine.table(columns), theirs.table(None)",
         "reads every column of the part, but only the compared columns are looked at",
+    ),
+}
+
+
+#: Survivors that only mutmut cannot see: where a warning points (its ``stacklevel``). mutmut's trampolines add
+#: call frames, so the tests that check a warning's line skip under mutmut; the same bug, planted as a hand-picked
+#: mutant of :mod:`tools.known_mutants`, runs those tests outside it. mutmut's name -> (its mutated line, the
+#: hand-picked mutant). Counted as detected where the line still matches.
+BY_HAND: dict[str, tuple[str, str]] = {
+    "captum_gradeclip.wrappers.x__warn_cut__mutmut_6": (")", "cut-warning-frame-here"),
+    "captum_gradeclip.wrappers.x__warn_cut__mutmut_7": ("stacklevel=5,", "cut-warning-frame-deeper"),
+    "captum_gradeclip.vocabulary.x_warn_unknown_words__mutmut_1": (
+        "def warn_unknown_words(texts: Sequence[str], tokenizer: object, stacklevel: int = 4) -> list[str]:",
+        "unknown-words-frame-deeper",
+    ),
+    "captum_gradeclip.vocabulary.x_warn_unknown_words__mutmut_12": (
+        "warnings.warn(unknown_words_message(words, is_shapes_clip(tokenizer)), UserWarning, )",
+        "unknown-words-frame-here",
     ),
 }
 
@@ -281,10 +333,18 @@ class Outcome:
                 found[name] = entry[1]
         return found
 
+    def by_hand(self) -> dict[str, str]:
+        """The survivors recorded in :data:`BY_HAND` whose mutated line still matches: name -> hand-picked mutant."""
+        return {
+            name: BY_HAND[name][1]
+            for name, status in self.status.items()
+            if status == "survived" and name in BY_HAND and BY_HAND[name][0] == self.diffs.get(name, "").strip()
+        }
+
     def score(self) -> float | None:
-        """Detected (killed or timeout) over generated less equivalent."""
+        """Detected (killed, timeout, or by a hand-picked mutant) over generated less equivalent."""
         counted = len(self.status) - len(self.equivalent())
-        return self.count("killed", "timeout") / counted if counted else None
+        return (self.count("killed", "timeout") + len(self.by_hand())) / counted if counted else None
 
 
 def select(names: list[str]) -> list[Module]:
@@ -438,8 +498,9 @@ def verdicts(meta: Path, module: Module) -> dict[str, str]:
 
 
 HEADER = (
-    "| module | file | guards | generated | killed | survived | timeout | equivalent | other | score | time (s) |\n"
-    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| module | file | guards | generated | killed | by hand | survived | timeout | equivalent | other | score "
+    "| time (s) |\n"
+    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -447,14 +508,14 @@ def row(o: Outcome) -> str:
     """The table row of one module's outcome."""
     m = o.module
     if o.error:
-        return f"| `{m.name}` | `{m.path}` | {m.what} | {o.error} | | | | | | | {o.seconds:.0f} |"
-    equivalent = len(o.equivalent())
+        return f"| `{m.name}` | `{m.path}` | {m.what} | {o.error} | | | | | | | | {o.seconds:.0f} |"
+    equivalent, by_hand = len(o.equivalent()), len(o.by_hand())
     other = len(o.status) - o.count("killed", "survived", "timeout")
     score = o.score()
     shown = "n/a" if score is None else f"{100 * score:.1f}%"
     return (
-        f"| `{m.name}` | `{m.path}` | {m.what} | {len(o.status)} | {o.count('killed')} | "
-        f"{o.count('survived') - equivalent} | {o.count('timeout')} | {equivalent} | {other} | {shown} | "
+        f"| `{m.name}` | `{m.path}` | {m.what} | {len(o.status)} | {o.count('killed')} | {by_hand} | "
+        f"{o.count('survived') - equivalent - by_hand} | {o.count('timeout')} | {equivalent} | {other} | {shown} | "
         f"{f'{o.seconds:.0f}' if o.seconds else 'stopped'}{' (resumed)' if o.resumed else ''} |"
     )
 
@@ -499,7 +560,17 @@ def page(outcomes: list[Outcome], previous: str = "", known: str = "") -> str:
             f"- `{o.module.name}` `{n}` ({o.status[n]}): `{o.diffs.get(n, '')}`"
             for o in outcomes
             for n in o.status
-            if o.status[n] not in ("killed", "timeout", "not checked") and n not in o.equivalent()
+            if o.status[n] not in ("killed", "timeout", "not checked")
+            and n not in o.equivalent()
+            and n not in o.by_hand()
+        ],
+    )
+    by_hand = kept(
+        "Killed by hand-picked mutants",
+        [
+            f"- `{o.module.name}` `{n}`: `{o.diffs.get(n, '')}`, planted as `{known}`"
+            for o in outcomes
+            for n, known in o.by_hand().items()
         ],
     )
     known = known or _section(previous, "Hand-picked mutants")
@@ -509,6 +580,8 @@ def page(outcomes: list[Outcome], previous: str = "", known: str = "") -> str:
         + table
         + "\n\n## Equivalent mutants\n\n"
         + ("\n".join(equivalent) or "None.")
+        + "\n\n## Killed by hand-picked mutants\n\n"
+        + ("\n".join(by_hand) or "None.")
         + "\n\n## Survivors\n\n"
         + ("\n".join(survivors) or "None.")
         + "\n\n## Hand-picked mutants\n\n"
@@ -525,13 +598,15 @@ module, mutmut generates every mutant of the guard functions named in `tools/mut
 arguments and return values swapped, calls dropped) and runs the module's mirrored tests on each, only those that
 reach the mutated function. *Killed*: a test failed; *timeout*: the tests ran far longer than unmutated, counted as
 detected; *equivalent*: a survivor that changes nothing observable, listed below with its reason and left out of
-the score; *other*: mutants mutmut did not check (no test reaches them, a crash, or a run stopped before them:
-*not checked*), counted as not detected; the survivors section lists the checked ones.
-The score is (killed + timeout) / (generated - equivalent). The time is the wall-clock time of `mutmut run` for
-the module (its test-coverage pass included), on a 2-core machine shared with other jobs, one mutant at a time;
-*(resumed)*: `--keep DIR --resume` reran only the mutants an earlier full run in DIR had not detected, with the
-tests added since (mutmut measures the new tests' coverage; a detection is kept where the function's code is
-unchanged: more tests cannot let a killed mutant survive).
+the score; *by hand*: a survivor that changes where a warning points, which the tests check only outside mutmut
+(its trampolines add call frames), so the same bug is planted as a hand-picked mutant (named below, run by
+`--known`), counted as detected; *other*: mutants mutmut did not check (no test reaches them, a crash, or a run
+stopped before them: *not checked*), counted as not detected; the survivors section lists the checked ones.
+The score is (killed + timeout + by hand) / (generated - equivalent). The time is the wall-clock time of
+`mutmut run` for the module (its test-coverage pass included), on a 2-core machine shared with other jobs, one
+mutant at a time; *(resumed)*: `--keep DIR --resume` reran only the mutants an earlier full run in DIR had not
+detected, with the tests added since (mutmut measures the new tests' coverage; a detection is kept where the
+function's code is unchanged: more tests cannot let a killed mutant survive).
 
 """
 

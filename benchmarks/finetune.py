@@ -5,6 +5,7 @@
     python -m benchmarks.finetune --model shapes:deep --seeds 0 --variants maps-2 train-maps  # other settings
     python -m benchmarks.finetune --model shapes --curve 30:3 10:10  # trade-off over anchor:distillation weights
     python -m benchmarks.finetune --model-dir DIR       # any ``CLIPModel.from_pretrained`` directory of the world
+    python -m benchmarks.finetune --model shapes:deep --device cuda   # on a GPU (benchmarks/gpu_finetune.sh)
 
 A copy of the model is fine-tuned on multi-object scenes (2 or 3 objects) with
 :class:`captum_gradeclip.finetune.RegionPhraseFinetuner`: the usual CLIP loss plus the region-phrase loss on
@@ -129,8 +130,10 @@ def eval_set(processor: object, n: int) -> tuple[torch.Tensor, torch.Tensor, tor
 
 
 def measure(model: torch.nn.Module, processor: object, data: tuple, n_pair: int, n_single: int) -> dict[str, float]:
-    """Region accuracy (mask and box), global recall@5 and @1, and single-object zero-shot of ``model``."""
-    pixels, masks, boxes, labels = data
+    """Region accuracy (mask and box), global recall@5 and @1, and single-object zero-shot of ``model``, on the
+    device the model is on."""
+    device = next(model.parameters()).device
+    pixels, masks, boxes, labels = (t.to(device) for t in data)
     sim = cg.ImageTextSimilarity(model.eval(), shapes.all_prompts(), processor=processor)
     global_quality = quality.evaluate(model, processor, n_single=n_single, n_pair=n_pair, pointing=False)
     hits = []
@@ -138,7 +141,8 @@ def measure(model: torch.nn.Module, processor: object, data: tuple, n_pair: int,
         group = shapes.make_scenes(range(start, start + 100), n_objects=2)
         captions = cg.ImageTextSimilarity(model, [s.caption for s in group], processor=processor)
         with torch.no_grad():
-            best = captions(processor(images=[s.image for s in group], return_tensors="pt")["pixel_values"]).argmax(-1)  # type: ignore[operator]
+            group_pixels = processor(images=[s.image for s in group], return_tensors="pt")["pixel_values"]  # type: ignore[operator]
+            best = captions(group_pixels.to(device)).argmax(-1).cpu()
         hits += (best == torch.arange(100)).tolist()
     return {
         "region_acc_mask": float(region_zero_shot(sim, pixels, masks, labels).float().mean()),
@@ -362,6 +366,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--eval-pairs", type=int, default=500, help="2-object scenes for recall, multiple of 100")
     parser.add_argument("--eval-singles", type=int, default=240, help="1-object scenes for zero-shot")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--device", default="cpu", help="where the model trains and is measured (cuda on a GPU)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--variants",
@@ -395,11 +400,19 @@ def main(argv: list[str] | None = None) -> dict:
     if args.eval_pairs < 100 or args.eval_pairs % 100:
         parser.error("--eval-pairs must be a positive multiple of 100")
 
+    try:
+        device = torch.device(args.device)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:  # an unknown device, or CUDA not there
+        parser.error(f"--device {args.device!r} cannot be used here: {error}")
     model, processor = load(args.model_dir, args.model)
+    model.to(device)
     name = args.model if args.model_dir is None else f"--model-dir {args.model_dir.name}"
     data = eval_set(processor, args.eval_scenes)
     evaluation = {k: getattr(args, k) for k in ("eval_scenes", "eval_pairs", "eval_singles")}
     identity = {"weights": weights_digest(model), "evaluation": evaluation, "eval_seed": EVAL_SEED}
+    if device.type != "cpu":  # another device's numbers differ in the last digits: runs are kept apart
+        identity["device"] = device.type
     before = cached(
         args.cache,
         {**identity, "measure": "before"},
@@ -415,6 +428,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(str(error))
     report: dict = {"model": name, "settings": settings, "seeds": args.seeds, "before": before, "runs": []}
     report["evaluation"] = evaluation
+    report["device"] = device.type
     plan = [("the settings", settings, seed) for seed in args.seeds]
     if args.variants is not None:  # the settings' own run of the first seed is in the seeds table
         chosen = args.variants or VARIANT_KEYS
@@ -457,8 +471,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))
     if args.write is not None:
-        shown = without_options(argv if argv is not None else sys.argv[1:], "--json", "--cache")
-        shown = [a for a in shown if a != "--no-cache"]
+        shown = without_options(argv if argv is not None else sys.argv[1:], "--json", "--cache", "--write")
+        # the page says how to remake itself, wherever this run wrote it (a GPU machine's output folder)
+        shown = [a for a in shown if a != "--no-cache"] + ["--write", f"docs/{args.write.name}"]
         key = "curve" if args.curve else "seeds" if args.variants is None else "variants"
         own = {k: v for k, v in settings.items() if v != parser.get_default(k)}  # a section per model and setting
         key += "".join(f", {k}={v}" for k, v in own.items())
@@ -485,6 +500,10 @@ def _cell(change: dict) -> str:
     return f"{change['mean']:+.1f} +- {change['std']:.1f}"
 
 
+def _on(device: str) -> str:
+    return "on the CPU (a 2-core machine, shared)" if device == "cpu" else f"on one {device.upper()} GPU"
+
+
 def markdown(report: dict, argv: list[str]) -> str:
     """One section of the page: the command, its settings, and the per-seed table, the one-change-at-a-time table
     or the trade-off curve."""
@@ -494,7 +513,7 @@ def markdown(report: dict, argv: list[str]) -> str:
     lines = [
         f"Model: **{report['model']}**. Command: `python -m benchmarks.finetune {' '.join(argv)}`. "
         f"Settings: {settings}. Evaluation: {evaluation}. Each fine-tuning run took {min(minutes):.1f} to "
-        f"{max(minutes):.1f} minutes of wall time on the CPU (mean {np.mean(minutes):.1f}; the machine was shared).",
+        f"{max(minutes):.1f} minutes of wall time {_on(report.get('device', 'cpu'))} (mean {np.mean(minutes):.1f}).",
         "",
     ]
     before = report["before"]

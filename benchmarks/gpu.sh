@@ -6,6 +6,14 @@
 # unmeasured: run them in a later call if the device time is short.
 #
 #   bash benchmarks/gpu.sh [OUT_DIR]          # results and logs in OUT_DIR (default: gpu_results)
+#   bash benchmarks/gpu.sh OUT_DIR finetune   # only the fine-tuning runs (issue 31), about 10 minutes or more
+#
+# The fine-tuning part runs benchmarks.finetune with 5 seeds (0-4) on ShapesCLIP-Deep, then on the 2-layer ViT,
+# then the deep model's map and training variants, then the 2-layer model's trade-off curve over the anchor and
+# distillation weights, in that order of need. Finished runs are kept in OUT_DIR/finetune_runs, so a second call on
+# the same warm machine goes on where the first stopped; each step ends with OUT_DIR/finetune_runs.tgz (the runs,
+# one file: unpack it into .finetune_runs to rewrite the page) and OUT_DIR/finetune.md (docs/finetune.md with the
+# new sections, ready to replace it). FINETUNE_DEVICE=cpu FINETUNE_ARGS="--steps 2 ..." tries the part on a CPU.
 #
 # A GPU machine without internet and without captum/open_clip: first download the wheels on a machine with
 # internet, into .whl/ at the repository root, for the GPU machine's Python (3.12 here):
@@ -31,7 +39,11 @@ if ! python3 -c 'import captum' 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl || exit 2
     export PYTHONPATH="$site:$PYTHONPATH"
 fi
-python3 -c 'import torch; assert torch.cuda.is_available(), "no CUDA GPU"; print(torch.cuda.get_device_name(0))' || exit 2
+part=${2:-all}
+device=${FINETUNE_DEVICE:-cuda}
+if [ "$device" = cuda ]; then
+    python3 -c 'import torch; assert torch.cuda.is_available(), "no CUDA GPU"; print(torch.cuda.get_device_name(0))' || exit 2
+fi
 
 status=0
 step() {  # step NAME COMMAND...: runs it, logs it to OUT/NAME.log, keeps going
@@ -46,6 +58,27 @@ step() {  # step NAME COMMAND...: runs it, logs it to OUT/NAME.log, keeps going
     echo "   $((SECONDS - start)) s"
     tail -n 25 "$out/$name.log"
 }
+
+if [ "$part" = finetune ]; then
+    [ -f "$out/finetune.md" ] || cp docs/finetune.md "$out/finetune.md"
+    # shellcheck disable=SC2086  # FINETUNE_ARGS is a list of options
+    finetune() {  # finetune STEP ARGS...: one benchmark call, its runs kept, the page and the packed runs updated
+        local name=$1
+        shift
+        step "$name" python3 -m benchmarks.finetune --device "$device" --cache "$out/finetune_runs" \
+            --write "$out/finetune.md" ${FINETUNE_ARGS:-} "$@"
+        tar czf "$out/finetune_runs.tgz" -C "$out" finetune_runs 2>/dev/null
+    }
+    finetune finetune_deep --model shapes:deep --seeds 0 1 2 3 4
+    finetune finetune_shapes --model shapes --seeds 0 1 2 3 4
+    finetune finetune_deep_variants --model shapes:deep --seeds 0 --variants maps-2 maps-lower train-maps
+    finetune finetune_curve --model shapes --seeds 0 1 2 3 4 --curve 30:3 30:10 100:10
+    exit $status
+fi
+if [ "$part" != all ]; then
+    echo "unknown part '$part': all or finetune" >&2
+    exit 2
+fi
 
 step cuda_tests python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_device.py
 step speed_fp32 python3 -m benchmarks.speed --device cuda --dtype fp32 --repeats 5 --write "$out/speed.md"

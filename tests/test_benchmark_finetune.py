@@ -55,6 +55,7 @@ def test_finetune_benchmark_reports_mean_and_spread_over_seeds(model_dir, tmp_pa
     assert "target met" in capsys.readouterr().out
     text = page.read_text()
     assert text.startswith("# Region-phrase fine-tuning") and "--json" not in text and "--no-cache" not in text
+    assert str(tmp_path) not in text and "--seeds 0 1 --write docs/page.md`" in text  # no path of this machine
     section = "<!-- finetune: --model-dir model: seeds, steps=2, batch_size=4 -->"  # a section per setting
     assert section in text and "anchor_weight=10.0, distill_weight=3.0, hard_negatives=True" in text
     r1 = report["change"]["recall_at_1"]
@@ -150,6 +151,8 @@ def test_bad_settings_are_named_before_any_run(model_dir, capsys):
         (["--curve", "1:-3"], "must be non-negative"),
         (["--eval-pairs", "150"], "--eval-pairs must be a positive multiple of 100"),
         (["--variants", "nope"], "invalid choice: 'nope'"),
+        (["--device", "tpu9"], "--device 'tpu9' cannot be used here: Invalid device string"),
+        *([(["--device", "cuda"], "--device 'cuda' cannot be used here: ")] if not torch.cuda.is_available() else []),
     ]:
         with pytest.raises(SystemExit):
             bench.main([*small(model_dir), *argv])

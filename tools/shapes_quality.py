@@ -25,8 +25,10 @@ def _pixels(processor: object, scenes: list[shapes.Scene]) -> torch.Tensor:
 
 @torch.no_grad()
 def _embed(model: torch.nn.Module, processor: object, scenes: list[shapes.Scene], texts: list[str]) -> tuple:
-    images = F.normalize(encode_images(model, _pixels(processor, scenes)), dim=-1)
+    device = next(model.parameters()).device  # the inputs go where the model is
+    images = F.normalize(encode_images(model, _pixels(processor, scenes).to(device)), dim=-1)
     batch = processor(text=texts, padding=True, return_tensors="pt")  # type: ignore[operator]
+    batch = {k: batch[k].to(device) for k in ("input_ids", "attention_mask") if k in batch}
     return images, F.normalize(encode_texts(model, batch), dim=-1)
 
 

@@ -160,5 +160,10 @@ def test_from_kept_reads_the_verdicts_a_stopped_run_left(tmp_path):
     assert sorted(o.status.values()) == ["killed", "not checked", "timeout"]
     assert o.score() == pytest.approx(2 / 3)
     assert "not checked" not in mutation.page([o]).split("## Survivors")[1].split("## Hand-picked")[0]
+    assert o.seconds == 0 and mutation.row(o).endswith("| stopped |")  # no time: the run stopped
+    seconds = meta.parents[2] / "mutation-seconds"
+    for recorded, shown in (("519\n", "| 519 |"), ("76 resumed\n", "| 76 (resumed) |")):
+        seconds.write_text(recorded)
+        assert mutation.row(mutation.kept_outcome(module, tmp_path)).endswith(shown)
     meta.write_text(json.dumps({"exit_code_by_key": {"captum_gradeclip.images.x_resolve_inside__mutmut_1": None}}))
     assert mutation.kept_outcome(module, tmp_path).error == "stopped before any mutant was checked"

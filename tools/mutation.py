@@ -150,6 +150,7 @@ _DIM = "dim 1 (the default) and -1 are the same axis: the function refuses input
 _FRAME = "a data check's warning points inside the package or torch either way (forward, Module._call_impl)"
 _EMPTY = "`initial` only matters for an empty array, and a decoded image has pixels"
 _MODE_L = "Image.fromarray infers mode L from a 2-D uint8 array, the mode given"
+_TEXT_DIM = "dim 1 and -1 are the same axis: `input_ids` is checked to be (N, L) and the mask to have its shape"
 _TOKENIZED = "a tokenizer gives one row of ids and offsets per text and one offset per id, so strict= never fires"
 _USER_WARNING = "warnings.warn's category None, or none given, is UserWarning, the category given"
 _NON_FINITE = "load_image reports _to_rgb's ValueError by its type only (`corrupt image: x.tiff (ValueError)`)"
@@ -281,6 +282,11 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "warnings.warn(unknown_words_message(words, is_shapes_clip(tokenizer)), stacklevel=stacklevel)",
         _USER_WARNING,
     ),
+    "captum_gradeclip.wrappers.x__check_text__mutmut_63": (
+        "require((attention_mask.sum(dim=+1) >= 2).all(), empty)",
+        _TEXT_DIM,
+    ),
+    "captum_gradeclip.wrappers.x__check_text__mutmut_82": ("ended = present.any(dim=+1)", _TEXT_DIM),
     "captum_gradeclip.results.xǁResultStoreǁdifferences__mutmut_27": (
         "a, b = mine.table(None), theirs.table(columns)",
         "reads every column of the part, but only the compared columns are looked at",
@@ -402,7 +408,9 @@ def kept_outcome(module: Module, keep: Path) -> Outcome:
         outcome.error, outcome.status = "stopped before any mutant was checked", {}
         return outcome
     seconds = scratch / "mutation-seconds"  # absent where the run was stopped
-    outcome.seconds = float(seconds.read_text()) if seconds.is_file() else 0.0
+    if seconds.is_file():
+        recorded = seconds.read_text().split()
+        outcome.seconds, outcome.resumed = float(recorded[0]), recorded[1:] == ["resumed"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     for name, status in outcome.status.items():
         if status not in ("killed", "timeout", "not checked"):
@@ -450,7 +458,7 @@ def run_module(module: Module, max_children: int, keep: Path | None, echo: bool,
             done = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True)
             (scratch / "mutmut.log").write_text(done.stdout + done.stderr)
         outcome.seconds = time.perf_counter() - start
-        (scratch / "mutation-seconds").write_text(f"{outcome.seconds:.0f}\n")  # for --from-kept
+        (scratch / "mutation-seconds").write_text(f"{outcome.seconds:.0f}{' resumed' * resumed}\n")  # --from-kept
         outcome.status = verdicts(meta, module) if meta.is_file() else {}
         if before:
             outcome.status = kept_verdicts(before, json.loads(meta.read_text()), outcome.status)

@@ -492,7 +492,8 @@ EMA teacher): the anchor (`anchor_weight`: each global image and text embedding 
 relation distillation (`distill_weight`: each image's softmax over the batch's captions stays near the frozen
 model's) and one hard-negative caption per scene in the CLIP loss (`--hard-negatives`). The target: the mean region
 gain (masks) at least +10 points, and on every seed recall@1 and single-object zero-shot within 1 point of before
-(recall@5 within 2).
+(recall@5 within 2). On a GPU, `bash benchmarks/gpu.sh OUT finetune` runs the 5-seed tables of both ViTs, the deep
+model's variants and the 2-layer model's trade-off curve (`--device cuda`), and writes this page to OUT.
 """
 
 

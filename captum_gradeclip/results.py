@@ -310,11 +310,10 @@ def _reason(error: OSError) -> str:
 
 @dataclass(frozen=True)
 class Part:
-    """One intact part: its number, metadata and rows (``first`` to ``first + rows``)."""
+    """One intact part: its number, metadata and number of rows (its items, in order, from ``number * chunk_size``)."""
 
     number: int
     meta: dict
-    first: int
     rows: int
     parquet: pq.ParquetFile  # over the file's bytes, read once (memory-mapped), checksums verified
 
@@ -403,7 +402,7 @@ def read_part(store: Folder, name: str, number: int) -> Part:
             else "its items out of order or some missing"
         )  # fmt: skip
         raise _Bad(f"holds {detail}")
-    return Part(number, meta, first, rows, parquet)
+    return Part(number, meta, rows, parquet)
 
 
 def identifiably_ours(store: Folder, name: str) -> bool:

@@ -150,6 +150,8 @@ _DIM = "dim 1 (the default) and -1 are the same axis: the function refuses input
 _FRAME = "a data check's warning points inside the package or torch either way (forward, Module._call_impl)"
 _EMPTY = "`initial` only matters for an empty array, and a decoded image has pixels"
 _MODE_L = "Image.fromarray infers mode L from a 2-D uint8 array, the mode given"
+_NO_CALL = "the check hooks the block and unhooks it with no forward pass: the hook's callback is never called"
+_THREADS = "pyarrow reads the same values with threads or without (use_threads only splits the work)"
 _TEXT_DIM = "dim 1 and -1 are the same axis: `input_ids` is checked to be (N, L) and the mask to have its shape"
 _TOKENIZED = "a tokenizer gives one row of ids and offsets per text and one offset per id, so strict= never fires"
 _USER_WARNING = "warnings.warn's category None, or none given, is UserWarning, the category given"
@@ -287,6 +289,23 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         _TEXT_DIM,
     ),
     "captum_gradeclip.wrappers.x__check_text__mutmut_82": ("ended = present.any(dim=+1)", _TEXT_DIM),
+    "captum_gradeclip.attr.contract.x_check_blocks__mutmut_2": ("with wrapper.adapter.probe(block, None):", _NO_CALL),
+    "captum_gradeclip.attr.contract.x_check_blocks__mutmut_5": (
+        "with wrapper.adapter.probe(block, lambda _record, o: None):",
+        _NO_CALL,
+    ),
+    "captum_gradeclip.results.x_read_part__mutmut_67": (
+        'items = parquet.read(columns=["item"], use_threads=None).column(0).to_numpy()',
+        _THREADS,
+    ),
+    "captum_gradeclip.results.x_read_part__mutmut_69": (
+        'items = parquet.read(columns=["item"], ).column(0).to_numpy()',
+        _THREADS,
+    ),
+    "captum_gradeclip.results.x_read_part__mutmut_72": (
+        'items = parquet.read(columns=["item"], use_threads=True).column(0).to_numpy()',
+        _THREADS,
+    ),
     "captum_gradeclip.results.xǁResultStoreǁdifferences__mutmut_27": (
         "a, b = mine.table(None), theirs.table(columns)",
         "reads every column of the part, but only the compared columns are looked at",
@@ -453,10 +472,19 @@ def run_module(module: Module, max_children: int, keep: Path | None, echo: bool,
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut puts its mutants/ first
         start = time.perf_counter()
         done = None
-        if names:
+        log, tried = "", set(names)
+        while names:
             command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
             done = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True)
-            (scratch / "mutmut.log").write_text(done.stdout + done.stderr)
+            log += done.stdout + done.stderr
+            names = []
+            if before and meta.is_file():
+                # a function changed since the earlier run: its earlier detections are void (and its mutants may be
+                # renumbered), so every mutant of it still unchecked runs now
+                kept = kept_verdicts(before, json.loads(meta.read_text()), verdicts(meta, module))
+                names = [k for k, s in kept.items() if s == "not checked" and k not in tried]
+                tried |= set(names)
+        (scratch / "mutmut.log").write_text(log)
         outcome.seconds = time.perf_counter() - start
         (scratch / "mutation-seconds").write_text(f"{outcome.seconds:.0f}{' resumed' * resumed}\n")  # --from-kept
         outcome.status = verdicts(meta, module) if meta.is_file() else {}

@@ -170,3 +170,10 @@ def test_items_outside_the_parts_range_twice_or_out_of_order_are_named(tmp_path,
     table = pq.read_table(tmp_path / part_name(1))
     rewrite(tmp_path / part_name(1), table=table.set_column(0, "item", pa.array(items, pa.int64())))
     refused(tmp_path, message)
+
+
+def test_a_part_with_rows_missing_names_both_counts(tmp_path):
+    make_store(tmp_path)
+    table = pq.read_table(tmp_path / part_name(1))
+    rewrite(tmp_path / part_name(1), table=table.slice(0, 2))  # items 3 and 4: item 5 dropped
+    refused(tmp_path, "holds 2 rows; its range has 3")

@@ -57,7 +57,7 @@ def test_finetune_benchmark_reports_mean_and_spread_over_seeds(model_dir, tmp_pa
     assert text.startswith("# Region-phrase fine-tuning") and "--json" not in text and "--no-cache" not in text
     assert str(tmp_path) not in text and "--seeds 0 1 --write docs/page.md`" in text  # no path of this machine
     section = "<!-- finetune: --model-dir model: seeds, steps=2, batch_size=4 -->"  # a section per setting
-    assert section in text and "anchor_weight=10.0, distill_weight=3.0, hard_negatives=True" in text
+    assert section in text and "anchor_weight=30.0, distill_weight=3.0, hard_negatives=True" in text
     r1 = report["change"]["recall_at_1"]
     per_seed = " / ".join(f"{c:+.1f}" for c in r1["changes"])
     assert f"| {r1['mean']:+.1f} +- {r1['std']:.1f} | {per_seed} | {r1['min']:+.1f} | every seed >= -1: " in text
@@ -65,16 +65,17 @@ def test_finetune_benchmark_reports_mean_and_spread_over_seeds(model_dir, tmp_pa
     assert "| fine-tuning time, minutes | | | " in text and f" | {minutes} | | |" in text
     assert ("**met**" if report["target_met"] else "**not met**") in text
 
-    variants = main([*small(model_dir), "--seeds", "0", "--variants", "plain", "plain-big-batch", "anchor-30",
-                     "maps-2", "maps-lower", "train-maps", "--write", str(page)])  # fmt: skip
-    assert "change" not in variants and len(variants["runs"]) == 6
+    variants = main([*small(model_dir), "--seeds", "0", "--variants", "plain", "plain-big-batch", "anchor-10",
+                     "maps-1", "maps-lower", "train-maps", "objects", "--write", str(page)])  # fmt: skip
+    assert "change" not in variants and len(variants["runs"]) == 7
     plain = {"anchor_weight": 0.0, "distill_weight": 0.0, "hard_negatives": False}
     assert [r["changes"] for r in variants["runs"]] == [
         plain,
         {**plain, "batch_size": 12, "steps": 1},
-        {"anchor_weight": 30.0},
-        {"map_layers": 2},
-        {"map_block": -2},
+        {"anchor_weight": 10.0},  # the former defaults, one at a time
+        {"map_layers": 1},
+        {"object_weights": (0.3, 0.5, 0.2)},
+        {"map_layers": 1, "map_block": -2},
         {"train": "maps"},
     ]
     assert len({json.dumps(r["after"], sort_keys=True) for r in variants["runs"]}) > 1
@@ -115,29 +116,29 @@ def test_runs_are_cached_per_settings_and_seed_and_the_curve_reuses_them(model_d
     with pytest.raises(AssertionError, match="trained again"):  # another setting or seed is a run of its own
         bench.main([*small(model_dir, cache), "--seeds", "2"])
     with pytest.raises(AssertionError, match="trained again"):
-        bench.main([*small(model_dir, cache), "--seeds", "0", "--anchor-weight", "30"])
+        bench.main([*small(model_dir, cache), "--seeds", "0", "--anchor-weight", "10"])
     stored = next(p for p in cache.glob("*.json") if '"seed": 0' in p.read_text())
     stored.write_text(stored.read_text().replace('"seed": 0', '"seed": 7'))  # an edited file is not trusted
     with pytest.raises(AssertionError, match="trained again"):
         bench.main([*small(model_dir, cache), "--seeds", "0"])
     monkeypatch.undo()
 
-    curve = bench.main([*small(model_dir, cache), "--seeds", "0", "1", "--curve", "10:3", "0:0", "--write", str(page)])
-    assert [(p["anchor_weight"], p["distill_weight"]) for p in curve["curve"]] == [(10.0, 3.0), (0.0, 0.0)]
+    curve = bench.main([*small(model_dir, cache), "--seeds", "0", "1", "--curve", "30:3", "0:0", "--write", str(page)])
+    assert [(p["anchor_weight"], p["distill_weight"]) for p in curve["curve"]] == [(30.0, 3.0), (0.0, 0.0)]
     assert [r["after"] for r in curve["runs"][:2]] == [r["after"] for r in again["runs"][::-1]], "the settings' runs"
     zero = curve["curve"][1]["change"]["recall_at_1"]
     changes = [100 * (r["after"]["recall_at_1"] - curve["before"]["recall_at_1"]) for r in curve["runs"][2:]]
     assert zero["changes"] == pytest.approx(changes, abs=0.01) and zero["min"] == pytest.approx(min(changes), abs=0.01)
     text = page.read_text()
     bench.main([*small(model_dir, cache), "--seeds", "0", "1", "--write", str(page)])  # cached: no training
-    bench.main([*small(model_dir, cache), "--seeds", "0", "--anchor-weight", "30", "--write", str(page)])
+    bench.main([*small(model_dir, cache), "--seeds", "0", "--anchor-weight", "10", "--write", str(page)])
     text = page.read_text()
     assert "<!-- finetune: --model-dir model: seeds, steps=2, batch_size=4 -->" in text
-    assert "<!-- finetune: --model-dir model: seeds, steps=2, batch_size=4, anchor_weight=30.0 -->" in text
+    assert "<!-- finetune: --model-dir model: seeds, steps=2, batch_size=4, anchor_weight=10.0 -->" in text
     assert (
         "<!-- finetune: --model-dir model: curve, steps=2, batch_size=4 -->" in text
         and "| 0 | 0 | " in text
-        and "| 10 | 3 | " in text
+        and "| 30 | 3 | " in text
     )
 
 

@@ -216,6 +216,11 @@ VARIANTS: list[tuple[str, str, Callable[[dict], dict]]] = [
         "plain, 3x the batch for a third of the steps (the same scenes, 3x the CLIP negatives)",
         lambda s: {**s, **PLAIN, "batch_size": 3 * s["batch_size"], "steps": max(1, s["steps"] // 3)},
     ),
+    (
+        "former",
+        "the former defaults: anchor weight 10, maps from the last block alone",
+        lambda s: {**s, "anchor_weight": 10.0, "map_layers": 1, "map_block": -1},
+    ),
     ("anchor-10", "the settings with anchor weight 10 (the former default)", lambda s: {**s, "anchor_weight": 10.0}),
     (
         "anchor-100",

@@ -65,14 +65,15 @@ def test_finetune_benchmark_reports_mean_and_spread_over_seeds(model_dir, tmp_pa
     assert "| fine-tuning time, minutes | | | " in text and f" | {minutes} | | |" in text
     assert ("**met**" if report["target_met"] else "**not met**") in text
 
-    variants = main([*small(model_dir), "--seeds", "0", "--variants", "plain", "plain-big-batch", "anchor-10",
+    variants = main([*small(model_dir), "--seeds", "0", "--variants", "plain", "plain-big-batch", "former", "anchor-10",
                      "maps-1", "maps-lower", "train-maps", "objects", "--write", str(page)])  # fmt: skip
-    assert "change" not in variants and len(variants["runs"]) == 7
+    assert "change" not in variants and len(variants["runs"]) == 8
     plain = {"anchor_weight": 0.0, "distill_weight": 0.0, "hard_negatives": False}
     assert [r["changes"] for r in variants["runs"]] == [
         plain,
         {**plain, "batch_size": 12, "steps": 1},
-        {"anchor_weight": 10.0},  # the former defaults, one at a time
+        {"anchor_weight": 10.0, "map_layers": 1},  # the former defaults, together and one at a time
+        {"anchor_weight": 10.0},
         {"map_layers": 1},
         {"object_weights": (0.3, 0.5, 0.2)},
         {"map_layers": 1, "map_block": -2},

@@ -506,9 +506,12 @@ and measured on the same held-out scenes before and after. Changes are in points
 deviation over the seeds. The settings add three things to the paper's recipe (CLIP loss plus region-phrase loss,
 EMA teacher): the anchor (`anchor_weight`: each global image and text embedding stays near the frozen model's), the
 relation distillation (`distill_weight`: each image's softmax over the batch's captions stays near the frozen
-model's) and one hard-negative caption per scene in the CLIP loss (`--hard-negatives`). The target: the mean region
-gain (masks) at least +10 points, and on every seed recall@1 and single-object zero-shot within 1 point of before
-(recall@5 within 2). On a GPU, `bash benchmarks/gpu.sh OUT finetune` runs the 5-seed tables of both ViTs, the deep
+model's) and one hard-negative caption per scene in the CLIP loss (`--hard-negatives`); the maps are the
+Grad-ECLIP maps of the last 2 blocks summed (`map_layers`). Anchor weight 30 and `map_layers` 2 were chosen on
+ShapesCLIP-Deep; the *former* rows of the variants tables show the settings before (anchor weight 10, the last
+block's maps). The target: the mean region gain (masks) at least +10 points, and on every seed recall@1 and
+single-object zero-shot within 1 point of before (recall@5 within 2). The times are for one CPU core of a shared
+2-core machine; on a GPU, `bash benchmarks/gpu.sh OUT finetune` runs the 5-seed tables of both ViTs, the deep
 model's variants and the 2-layer model's trade-off curve (`--device cuda`), and writes this page to OUT.
 """
 
@@ -518,7 +521,7 @@ def _cell(change: dict) -> str:
 
 
 def _on(device: str) -> str:
-    return "on the CPU (a 2-core machine, shared)" if device == "cpu" else f"on one {device.upper()} GPU"
+    return "on one core of a shared 2-core CPU" if device == "cpu" else f"on one {device.upper()} GPU"
 
 
 def markdown(report: dict, argv: list[str]) -> str:

@@ -167,3 +167,22 @@ def test_from_kept_reads_the_verdicts_a_stopped_run_left(tmp_path):
         assert mutation.row(mutation.kept_outcome(module, tmp_path)).endswith(shown)
     meta.write_text(json.dumps({"exit_code_by_key": {"captum_gradeclip.images.x_resolve_inside__mutmut_1": None}}))
     assert mutation.kept_outcome(module, tmp_path).error == "stopped before any mutant was checked"
+
+
+def test_each_survivor_counted_by_hand_is_a_hand_picked_mutant_of_the_same_file():
+    from tools import known_mutants
+
+    planted = {m.name: m for m in known_mutants.MUTANTS}
+    assert mutation.BY_HAND, "nothing counted by hand"
+    for name, (line, known) in mutation.BY_HAND.items():
+        assert known in planted, f"{name}: no hand-picked mutant {known}"
+        module = name.removeprefix("captum_gradeclip.").rsplit(".", 1)[0].replace(".", "/") + ".py"
+        assert planted[known].path == module, f"{name}: {known} plants its bug in another file"
+        source = (known_mutants.ROOT / "captum_gradeclip" / module).read_text()
+        mutated = source.replace(planted[known].old, planted[known].new)
+
+        def plain(text: str) -> str:  # mutmut writes a dropped last argument as "x, )"
+            return re.sub(r",[ \t]*\)", ")", re.sub(r"[ \t]+", " ", text))
+
+        if line != ")":  # mutmut shows a dropped keyword argument's line as its closing bracket alone
+            assert plain(line) in plain(mutated) and plain(line) not in plain(source), f"{known} plants another bug"

@@ -21,6 +21,13 @@ VOCAB = 50
 BOS, PAD, EOS = 0, 1, 3
 
 
+def general_path(sim, **options) -> captum_gradeclip.GradECLIP:
+    """Grad-ECLIP on ``sim`` with its fast path switched off: the general (hooked) path, the fast path's oracle."""
+    explainer = captum_gradeclip.GradECLIP(sim, **options)
+    explainer.fast_path = False
+    return explainer
+
+
 def make_clip(
     seed: int = 0,
     attn: str = "eager",

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.conftest import head_cos, make_clip, random_texts
+from tests.conftest import general_path, head_cos, make_clip, random_texts
 
 VOCAB = 50
 SOT, EOT = VOCAB - 2, VOCAB - 1  # OpenAI format: the end-of-text token has the highest id
@@ -515,8 +515,7 @@ def assert_fast_equals_general(sim, x, monkeypatch, targets=(None, 1), tol: floa
     from tests.conftest import rel_err
 
     for mode in ("native", "paper"):
-        fast, general = cg.GradECLIP(sim, mode=mode), cg.GradECLIP(sim, mode=mode)
-        general.fast_path = False
+        fast, general = cg.GradECLIP(sim, mode=mode), general_path(sim, mode=mode)
         assert sim.adapter.pooled_tail(fast.blocks[0]) is not None
         for target in targets:
             want = general.attribute(x, target=target)

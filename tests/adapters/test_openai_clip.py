@@ -19,7 +19,7 @@ from tests.adapters.conftest import (
     openai_vit_oracle,
     resnet_pool_oracle,
 )
-from tests.conftest import count_hooks, rel_err
+from tests.conftest import count_hooks, general_path, rel_err
 
 pytest.importorskip("clip", reason="needs the openai extra: pip install -e '.[openai]'")
 
@@ -105,8 +105,7 @@ def test_fast_path_equals_general_path(resnet, mode, monkeypatch):
     size = (96, 64) if resnet else (32, 40)
     sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(5, EMBED))
     x = torch.randn(3, 3, *size)
-    fast, general = cg.GradECLIP(sim, mode=mode), cg.GradECLIP(sim, mode=mode)
-    general.fast_path = False
+    fast, general = cg.GradECLIP(sim, mode=mode), general_path(sim, mode=mode)
     assert sim.adapter.pooled_tail(fast.blocks[0]) is not None
     for target in (None, 3, [4, 0, 2]):
         b = general.attribute(x, target=target)
@@ -197,8 +196,7 @@ def test_model_is_left_unchanged_and_hook_free():
 def test_resnet_pool_probe_is_removed_after_an_exception():
     model = make_openai_clip(11, resnet=True)
     sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(2, EMBED))
-    explainer = cg.GradECLIP(sim)
-    explainer.fast_path = False
+    explainer = general_path(sim)
 
     def boom(*_args):
         raise RuntimeError("boom")

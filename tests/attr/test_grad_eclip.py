@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import captum_gradeclip as cg
 from captum_gradeclip.attr.grad_eclip import loosened_attention
-from tests.conftest import EOS, head_cos, make_clip, minmax, random_texts, rel_err
+from tests.conftest import EOS, general_path, head_cos, make_clip, minmax, random_texts, rel_err
 
 TOL = 1e-4
 
@@ -293,8 +293,7 @@ def test_fast_path_equals_general_path(mode, score):
     sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(5, 16), score=score)
     x = torch.randn(3, 3, 40, 32)
     fast = cg.GradECLIP(sim, mode=mode)
-    general = cg.GradECLIP(sim, mode=mode)
-    general.fast_path = False
+    general = general_path(sim, mode=mode)
     for target in (None, 3, [4, 0, 2]):
         a, b = fast.attribute(x, target=target), general.attribute(x, target=target)
         assert a.shape == b.shape
@@ -311,8 +310,7 @@ def test_fast_path_runs_the_last_mlp_on_the_pooled_row_only():
         cg.GradECLIP(sim).attribute(torch.randn(2, 3, 32, 32))
         assert seen == [torch.Size([2, 32])]
         seen.clear()
-        general = cg.GradECLIP(sim)
-        general.fast_path = False
+        general = general_path(sim)
         general.attribute(torch.randn(2, 3, 32, 32))
         assert seen == [torch.Size([2, 17, 32])]
     finally:
@@ -324,8 +322,7 @@ def test_more_targets_than_embedding_dims_use_the_jacobian_and_agree():
     sim = cg.ImageTextSimilarity(model, text_embeds=torch.randn(20, 16), score="softmax")
     x = torch.randn(2, 3, 32, 32)
     every = cg.GradECLIP(sim).attribute(x)
-    general = cg.GradECLIP(sim)
-    general.fast_path = False
+    general = general_path(sim)
     assert every.shape == (2, 20, 4, 4)
     assert rel_err(every, general.attribute(x)) <= TOL
 
@@ -382,9 +379,7 @@ def test_fast_path_steps_aside_for_user_backward_hooks(where):
     try:
         got = cg.GradECLIP(sim).attribute(x, target=[2, 0])
         fired = len(calls)
-        general = cg.GradECLIP(sim)
-        general.fast_path = False
-        expected = general.attribute(x, target=[2, 0])
+        expected = general_path(sim).attribute(x, target=[2, 0])
         assert fired > 0 and fired == len(calls) - fired  # the hook ran, as on the general path
     finally:
         for handle in handles:
@@ -436,9 +431,7 @@ def test_fast_path_steps_aside_for_a_global_forward_hook_that_changes_the_block(
     try:
         fast = cg.GradECLIP(sim).attribute(x, target=[2, 0])
         fired = len(calls)
-        slow = cg.GradECLIP(sim)
-        slow.fast_path = False
-        general = slow.attribute(x, target=[2, 0])
+        general = general_path(sim).attribute(x, target=[2, 0])
     finally:
         handle.remove()
     torch.testing.assert_close(fast, general)

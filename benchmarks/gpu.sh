@@ -71,7 +71,7 @@ if [ "$part" = finetune ]; then
     }
     finetune finetune_deep --model shapes:deep --seeds 0 1 2 3 4
     finetune finetune_shapes --model shapes --seeds 0 1 2 3 4
-    finetune finetune_deep_variants --model shapes:deep --seeds 0 --variants former anchor-10 maps-1 maps-lower train-maps objects
+    finetune finetune_deep_variants --model shapes:deep --seeds 0 --variants former anchor-10 maps-1 maps-2 two-three train-maps
     finetune finetune_curve --model shapes --seeds 0 1 2 3 4 --curve 30:3 30:10 100:10
     exit $status
 fi

@@ -36,7 +36,7 @@ def test_finetune_benchmark_reports_mean_and_spread_over_seeds(model_dir, tmp_pa
     page = tmp_path / "page.md"
     argv = [*small(model_dir), "--seeds", "0", "1", "--json", str(tmp_path / "r.json"), "--write", str(page)]
     report = main(argv)
-    assert json.loads((tmp_path / "r.json").read_text()) == report
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(report))  # tuples as lists
     assert set(report["before"]) == KEYS and [r["seed"] for r in report["runs"]] == [0, 1]
     assert all(set(r["after"]) == KEYS and not r["changes"] for r in report["runs"])
     assert all(0.0 <= v <= 1.0 for r in report["runs"] for v in r["after"].values())
@@ -66,17 +66,17 @@ def test_finetune_benchmark_reports_mean_and_spread_over_seeds(model_dir, tmp_pa
     assert ("**met**" if report["target_met"] else "**not met**") in text
 
     variants = main([*small(model_dir), "--seeds", "0", "--variants", "plain", "plain-big-batch", "former", "anchor-10",
-                     "maps-1", "maps-lower", "train-maps", "objects", "--write", str(page)])  # fmt: skip
+                     "maps-1", "maps-2", "train-maps", "two-three", "--write", str(page)])  # fmt: skip
     assert "change" not in variants and len(variants["runs"]) == 8
     plain = {"anchor_weight": 0.0, "distill_weight": 0.0, "hard_negatives": False}
     assert [r["changes"] for r in variants["runs"]] == [
         plain,
         {**plain, "batch_size": 12, "steps": 1},
-        {"anchor_weight": 10.0, "map_layers": 1},  # the former defaults, together and one at a time
+        {"anchor_weight": 10.0, "map_block": -1},  # the first defaults, together and one at a time
         {"anchor_weight": 10.0},
-        {"map_layers": 1},
-        {"object_weights": (0.3, 0.5, 0.2)},
-        {"map_layers": 1, "map_block": -2},
+        {"map_block": -1},
+        {"map_layers": 2, "map_block": -1},  # the settings before, each change alone
+        {"object_weights": None},
         {"train": "maps"},
     ]
     assert len({json.dumps(r["after"], sort_keys=True) for r in variants["runs"]}) > 1
@@ -85,6 +85,28 @@ def test_finetune_benchmark_reports_mean_and_spread_over_seeds(model_dir, tmp_pa
         "both sections kept"
     )
     assert f"| {variants['runs'][0]['label']} |" in text
+
+
+def test_object_weights_default_to_the_trained_mix_and_none_is_two_or_three_objects(model_dir, tmp_path, monkeypatch):
+    import benchmarks.finetune as bench
+
+    trained = []
+
+    def record(model, processor, settings, seed):
+        trained.append(settings["object_weights"])
+        return model, 0.0
+
+    monkeypatch.setattr(bench, "finetune", record)
+    monkeypatch.setattr(bench, "measure", lambda *args: dict.fromkeys(KEYS, 0.5))
+    page = tmp_path / "page.md"
+    for weights in ([], ["none"], ["1", "0", "0"]):
+        bench.main([*small(model_dir), "--seeds", "0", *(["--object-weights", *weights] if weights else []),
+                    "--write", str(page)])  # fmt: skip
+    assert trained == [(0.3, 0.5, 0.2), None, (1.0, 0.0, 0.0)]
+    text = page.read_text()
+    assert "<!-- finetune: --model-dir model: seeds, steps=2, batch_size=4 -->" in text
+    assert "<!-- finetune: --model-dir model: seeds, steps=2, batch_size=4, object_weights=None -->" in text
+    assert "seeds, steps=2, batch_size=4, object_weights=(1.0, 0.0, 0.0) -->" in text
 
 
 def test_training_stream_object_counts_and_negatives():
@@ -148,8 +170,14 @@ def test_bad_settings_are_named_before_any_run(model_dir, capsys):
 
     for argv, message in [
         (["--map-block", "2"], "`map_block` must be an int in [-2, 1]"),
-        (["--map-layers", "3"], "`map_layers` must be an int in [1, 2]"),
+        (["--map-layers", "3", "--map-block", "-1"], "`map_layers` must be an int in [1, 2]"),
+        (["--map-layers", "2"], "`map_layers` must be an int in [1, 1] (the blocks up to `map_block`); got 2"),
         (["--curve", "10"], "expected ANCHOR:DISTILL"),
+        (["--object-weights", "0.5", "0.5"], "three non-negative numbers that sum to 1, or none; got 0.5 0.5"),
+        (["--object-weights", "0.3", "0.5", "0.3"], "that sum to 1, or none; got 0.3 0.5 0.3"),
+        (["--object-weights", "-0.1", "0.6", "0.5"], "three non-negative numbers"),
+        (["--object-weights", "a", "b", "c"], "three non-negative numbers"),
+        (["--object-weights", "none", "none"], "that sum to 1, or none; got none none"),
         (["--curve", "1:-3"], "must be non-negative"),
         (["--eval-pairs", "150"], "--eval-pairs must be a positive multiple of 100"),
         (["--variants", "nope"], "invalid choice: 'nope'"),
@@ -250,3 +278,6 @@ def test_the_readmes_finetuning_claim_matches_the_page_per_seed():
         holds = worst >= -1 and region >= 10
         claim = f'"without sacrificing global performance" {"holds" if holds else "does **not** hold"} on every seed'
         assert f"{claim} {where}" in readme, f"README must say: {claim} {where}"
+        gains = _per_seed(section, "region zero-shot accuracy, object masks")
+        stated = f"{region:+.1f} points on the masks ({min(gains):+.1f} to {max(gains):+.1f} per seed"
+        assert stated in readme, f"README must state the page's region gain {where}: {stated}"

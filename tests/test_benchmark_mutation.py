@@ -169,6 +169,11 @@ def test_from_kept_reads_the_verdicts_a_stopped_run_left(tmp_path):
     assert mutation.kept_outcome(module, tmp_path).error == "stopped before any mutant was checked"
 
 
+def _plain(text: str) -> str:
+    """``text`` with runs of blanks made one, and a dropped last argument (mutmut writes ``x, )``) closed."""
+    return re.sub(r",[ \t]*\)", ")", re.sub(r"[ \t]+", " ", text))
+
+
 def test_each_survivor_counted_by_hand_is_a_hand_picked_mutant_of_the_same_file():
     from tools import known_mutants
 
@@ -180,9 +185,5 @@ def test_each_survivor_counted_by_hand_is_a_hand_picked_mutant_of_the_same_file(
         assert planted[known].path == module, f"{name}: {known} plants its bug in another file"
         source = (known_mutants.ROOT / "captum_gradeclip" / module).read_text()
         mutated = source.replace(planted[known].old, planted[known].new)
-
-        def plain(text: str) -> str:  # mutmut writes a dropped last argument as "x, )"
-            return re.sub(r",[ \t]*\)", ")", re.sub(r"[ \t]+", " ", text))
-
         if line != ")":  # mutmut shows a dropped keyword argument's line as its closing bracket alone
-            assert plain(line) in plain(mutated) and plain(line) not in plain(source), f"{known} plants another bug"
+            assert _plain(line) in _plain(mutated) and _plain(line) not in _plain(source), f"{known} plants another bug"
